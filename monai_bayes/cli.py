@@ -1,0 +1,51 @@
+"""``monai-bayes`` command line.
+
+Each sub-command lives next to the code it drives and registers itself here through a
+``register(subparsers)`` function; this module only dispatches. Sub-command modules are imported
+lazily so that ``monai-bayes --help`` stays fast and a missing optional extra (e.g. ``pacs``)
+only breaks the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# (command name, module that defines ``register(subparsers)``, one-line help)
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("synth", "monai_bayes.data.cli", "write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats"),
+    ("pacs", "monai_bayes.pacs.cli", "DICOM / DICOMweb research pipeline (needs the 'pacs' extra)"),
+)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Build the top-level parser, importing only the sub-command named in ``argv``."""
+    parser = argparse.ArgumentParser(prog="monai-bayes", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, module, help_text in _COMMANDS:
+        if name == wanted:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``monai-bayes`` console script; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
