@@ -1,0 +1,161 @@
+"""Monte-Carlo inference as a MONAI :class:`~monai.inferers.Inferer`.
+
+:class:`MonteCarloInferer` draws ``S`` posterior samples of any network whose stochastic layers
+follow :mod:`monai_bayes.layers.base` (partial / full Bayes, MC dropout, nested dropout; a plain
+network gives ``S`` identical samples). Samples are drawn *batched*: a chunk of ``c`` samples is
+one forward pass over ``c·B`` items (see :func:`~monai_bayes.layers.mc_samples`), and chunks
+bound the memory. Around each pass runs an inner inferer -- :class:`~monai.inferers.SimpleInferer`
+(default) or :class:`~monai.inferers.SlidingWindowInferer` for volumes. The inner inferer sees a
+network whose output has ``c·C`` channels (the chunk's samples side by side), so its windows and
+blending work unchanged, and since the noise of each chunk is frozen for the whole call, sample
+``s`` uses the same weights in every window: samples stay spatially coherent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from monai.inferers import Inferer, SimpleInferer
+from torch import nn
+
+from monai_bayes.layers.base import draw_noise, fixed_noise, mc_samples, sampling_mode, stochastic_layers
+from monai_bayes.uncertainty import uncertainty_maps
+
+__all__ = ["MonteCarloInferer", "summarize_samples"]
+
+logger = logging.getLogger(__name__)
+
+OutputKind = Literal["samples", "mean", "uncertainty"]
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softmax": lambda t: torch.softmax(t, dim=2),
+    "sigmoid": torch.sigmoid,
+}
+
+
+def summarize_samples(probs: torch.Tensor, activation: str) -> torch.Tensor:
+    """Stack the predictive mean and the three uncertainty maps along the channel dim.
+
+    ``probs``: ``(B, S, C, *sp)`` → ``(B, C + 3·U, *sp)`` with channels
+    ``[mean_0 … mean_{C-1}, total, aleatoric, epistemic]`` (``U = 1`` for softmax; for sigmoid
+    ``U = C`` and each map has one channel per class, in class order).
+    """
+    maps = uncertainty_maps(probs, activation)  # type: ignore[arg-type]
+    return torch.cat([maps["mean"], maps["total"], maps["aleatoric"], maps["epistemic"]], dim=1)
+
+
+class _SampleStackingNetwork:
+    """Callable running ``S`` samples of ``network`` on an input batch, samples side by side in channels.
+
+    ``(n, C_in, *sp)`` → network on ``(S·n, C_in, *sp)`` → ``(n, S·C_out, *sp')``.
+    """
+
+    def __init__(self, network: Callable[..., torch.Tensor], num_samples: int) -> None:
+        self.network = network
+        self.num_samples = num_samples
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        S, n = self.num_samples, x.shape[0]
+        out = self.network(torch.cat([x] * S), *args, **kwargs)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"MonteCarloInferer needs a network returning one tensor, got {type(out).__name__} "
+                "(e.g. disable deep supervision for inference)."
+            )
+        return out.reshape(S, n, *out.shape[1:]).transpose(0, 1).reshape(n, S * out.shape[1], *out.shape[2:])
+
+
+class MonteCarloInferer(Inferer):
+    """Draw ``num_samples`` posterior samples of a stochastic network and return them or their summary.
+
+    Parameters
+    ----------
+    num_samples: ``S``, the number of Monte-Carlo samples (seed 000 uses 5).
+    inferer: the inner inferer run for each chunk; default :class:`~monai.inferers.SimpleInferer`.
+        Use :class:`~monai.inferers.SlidingWindowInferer` for 3D volumes.
+    chunk_size: samples per forward pass (default: all ``S`` at once). Lower it to bound memory:
+        a pass holds ``chunk_size × batch`` items.
+    activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
+        ``output="samples"``).
+    output:
+        * ``"samples"`` -- ``(B, S, C, *sp)`` per-sample probabilities (the layout the metrics use);
+        * ``"mean"`` -- ``(B, C, *sp)`` predictive mean;
+        * ``"uncertainty"`` -- ``(B, C + 3U, *sp)``: mean, total entropy, aleatoric (expected
+          entropy) and epistemic (mutual information) maps, see :func:`summarize_samples`.
+    seed: if given, the noise is drawn from a generator seeded with it on every call, so the same
+        input gives the same samples (MC-dropout masks are not covered: they are drawn inside the
+        layers from the global RNG).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        inferer: Inferer | None = None,
+        chunk_size: int | None = None,
+        activation: str | None = "softmax",
+        output: OutputKind = "samples",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+        if activation is not None and activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}.")
+        if output not in ("samples", "mean", "uncertainty"):
+            raise ValueError(f"output must be 'samples', 'mean' or 'uncertainty', got {output!r}.")
+        if output != "samples" and activation is None:
+            raise ValueError(f"output={output!r} needs probabilities: set activation to 'softmax' or 'sigmoid'.")
+        self.num_samples = num_samples
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.chunk_size = chunk_size or num_samples
+        self.activation = activation
+        self.output = output
+        self.seed = seed
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed)
+        return gen
+
+    def sample(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Raw network outputs of ``S`` samples, ``(B, S, C, *sp)`` (no activation applied)."""
+        module = network if isinstance(network, nn.Module) else None
+        if module is not None and not stochastic_layers(module):
+            logger.warning("MonteCarloInferer: the network has no stochastic layer; all samples will be identical.")
+        generator = self._generator(inputs.device)
+        chunks = []
+        done = 0
+        while done < self.num_samples:
+            c = min(self.chunk_size, self.num_samples - done)
+            stacked = _SampleStackingNetwork(network, c)
+            if module is None:
+                out = self.inferer(inputs, stacked, *args, **kwargs)
+            else:
+                noise = draw_noise(module, c, generator)
+                with sampling_mode(module, "sample"), mc_samples(module, c), fixed_noise(module, noise):
+                    out = self.inferer(inputs, stacked, *args, **kwargs)
+            chunks.append(out.reshape(out.shape[0], c, out.shape[1] // c, *out.shape[2:]))
+            done += c
+        return torch.cat(chunks, dim=1)
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Run Monte-Carlo inference; the returned layout depends on ``output`` (see class doc)."""
+        raw = self.sample(inputs, network, *args, **kwargs)
+        if self.activation is None:
+            return raw
+        probs = _ACTIVATIONS[self.activation](raw)
+        if self.output == "samples":
+            return probs
+        if self.output == "mean":
+            return probs.mean(dim=1)
+        return summarize_samples(probs, self.activation)

@@ -1,0 +1,191 @@
+"""Forward passes of conv / transposed-conv / linear modules with explicit (sampled) weights.
+
+Stochastic layers keep the wrapped module's constructor options (stride, padding, output_padding,
+dilation, groups, padding_mode) and only swap the weight tensors. These helpers run the module's
+own operator with given weights, for one weight sample or for ``S`` samples at once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "BatchedStrategy",
+    "forward_with",
+    "forward_with_samples",
+    "make_layer_variants",
+    "spatial_dims",
+    "variant_for",
+]
+
+BatchedStrategy = Literal["auto", "loop", "grouped"]
+
+#: module types whose weights the stochastic layers can replace (exact types, not subclasses)
+SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+)
+
+
+def make_layer_variants(mixin: type, prefix: str, module_name: str) -> dict[type[nn.Module], type[nn.Module]]:
+    """Create ``<prefix><Base>`` classes (``mixin`` first in the MRO) for every supported base type.
+
+    The classes record their base in ``_base_type`` so that a stochastic module can be turned back
+    into the plain one (:func:`monai_bayes.networks.to_deterministic`).
+    """
+    variants = {}
+    for base in SUPPORTED_TYPES:
+        name = f"{prefix}{base.__name__}"
+        doc = f":class:`torch.nn.{base.__name__}` with :class:`{mixin.__name__}`; see there."
+        attrs = {"__module__": module_name, "__qualname__": name, "__doc__": doc, "_base_type": base}
+        variants[base] = type(name, (mixin, base), attrs)
+    return variants
+
+
+def variant_for(variants: dict[type[nn.Module], type[nn.Module]], base: type[nn.Module]) -> type[nn.Module]:
+    """The variant class for ``base`` (exact type match) or a ``ValueError`` listing the supported types."""
+    try:
+        return variants[base]
+    except KeyError:
+        supported = [t.__name__ for t in variants]
+        raise ValueError(f"{base.__name__} has no stochastic variant; supported: {supported}.") from None
+
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def spatial_dims(module: nn.Module) -> int:
+    """Number of spatial dims of a conv module (0 for ``Linear``)."""
+    return len(module.kernel_size) if isinstance(module, _ConvNd) else 0
+
+
+def _output_padding(module: _ConvTransposeNd, x: torch.Tensor, output_size: list[int] | None) -> list[int]:
+    nd = spatial_dims(module)
+    return module._output_padding(
+        x, output_size, module.stride, module.padding, module.kernel_size, nd, module.dilation
+    )
+
+
+def forward_with(
+    module: nn.Module,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    output_size: list[int] | None = None,
+) -> torch.Tensor:
+    """``module``'s forward with ``weight``/``bias`` in place of its own parameters.
+
+    Parameters
+    ----------
+    module: a ``Conv{1,2,3}d``, ``ConvTranspose{1,2,3}d`` or ``Linear`` (or a subclass of one).
+    x: input, the module's usual layout, e.g. ``(B, C_in, *spatial)``.
+    weight, bias: tensors shaped like ``module.weight`` / ``module.bias``.
+    output_size: transposed convs only, as in ``nn.ConvTranspose2d.forward``.
+    """
+    if isinstance(module, nn.Linear):
+        return F.linear(x, weight, bias)
+    if isinstance(module, _ConvTransposeNd):
+        fn = _CONV_T_FN[spatial_dims(module)]
+        out_pad = _output_padding(module, x, output_size)
+        return fn(x, weight, bias, module.stride, module.padding, out_pad, module.groups, module.dilation)
+    if isinstance(module, _ConvNd):
+        return module._conv_forward(x, weight, bias)
+    raise TypeError(f"forward_with supports conv, transposed conv and linear modules, got {type(module).__name__}.")
+
+
+def _resolve_strategy(strategy: BatchedStrategy, x: torch.Tensor) -> str:
+    if strategy == "auto":
+        # Measured (benchmarks/bench_core.py): on CPU a loop of dense convs beats one grouped conv
+        # plus the two layout permutes it needs; on CUDA the grouped conv saves kernel launches.
+        return "grouped" if x.is_cuda else "loop"
+    if strategy not in ("loop", "grouped"):
+        raise ValueError(f"batched_strategy must be 'auto', 'loop' or 'grouped', got {strategy!r}.")
+    return strategy
+
+
+def forward_with_samples(
+    module: nn.Module,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    biases: torch.Tensor | None,
+    strategy: BatchedStrategy = "auto",
+    output_size: list[int] | None = None,
+) -> torch.Tensor:
+    """Apply ``S`` weight samples to ``S`` sample-major blocks of the batch in one call.
+
+    Parameters
+    ----------
+    x: ``(S·B, ...)``, block ``s`` (items ``s·B … s·B+B-1``) goes through weight sample ``s``.
+    weights: ``(S, *module.weight.shape)``.
+    biases: ``(S, *module.bias.shape)``, or the shared ``module.bias`` (no sample dim), or ``None``.
+    strategy: ``"loop"`` (one dense call per sample), ``"grouped"`` (a single grouped convolution
+        with ``groups = S·module.groups``), or ``"auto"``. Both give the same result.
+
+    Returns
+    -------
+    ``(S·B, ...)``: the outputs, sample-major like the input.
+    """
+    S = weights.shape[0]
+    if x.shape[0] % S:
+        raise ValueError(f"input batch {x.shape[0]} is not a multiple of the {S} weight samples.")
+    B = x.shape[0] // S
+    per_sample_bias = biases is not None and module.bias is not None and biases.dim() == module.bias.dim() + 1
+
+    if isinstance(module, nn.Linear):
+        xs = x.reshape(S, -1, x.shape[-1])
+        out = torch.bmm(xs, weights.transpose(1, 2))
+        if biases is not None:
+            out = out + (biases.unsqueeze(1) if per_sample_bias else biases)
+        return out.reshape(*x.shape[:-1], weights.shape[1])
+
+    if _resolve_strategy(strategy, x) == "loop":
+        outs = []
+        for s in range(S):
+            b = biases[s] if per_sample_bias else biases
+            outs.append(forward_with(module, x[s * B : (s + 1) * B], weights[s], b, output_size))
+        return torch.cat(outs)
+    return _grouped_forward(module, x, weights, biases, per_sample_bias, output_size)
+
+
+def _grouped_forward(
+    module: nn.Module,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    biases: torch.Tensor | None,
+    per_sample_bias: bool,
+    output_size: list[int] | None,
+) -> torch.Tensor:
+    """One grouped (transposed) convolution over ``S`` weight samples: batch ``S·B`` → ``B`` with ``S·C`` channels."""
+    S = weights.shape[0]
+    B = x.shape[0] // S
+    spatial = x.shape[2:]
+    xg = x.reshape(S, B, x.shape[1], *spatial).transpose(0, 1).reshape(B, S * x.shape[1], *spatial)
+    wg = weights.reshape(S * weights.shape[1], *weights.shape[2:])
+    if biases is None:
+        bg = None
+    else:
+        bg = biases.reshape(-1) if per_sample_bias else biases.repeat(S)
+    groups = S * module.groups
+    nd = spatial_dims(module)
+    if isinstance(module, _ConvTransposeNd):
+        out_pad = _output_padding(module, x, output_size)
+        out = _CONV_T_FN[nd](xg, wg, bg, module.stride, module.padding, out_pad, groups, module.dilation)
+    elif module.padding_mode != "zeros":
+        xg = F.pad(xg, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        out = _CONV_FN[nd](xg, wg, bg, module.stride, 0, module.dilation, groups)
+    else:
+        out = _CONV_FN[nd](xg, wg, bg, module.stride, module.padding, module.dilation, groups)
+    c_out = out.shape[1] // S
+    return out.reshape(B, S, c_out, *out.shape[2:]).transpose(0, 1).reshape(S * B, c_out, *out.shape[2:])

@@ -1,0 +1,320 @@
+"""Masked partial-Bayesian layers (seed 000, SBN §2.2): Dirac and Gaussian weights in one layer.
+
+Every weight entry ``i`` of a partial-Bayesian layer is either deterministic, ``δ(μ_i)``, or
+Bayesian, ``N(μ_i, σ_i²)`` with ``σ_i = softplus(ρ_i)``. Storage keeps the wrapped layer intact:
+
+* the mean of *every* entry stays in the layer's own ``weight`` / ``bias`` parameter, so a
+  deterministic checkpoint loads straight in and the posterior-mean network is the plain layer;
+* for each parameter with Bayesian entries, a buffer ``<param>_bayes_index`` (int64, length k,
+  flat indices into the parameter) and a parameter ``<param>_rho`` (length k). Parameters and
+  checkpoint therefore grow by O(k), not O(N). When *every* entry is Bayesian (full mean-field
+  Bayes) the index is stored empty and ``rho`` has the parameter's full length, so a full-Bayes
+  checkpoint is exactly twice the deterministic one.
+
+A posterior sample is ``W = weight + scatter(index, σ ⊙ ε)``, ``ε ~ N(0, I_k)`` (reparameterisation
+trick, Kingma & Welling 2014). Only Bayesian entries contribute to :meth:`kl`, in closed form against
+the prior ``N(prior_mu, prior_sigma²)`` (seed: ``N(0, 1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_bayes.layers.base import StochasticLayer
+from monai_bayes.layers.functional import (
+    BatchedStrategy,
+    forward_with,
+    forward_with_samples,
+    make_layer_variants,
+    variant_for,
+)
+
+__all__ = [
+    "PartialBayesConv1d",
+    "PartialBayesConv2d",
+    "PartialBayesConv3d",
+    "PartialBayesConvTranspose1d",
+    "PartialBayesConvTranspose2d",
+    "PartialBayesConvTranspose3d",
+    "PartialBayesLayer",
+    "PartialBayesLinear",
+    "gaussian_kl",
+    "inverse_softplus",
+    "partial_bayes_class",
+]
+
+BAYES_PARAM_NAMES: tuple[str, ...] = ("weight", "bias")
+DEFAULT_SIGMA_RELATIVE_SCALE = 0.05
+DEFAULT_SIGMA_FLOOR = 1e-3
+
+
+def inverse_softplus(sigma: torch.Tensor) -> torch.Tensor:
+    """ρ such that ``softplus(ρ) = σ`` (σ > 0), computed stably as ``σ + log(-expm1(-σ))``."""
+    return sigma + torch.log(-torch.expm1(-sigma))
+
+
+def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, prior_mu: float, prior_sigma: float) -> torch.Tensor:
+    """Sum of ``KL(N(μ, σ²) ‖ N(μ₀, σ₀²))`` over all entries, in nats (closed form)::
+
+    log(σ₀/σ) + (σ² + (μ - μ₀)²) / (2 σ₀²) - 1/2
+    """
+    var_ratio = (sigma / prior_sigma) ** 2
+    return (
+        0.5 * (var_ratio + ((mu - prior_mu) / prior_sigma) ** 2 - 1.0) - torch.log(sigma) + math.log(prior_sigma)
+    ).sum()
+
+
+def initial_sigma(mu: torch.Tensor, sigma_init: float | str, relative_scale: float, floor: float) -> torch.Tensor:
+    """Initial posterior σ for Bayesian entries with means ``mu``.
+
+    ``sigma_init="relative"`` (default): ``σ = max(relative_scale·|μ|, floor)`` -- a sample starts
+    within a few percent of the trained weight, so the converted net initially behaves like the
+    deterministic one (SBN step 3 starts from the trained point estimates); the floor keeps
+    near-zero weights stochastic and their ρ trainable. A float gives a constant σ (e.g.
+    ``softplus(-3) ≈ 0.0486``, the common Bayes-by-backprop default).
+    """
+    if isinstance(sigma_init, str):
+        if sigma_init != "relative":
+            raise ValueError(f"sigma_init must be 'relative' or a positive float, got {sigma_init!r}.")
+        if relative_scale <= 0 or floor <= 0:
+            raise ValueError(f"sigma_relative_scale and sigma_floor must be > 0, got {relative_scale!r} and {floor!r}.")
+        return torch.clamp(relative_scale * mu.abs(), min=floor)
+    if not float(sigma_init) > 0:
+        raise ValueError(f"sigma_init must be 'relative' or a positive float, got {sigma_init!r}.")
+    return torch.full_like(mu, float(sigma_init))
+
+
+class PartialBayesLayer(StochasticLayer):
+    """Mixin turning a conv / transposed conv / linear module into a partial-Bayesian one.
+
+    Concrete classes are ``PartialBayes<Base>`` for each supported base type. They are normally
+    made by :func:`monai_bayes.networks.to_partial_bayes`, which swaps the class of trained
+    modules in place; constructing one directly makes every entry Bayesian unless ``bayes_masks``
+    says otherwise. All the base layer's constructor options are kept.
+
+    Parameters
+    ----------
+    bayes_masks: ``"all"`` or ``{"weight": bool tensor, "bias": bool tensor}`` shaped like the
+        parameters; ``True`` marks a Bayesian entry. A missing key means no Bayesian entry.
+    sigma_init, sigma_relative_scale, sigma_floor: initial σ, see :func:`initial_sigma`.
+    prior_mu, prior_sigma: Gaussian prior of the Bayesian entries (seed 000: ``N(0, 1)``).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        bayes_masks: Mapping[str, torch.Tensor] | str = "all",
+        sigma_init: float | str = "relative",
+        sigma_relative_scale: float = DEFAULT_SIGMA_RELATIVE_SCALE,
+        sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+        prior_mu: float = 0.0,
+        prior_sigma: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_partial_bayes(
+            bayes_masks,
+            sigma_init=sigma_init,
+            sigma_relative_scale=sigma_relative_scale,
+            sigma_floor=sigma_floor,
+            prior_mu=prior_mu,
+            prior_sigma=prior_sigma,
+        )
+
+    # ------------------------------------------------------------------------------ set-up
+    def _init_partial_bayes(
+        self,
+        bayes_masks: Mapping[str, torch.Tensor] | str,
+        *,
+        sigma_init: float | str = "relative",
+        sigma_relative_scale: float = DEFAULT_SIGMA_RELATIVE_SCALE,
+        sigma_floor: float = DEFAULT_SIGMA_FLOOR,
+        prior_mu: float = 0.0,
+        prior_sigma: float = 1.0,
+    ) -> None:
+        """Register index buffers and ρ parameters for the masked entries (μ = current weights)."""
+        if not prior_sigma > 0:
+            raise ValueError(f"prior_sigma must be > 0, got {prior_sigma!r}.")
+        self._init_stochastic_state()
+        self.prior_mu = float(prior_mu)
+        self.prior_sigma = float(prior_sigma)
+        self.batched_strategy: BatchedStrategy = "auto"
+        for pname in BAYES_PARAM_NAMES:
+            param = getattr(self, pname, None)
+            if param is None:
+                continue
+            if isinstance(bayes_masks, str):
+                if bayes_masks != "all":
+                    raise ValueError(f"bayes_masks must be 'all' or a mapping of bool masks, got {bayes_masks!r}.")
+                mask = torch.ones_like(param, dtype=torch.bool)
+            else:
+                mask = bayes_masks.get(pname)
+                if mask is None:
+                    continue
+            self._register_bayes_entries(pname, param, mask, sigma_init, sigma_relative_scale, sigma_floor)
+
+    def _register_bayes_entries(
+        self,
+        pname: str,
+        param: torch.Tensor,
+        mask: torch.Tensor,
+        sigma_init: float | str,
+        relative_scale: float,
+        floor: float,
+    ) -> None:
+        if tuple(mask.shape) != tuple(param.shape):
+            raise ValueError(
+                f"bayes mask for {pname!r} of {type(self).__name__} must have shape {tuple(param.shape)}, "
+                f"got {tuple(mask.shape)}."
+            )
+        flat = mask.reshape(-1).to(device=param.device, dtype=torch.bool)
+        if not flat.any():
+            return
+        mu = param.detach().reshape(-1)
+        if flat.all():
+            index = torch.empty(0, dtype=torch.long, device=param.device)
+        else:
+            index = flat.nonzero().squeeze(1)
+            mu = mu[index]
+        rho = inverse_softplus(initial_sigma(mu, sigma_init, relative_scale, floor).to(param.dtype))
+        self.register_buffer(f"{pname}_bayes_index", index)
+        self.register_parameter(f"{pname}_rho", nn.Parameter(rho))
+
+    # ------------------------------------------------------------------------------ queries
+    @property
+    def bayes_param_names(self) -> list[str]:
+        """Names of the parameters (``weight`` / ``bias``) that have Bayesian entries."""
+        return [p for p in BAYES_PARAM_NAMES if getattr(self, f"{p}_rho", None) is not None]
+
+    def bayes_index(self, pname: str) -> torch.Tensor:
+        """Flat indices of the Bayesian entries of ``pname`` (all entries for a dense parameter)."""
+        index = getattr(self, f"{pname}_bayes_index")
+        if index.numel() == 0:
+            return torch.arange(getattr(self, pname).numel(), device=index.device)
+        return index
+
+    def bayes_mask(self, pname: str) -> torch.Tensor:
+        """Boolean mask shaped like ``pname``: ``True`` where the entry is Bayesian."""
+        param = getattr(self, pname)
+        mask = torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
+        if pname in self.bayes_param_names:
+            mask[self.bayes_index(pname)] = True
+        return mask.view_as(param)
+
+    def num_bayes(self) -> int:
+        """Number of Bayesian entries k in this layer."""
+        return sum(getattr(self, f"{p}_rho").numel() for p in self.bayes_param_names)
+
+    def sigma(self, pname: str) -> torch.Tensor:
+        """Posterior standard deviations ``softplus(ρ)`` of the Bayesian entries of ``pname``, shape (k,)."""
+        return F.softplus(getattr(self, f"{pname}_rho"))
+
+    def posterior_mean(self, pname: str) -> torch.Tensor:
+        """Posterior means μ of the Bayesian entries of ``pname``, shape (k,) (a view into the parameter)."""
+        flat = getattr(self, pname).reshape(-1)
+        index = getattr(self, f"{pname}_bayes_index")
+        return flat if index.numel() == 0 else flat[index]
+
+    def kl(self) -> torch.Tensor:
+        """``Σ_i KL(N(μ_i, σ_i²) ‖ prior)`` over the Bayesian entries; deterministic entries add 0."""
+        terms = [
+            gaussian_kl(self.posterior_mean(p), self.sigma(p), self.prior_mu, self.prior_sigma)
+            for p in self.bayes_param_names
+        ]
+        if not terms:
+            return self.weight.new_zeros(())
+        return torch.stack(terms).sum()
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {p: (getattr(self, f"{p}_rho").numel(),) for p in self.bayes_param_names}
+
+    # ------------------------------------------------------------------------------ sampling
+    def sample_parameter(self, pname: str, num_samples: int = 1) -> torch.Tensor:
+        """``num_samples`` posterior samples of parameter ``pname``, shape ``(S, *param.shape)``."""
+        param = getattr(self, pname)
+        if pname not in self.bayes_param_names:
+            return param.unsqueeze(0).expand(num_samples, *param.shape)
+        rho = getattr(self, f"{pname}_rho")
+        eps = self._noise_for(pname, (rho.numel(),), num_samples, rho)
+        delta = F.softplus(rho) * eps  # (S, k)
+        index = getattr(self, f"{pname}_bayes_index")
+        if index.numel() == 0:  # dense: every entry Bayesian
+            return param.unsqueeze(0) + delta.view(num_samples, *param.shape)
+        flat = param.reshape(1, -1).repeat(num_samples, 1)
+        return flat.index_add(1, index, delta).view(num_samples, *param.shape)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._sampling_mode == "mean" or not self.bayes_param_names:
+            return super().forward(x, *args, **kwargs)
+        S = self._num_samples
+        self._check_batch(x.shape[0])
+        weights = self.sample_parameter("weight", S)
+        bias = self.bias
+        if bias is not None and "bias" in self.bayes_param_names:
+            bias = self.sample_parameter("bias", S)
+        output_size = kwargs.get("output_size", args[0] if args else None)
+        if S == 1:
+            return forward_with(
+                self, x, weights[0], None if bias is None else bias.reshape(self.bias.shape), output_size
+            )
+        return forward_with_samples(self, x, weights, bias, self.batched_strategy, output_size)
+
+    # ------------------------------------------------------------------------------ state dict
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # A checkpoint may hold a different number k of Bayesian entries (another selection):
+        # resize the index buffer and ρ to the checkpoint's before the default copy.
+        for pname in BAYES_PARAM_NAMES:
+            idx_key, rho_key = f"{prefix}{pname}_bayes_index", f"{prefix}{pname}_rho"
+            if idx_key not in state_dict or rho_key not in state_dict or getattr(self, pname, None) is None:
+                continue
+            ref = getattr(self, pname)
+            index = torch.empty_like(state_dict[idx_key], device=ref.device, dtype=torch.long)
+            rho = torch.empty_like(state_dict[rho_key], device=ref.device, dtype=ref.dtype)
+            self.register_buffer(f"{pname}_bayes_index", index)
+            self.register_parameter(f"{pname}_rho", nn.Parameter(rho))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def deterministic_module(self) -> nn.Module:
+        """Drop the Bayesian extras and return this module as its plain base type (posterior mean)."""
+        for pname in self.bayes_param_names:
+            delattr(self, f"{pname}_rho")
+            delattr(self, f"{pname}_bayes_index")
+        self.__class__ = self._base_type
+        return self
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        total = sum(getattr(self, p).numel() for p in BAYES_PARAM_NAMES if getattr(self, p, None) is not None)
+        return f"{base}, bayes={self.num_bayes()}/{total}, mode={self._sampling_mode}"
+
+
+_VARIANTS = make_layer_variants(PartialBayesLayer, "PartialBayes", __name__)
+PartialBayesConv1d = _VARIANTS[nn.Conv1d]
+PartialBayesConv2d = _VARIANTS[nn.Conv2d]
+PartialBayesConv3d = _VARIANTS[nn.Conv3d]
+PartialBayesConvTranspose1d = _VARIANTS[nn.ConvTranspose1d]
+PartialBayesConvTranspose2d = _VARIANTS[nn.ConvTranspose2d]
+PartialBayesConvTranspose3d = _VARIANTS[nn.ConvTranspose3d]
+PartialBayesLinear = _VARIANTS[nn.Linear]
+
+
+def partial_bayes_class(base: type[nn.Module]) -> type[nn.Module]:
+    """The partial-Bayesian class for a supported base type (exact type match)."""
+    return variant_for(_VARIANTS, base)
