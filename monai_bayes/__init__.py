@@ -7,5 +7,13 @@ Sub-packages follow MONAI's layout: ``layers`` (stochastic layers and the sampli
 
 from monai_bayes._version import __version__
 from monai_bayes.networks import to_deterministic, to_full_bayes, to_mc_dropout, to_partial_bayes
+from monai_bayes.workflows import train_sparse_bayes
 
-__all__ = ["__version__", "to_deterministic", "to_full_bayes", "to_mc_dropout", "to_partial_bayes"]
+__all__ = [
+    "__version__",
+    "to_deterministic",
+    "to_full_bayes",
+    "to_mc_dropout",
+    "to_partial_bayes",
+    "train_sparse_bayes",
+]

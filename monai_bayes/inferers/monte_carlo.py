@@ -21,7 +21,14 @@ import torch
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from monai_bayes.layers.base import draw_noise, fixed_noise, mc_samples, sampling_mode, stochastic_layers
+from monai_bayes.layers.base import (
+    draw_noise,
+    fixed_noise,
+    mc_samples,
+    sampling_mode,
+    select_noise,
+    stochastic_layers,
+)
 from monai_bayes.uncertainty import uncertainty_maps
 
 __all__ = ["MonteCarloInferer", "summarize_samples"]
@@ -130,7 +137,9 @@ class MonteCarloInferer(Inferer):
         module = network if isinstance(network, nn.Module) else None
         if module is not None and not stochastic_layers(module):
             logger.warning("MonteCarloInferer: the network has no stochastic layer; all samples will be identical.")
-        generator = self._generator(inputs.device)
+        # the noise of all S samples is drawn once and sliced per chunk, so the samples do not depend
+        # on the chunk size (and an ensemble visits each member once)
+        noise = draw_noise(module, self.num_samples, self._generator(inputs.device)) if module is not None else {}
         chunks = []
         done = 0
         while done < self.num_samples:
@@ -139,8 +148,8 @@ class MonteCarloInferer(Inferer):
             if module is None:
                 out = self.inferer(inputs, stacked, *args, **kwargs)
             else:
-                noise = draw_noise(module, c, generator)
-                with sampling_mode(module, "sample"), mc_samples(module, c), fixed_noise(module, noise):
+                chunk_noise = select_noise(noise, slice(done, done + c))
+                with sampling_mode(module, "sample"), mc_samples(module, c), fixed_noise(module, chunk_noise):
                     out = self.inferer(inputs, stacked, *args, **kwargs)
             chunks.append(out.reshape(out.shape[0], c, out.shape[1] // c, *out.shape[2:]))
             done += c

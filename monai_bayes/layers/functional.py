@@ -19,12 +19,18 @@ __all__ = [
     "BatchedStrategy",
     "forward_with",
     "forward_with_samples",
+    "forward_with_sparse_samples",
     "make_layer_variants",
+    "sparse_touched_channels",
     "spatial_dims",
     "variant_for",
 ]
 
-BatchedStrategy = Literal["auto", "loop", "grouped"]
+BatchedStrategy = Literal["auto", "loop", "grouped", "sparse"]
+
+#: with ``"auto"``, a sparse perturbation uses the ``"sparse"`` strategy when the channels it touches
+#: cover at most this fraction of the layer's (output × input) channel pairs
+SPARSE_DENSITY_THRESHOLD = 0.25
 
 #: module types whose weights the stochastic layers can replace (exact types, not subclasses)
 SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (
@@ -105,13 +111,14 @@ def forward_with(
     raise TypeError(f"forward_with supports conv, transposed conv and linear modules, got {type(module).__name__}.")
 
 
-def _resolve_strategy(strategy: BatchedStrategy, x: torch.Tensor) -> str:
-    if strategy == "auto":
+def dense_strategy(strategy: BatchedStrategy, x: torch.Tensor) -> str:
+    """``"loop"`` or ``"grouped"`` for a dense set of weight samples (``"auto"`` picks by device)."""
+    if strategy in ("auto", "sparse"):
         # Measured (benchmarks/bench_core.py): on CPU a loop of dense convs beats one grouped conv
         # plus the two layout permutes it needs; on CUDA the grouped conv saves kernel launches.
         return "grouped" if x.is_cuda else "loop"
     if strategy not in ("loop", "grouped"):
-        raise ValueError(f"batched_strategy must be 'auto', 'loop' or 'grouped', got {strategy!r}.")
+        raise ValueError(f"batched_strategy must be 'auto', 'loop', 'grouped' or 'sparse', got {strategy!r}.")
     return strategy
 
 
@@ -131,7 +138,7 @@ def forward_with_samples(
     weights: ``(S, *module.weight.shape)``.
     biases: ``(S, *module.bias.shape)``, or the shared ``module.bias`` (no sample dim), or ``None``.
     strategy: ``"loop"`` (one dense call per sample), ``"grouped"`` (a single grouped convolution
-        with ``groups = S·module.groups``), or ``"auto"``. Both give the same result.
+        with ``groups = S·module.groups``), or ``"auto"`` (by device). Both give the same result.
 
     Returns
     -------
@@ -150,7 +157,7 @@ def forward_with_samples(
             out = out + (biases.unsqueeze(1) if per_sample_bias else biases)
         return out.reshape(*x.shape[:-1], weights.shape[1])
 
-    if _resolve_strategy(strategy, x) == "loop":
+    if dense_strategy(strategy, x) == "loop":
         outs = []
         for s in range(S):
             b = biases[s] if per_sample_bias else biases
@@ -189,3 +196,72 @@ def _grouped_forward(
         out = _CONV_FN[nd](xg, wg, bg, module.stride, module.padding, module.dilation, groups)
     c_out = out.shape[1] // S
     return out.reshape(B, S, c_out, *out.shape[2:]).transpose(0, 1).reshape(S * B, c_out, *out.shape[2:])
+
+
+def sparse_touched_channels(module: nn.Module, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Channels touched by a sparse weight perturbation of a conv / transposed conv with ``groups=1``.
+
+    Parameters
+    ----------
+    index: flat indices (k,) into ``module.weight`` of the perturbed entries.
+
+    Returns
+    -------
+    ``(out_channels, in_channels, compact_index)``: the sorted touched output channels ``A`` and
+    input channels ``I``, and for each entry its flat index into the compact kernel of shape
+    ``(|A|, |I|, *k)`` (conv) or ``(|I|, |A|, *k)`` (transposed conv, whose weight is in × out).
+    """
+    shape = module.weight.shape
+    K = shape[2:].numel()
+    first, second = index // (shape[1] * K), (index // K) % shape[1]
+    kk = index % K
+    transposed = isinstance(module, _ConvTransposeNd)
+    out_ch, in_ch = (second, first) if transposed else (first, second)
+    out_idx, in_idx = torch.unique(out_ch), torch.unique(in_ch)
+    a_pos, i_pos = torch.searchsorted(out_idx, out_ch), torch.searchsorted(in_idx, in_ch)
+    compact = ((i_pos * len(out_idx) + a_pos) if transposed else (a_pos * len(in_idx) + i_pos)) * K + kk
+    return out_idx, in_idx, compact
+
+
+def forward_with_sparse_samples(
+    module: nn.Module,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: torch.Tensor,
+    delta: torch.Tensor,
+    bias_delta: torch.Tensor | None = None,
+    output_size: list[int] | None = None,
+) -> torch.Tensor:
+    """``S`` samples ``W_s = weight + scatter(index, delta_s)`` using the linearity of convolution.
+
+    ``f(x_s; W + Δ_s) = f(x_s; W) + f(x_s; Δ_s)``: the first term is one dense call over the whole
+    ``S·B`` batch (as efficient as the deterministic layer); the second only involves the output
+    channels ``A`` and input channels ``I`` that the sparse ``Δ_s`` touches, so it is cheap when the
+    Bayesian entries are few and concentrated (see :func:`sparse_touched_channels`). Conv and
+    transposed conv with ``groups=1`` only.
+
+    Parameters
+    ----------
+    x: ``(S·B, C_in, *spatial)`` sample-major.
+    weight, bias: the mean parameters.
+    index: ``(k,)`` flat indices of the perturbed weight entries; ``delta``: ``(S, k)`` perturbations.
+    bias_delta: optional ``(S, C_out)`` bias perturbations.
+    """
+    if module.groups != 1 or not isinstance(module, _ConvNd):
+        raise ValueError(f"the 'sparse' strategy needs a conv or transposed conv with groups=1, got {module!r}.")
+    S = delta.shape[0]
+    B = x.shape[0] // S
+    y = forward_with(module, x, weight, bias, output_size)
+    out_idx, in_idx, compact = sparse_touched_channels(module, index)
+    kernel = weight.shape[2:]
+    transposed = isinstance(module, _ConvTransposeNd)
+    shape = (len(in_idx), len(out_idx), *kernel) if transposed else (len(out_idx), len(in_idx), *kernel)
+    dW = delta.new_zeros(S, torch.Size(shape).numel()).index_add(1, compact, delta).view(S, *shape)
+    ys = y.view(S, B, *y.shape[1:])  # in-place updates below: the conv backward does not need y
+    for s in range(S):
+        corr = forward_with(module, x[s * B : (s + 1) * B].index_select(1, in_idx), dW[s], None, output_size)
+        ys[s].index_add_(1, out_idx, corr)
+    if bias_delta is not None:
+        ys.add_(bias_delta.view(S, 1, -1, *([1] * (y.dim() - 2))))
+    return y

@@ -25,13 +25,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from monai_bayes.layers.base import StochasticLayer
 from monai_bayes.layers.functional import (
+    SPARSE_DENSITY_THRESHOLD,
     BatchedStrategy,
     forward_with,
     forward_with_samples,
+    forward_with_sparse_samples,
     make_layer_variants,
+    sparse_touched_channels,
     variant_for,
 )
 
@@ -235,30 +239,56 @@ class PartialBayesLayer(StochasticLayer):
         return {p: (getattr(self, f"{p}_rho").numel(),) for p in self.bayes_param_names}
 
     # ------------------------------------------------------------------------------ sampling
+    def parameter_delta(self, pname: str, num_samples: int = 1) -> torch.Tensor:
+        """Perturbations ``σ ⊙ ε`` of the Bayesian entries of ``pname``, shape ``(S, k)``."""
+        rho = getattr(self, f"{pname}_rho")
+        return F.softplus(rho) * self._noise_for(pname, (rho.numel(),), num_samples, rho)
+
     def sample_parameter(self, pname: str, num_samples: int = 1) -> torch.Tensor:
         """``num_samples`` posterior samples of parameter ``pname``, shape ``(S, *param.shape)``."""
         param = getattr(self, pname)
         if pname not in self.bayes_param_names:
             return param.unsqueeze(0).expand(num_samples, *param.shape)
-        rho = getattr(self, f"{pname}_rho")
-        eps = self._noise_for(pname, (rho.numel(),), num_samples, rho)
-        delta = F.softplus(rho) * eps  # (S, k)
+        delta = self.parameter_delta(pname, num_samples)
         index = getattr(self, f"{pname}_bayes_index")
         if index.numel() == 0:  # dense: every entry Bayesian
             return param.unsqueeze(0) + delta.view(num_samples, *param.shape)
         flat = param.reshape(1, -1).repeat(num_samples, 1)
         return flat.index_add(1, index, delta).view(num_samples, *param.shape)
 
+    def _use_sparse_strategy(self) -> bool:
+        """Whether a batched pass should use :func:`forward_with_sparse_samples` (see ``batched_strategy``)."""
+        index = getattr(self, "weight_bayes_index", None)
+        eligible = isinstance(self, _ConvNd) and self.groups == 1 and index is not None and index.numel() > 0
+        if self.batched_strategy == "sparse":
+            if not eligible:
+                raise ValueError(
+                    "batched_strategy='sparse' needs a conv with groups=1 and a sparse Bayesian weight selection."
+                )
+            return True
+        if self.batched_strategy != "auto" or not eligible:
+            return False
+        out_idx, in_idx, _ = sparse_touched_channels(self, index)
+        density = len(out_idx) * len(in_idx) / (self.out_channels * self.in_channels)
+        return density <= SPARSE_DENSITY_THRESHOLD
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self._sampling_mode == "mean" or not self.bayes_param_names:
             return super().forward(x, *args, **kwargs)
         S = self._num_samples
         self._check_batch(x.shape[0])
-        weights = self.sample_parameter("weight", S)
-        bias = self.bias
-        if bias is not None and "bias" in self.bayes_param_names:
-            bias = self.sample_parameter("bias", S)
         output_size = kwargs.get("output_size", args[0] if args else None)
+        bias_is_bayes = self.bias is not None and "bias" in self.bayes_param_names
+        if S > 1 and "weight" in self.bayes_param_names and self._use_sparse_strategy():
+            bias_delta = None
+            if bias_is_bayes:
+                bias_delta = self.sample_parameter("bias", S) - self.bias
+            delta = self.parameter_delta("weight", S)
+            return forward_with_sparse_samples(
+                self, x, self.weight, self.bias, self.weight_bayes_index, delta, bias_delta, output_size
+            )
+        weights = self.sample_parameter("weight", S)
+        bias = self.sample_parameter("bias", S) if bias_is_bayes else self.bias
         if S == 1:
             return forward_with(
                 self, x, weights[0], None if bias is None else bias.reshape(self.bias.shape), output_size

@@ -10,8 +10,10 @@ from monai_bayes.networks.convert import (
     to_mc_dropout,
     to_partial_bayes,
 )
+from monai_bayes.networks.ensemble import DeepEnsemble
 
 __all__ = [
+    "DeepEnsemble",
     "bayes_masks_from_state_dict",
     "candidate_modules",
     "candidate_parameters",

@@ -1,5 +1,26 @@
-"""Choosing which weights become Bayesian: saliency scores and Top-k masks (seed 000, step 2)."""
+"""Choosing which weights become Bayesian: scores and Top-k masks (seed 000, step 2)."""
 
+from monai_bayes.selection.report import LayerSelection, format_selection_report, selection_report
+from monai_bayes.selection.saliency import (
+    ScoreMethod,
+    compute_scores,
+    magnitude_scores,
+    random_scores,
+    saliency_scores,
+)
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_selected, select_topk
 
-__all__ = ["SelectionScope", "check_r_bayes", "num_selected", "select_topk"]
+__all__ = [
+    "LayerSelection",
+    "ScoreMethod",
+    "SelectionScope",
+    "check_r_bayes",
+    "compute_scores",
+    "format_selection_report",
+    "magnitude_scores",
+    "num_selected",
+    "random_scores",
+    "saliency_scores",
+    "select_topk",
+    "selection_report",
+]

@@ -1,7 +1,7 @@
 """Top-k selection of Bayesian entries from per-parameter scores (seed 000, SBN §2.2 step 2).
 
 Scores are a mapping ``{parameter name: tensor shaped like the parameter}`` (e.g. accumulated
-``|∇θ|``). :func:`select_topk` keeps the ``k = round(r_bayes · N)`` highest-scoring entries, either
+``|∇θ|``). :func:`select_topk` keeps the ``k = ⌊r_bayes · N + 1/2⌋`` highest-scoring entries, either
 over the whole network (``scope="global"``, the seed's choice) or within each layer
 (``scope="layer"``: the parameters of one module, e.g. its weight and bias, compete together).
 Ties are broken by position (earlier parameter, then lower flat index), so the selection is a
@@ -28,8 +28,8 @@ def check_r_bayes(r_bayes: float) -> float:
 
 
 def num_selected(r_bayes: float, total: int) -> int:
-    """``k = round(r_bayes · total)``, at least 1 and at most ``total``."""
-    return min(total, max(1, round(check_r_bayes(r_bayes) * total)))
+    """``k = ⌊r_bayes · total + 1/2⌋`` (round half up), at least 1 and at most ``total``."""
+    return min(total, max(1, int(check_r_bayes(r_bayes) * total + 0.5)))
 
 
 def _module_of(param_name: str) -> str:

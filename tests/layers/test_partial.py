@@ -115,11 +115,16 @@ def test_kl_custom_prior():
     torch.testing.assert_close(pb.kl().detach(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", ["loop", "grouped"])
+@pytest.mark.parametrize("strategy", ["loop", "grouped", "sparse", "auto"])
 def test_batched_samples_equal_sequential_samples(case, strategy):
     _, pb, x = case
     pb.batched_strategy = strategy
     S = 3
+    sparse_ok = isinstance(pb, nn.modules.conv._ConvNd) and pb.groups == 1 and pb.weight_bayes_index.numel() > 0
+    if strategy == "sparse" and not sparse_ok:
+        with mc_samples(pb, S), pytest.raises(ValueError, match="'sparse' needs a conv with groups=1"):
+            pb(torch.cat([x] * S))
+        return
     noise = draw_noise(pb, S, torch.Generator().manual_seed(1))
     with mc_samples(pb, S), fixed_noise(pb, noise):
         batched = pb(torch.cat([x] * S))
@@ -188,3 +193,32 @@ def test_storage_grows_by_k_and_full_bayes_is_dense():
     assert sum(p.numel() for p in full.parameters()) == 2 * n
     assert _nbytes(partial) / _nbytes(det) < 1.05
     assert 1.95 < _nbytes(full) / _nbytes(det) < 2.05
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_auto_strategy_uses_sparse_path_for_concentrated_selection(transposed, monkeypatch):
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(6, 5, 3, stride=2, padding=1, output_padding=1) if transposed else nn.Conv2d(6, 5, 3)
+    mask = torch.zeros_like(layer.weight, dtype=torch.bool)
+    mask[1, 2] = True  # one (first-dim, second-dim) channel pair: density 1/30
+    pb = to_partial_bayes(
+        layer, {"weight": mask, "bias": torch.tensor([False, True, False, False, True])}, inplace=False
+    )
+    import monai_bayes.layers.partial as partial_module
+
+    calls = []
+    original = partial_module.forward_with_sparse_samples
+    monkeypatch.setattr(
+        partial_module, "forward_with_sparse_samples", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    x = torch.randn(2, 6, 6, 6)
+    S = 4
+    noise = draw_noise(pb, S, torch.Generator().manual_seed(0))
+    with mc_samples(pb, S), fixed_noise(pb, noise):
+        batched = pb(torch.cat([x] * S))
+    assert calls, "auto must pick the sparse strategy for a concentrated selection"
+    for s in range(S):
+        with fixed_noise(pb, select_noise(noise, s)):
+            torch.testing.assert_close(batched[s * 2 : (s + 1) * 2], pb(x), rtol=1e-5, atol=1e-6)
+    batched.sum().backward()
+    assert (pb.weight_rho.grad != 0).all() and (pb.bias_rho.grad != 0).all()

@@ -1,0 +1,159 @@
+"""Parameter scores for choosing Bayesian weights (seed 000, SBN §2.2 step 2, and ablations).
+
+* ``"saliency"`` (the seed's criterion): ``Σ_batches |∇θ L|`` -- the gradient magnitude of the task
+  loss, accumulated over batches (default: one epoch). One forward and one backward per batch;
+  the gradient of every batch is taken in absolute value *before* summing, so opposite-signed
+  gradients of different batches do not cancel.
+* ``"saliency_sq"``: ``Σ_batches (∇θ L)²`` (a Fisher-information-like variant).
+* ``"magnitude"``: ``|θ|`` (largest-magnitude ablation, no data needed).
+* ``"random"``: i.i.d. uniform scores from a seeded generator (random ablation).
+
+All return ``{parameter name: score tensor shaped like the parameter}`` over the parameters that
+partial-Bayes conversion may change (conv / transposed-conv / linear weights and biases;
+normalisation parameters are never candidates). Pass them to :func:`select_topk` or directly to
+:func:`monai_bayes.networks.to_partial_bayes` with ``r_bayes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from monai.engines.utils import default_prepare_batch
+from torch import nn
+from tqdm.auto import tqdm
+
+# module import (not ``from … import``): networks.convert imports selection.topk, so this package
+# may be initialised while networks.convert is still loading
+import monai_bayes.networks.convert as convert
+from monai_bayes.layers.base import sampling_mode
+
+__all__ = ["ScoreMethod", "compute_scores", "magnitude_scores", "random_scores", "saliency_scores"]
+
+ScoreMethod = Literal["saliency", "saliency_sq", "magnitude", "random"]
+
+
+def _all_reduce(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Sum scores over the ranks of an initialised process group, so every rank selects the same Top-k."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for value in scores.values():
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return scores
+
+
+def saliency_scores(
+    network: nn.Module,
+    loader: Iterable[Any],
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    num_batches: int | None = None,
+    squared: bool = False,
+    device: torch.device | str | None = None,
+    prepare_batch: Callable[..., Any] = default_prepare_batch,
+    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    all_reduce: bool = True,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Accumulated gradient saliency ``Σ_b |∇θ L_b|`` (or ``Σ_b (∇θ L_b)²``) of the task loss.
+
+    Parameters
+    ----------
+    network: the trained deterministic network (its stochastic layers, if any, run in mean mode).
+    loader: batches as the MONAI trainer sees them (dicts with ``image``/``label`` by default).
+    loss_function: task loss ``L(prediction, target)`` (the NLL used for training).
+    num_batches: batches to accumulate over; ``None`` = one full pass over ``loader``.
+    squared: accumulate ``∇θ²`` instead of ``|∇θ|``.
+    device: where to run (default: the network's device).
+    prepare_batch: MONAI ``prepare_batch`` callable turning a batch into ``(inputs, targets)``.
+    include, exclude: restrict candidate modules (see :func:`~monai_bayes.networks.candidate_modules`).
+    all_reduce: under ``torch.distributed``, sum the scores over ranks before returning.
+    progress: show a progress bar.
+
+    Returns
+    -------
+    ``{parameter name: scores}`` (float32, on the network's device).
+    """
+    params = convert.candidate_parameters(network, include, exclude)
+    device = torch.device(device) if device is not None else next(network.parameters()).device
+    scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    was_training = network.training
+    requires = {n: p.requires_grad for n, p in network.named_parameters()}
+    network.eval()  # deterministic forward: no dropout, batch-norm running statistics
+    for p in network.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    total = num_batches if num_batches is not None else _safe_len(loader)
+    batches = islice(loader, num_batches) if num_batches is not None else loader
+    seen = 0
+    try:
+        with sampling_mode(network, "mean"):
+            for batch in tqdm(batches, total=total, desc="saliency", disable=not progress, leave=False):
+                inputs, targets = prepare_batch(batch, device, False)[:2]
+                grads = torch.autograd.grad(loss_function(network(inputs), targets), list(params.values()))
+                for (name, _), g in zip(params.items(), grads):
+                    scores[name] += g.square() if squared else g.abs()
+                seen += 1
+    finally:
+        for n, p in network.named_parameters():
+            p.requires_grad_(requires[n])
+        network.train(was_training)
+    if seen == 0:
+        raise ValueError("the loader yielded no batch: saliency needs at least one batch of training data.")
+    return _all_reduce(scores) if all_reduce else scores
+
+
+def _safe_len(loader: Iterable[Any]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def magnitude_scores(
+    network: nn.Module,
+    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``|θ|`` for every candidate parameter (largest-magnitude ablation)."""
+    return {n: p.detach().abs().float() for n, p in convert.candidate_parameters(network, include, exclude).items()}
+
+
+def random_scores(
+    network: nn.Module,
+    seed: int = 0,
+    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+) -> dict[str, torch.Tensor]:
+    """I.i.d. ``U(0, 1)`` scores from a generator seeded with ``seed`` (random ablation)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        n: torch.rand(p.shape, generator=gen).to(p.device)
+        for n, p in convert.candidate_parameters(network, include, exclude).items()
+    }
+
+
+def compute_scores(
+    method: ScoreMethod,
+    network: nn.Module,
+    loader: Iterable[Any] | None = None,
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Mapping[str, torch.Tensor]:
+    """Scores by ``method`` with one interface (extra keyword arguments go to the scorer)."""
+    if method in ("saliency", "saliency_sq"):
+        if loader is None or loss_function is None:
+            raise ValueError(f"method={method!r} needs a data loader and a loss_function.")
+        return saliency_scores(network, loader, loss_function, squared=method == "saliency_sq", **kwargs)
+    include, exclude = kwargs.get("include"), kwargs.get("exclude")
+    if method == "magnitude":
+        return magnitude_scores(network, include, exclude)
+    if method == "random":
+        return random_scores(network, seed, include, exclude)
+    raise ValueError(f"method must be 'saliency', 'saliency_sq', 'magnitude' or 'random', got {method!r}.")

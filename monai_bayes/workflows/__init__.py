@@ -1,0 +1,25 @@
+"""Training recipes built from MONAI trainers and monai_bayes handlers."""
+
+from monai_bayes.workflows.sparse_bayes import (
+    METHODS,
+    OptimizerSettings,
+    RecipeResult,
+    load_checkpoint,
+    save_checkpoint,
+    select_step,
+    train_bayesian,
+    train_deterministic,
+    train_sparse_bayes,
+)
+
+__all__ = [
+    "METHODS",
+    "OptimizerSettings",
+    "RecipeResult",
+    "load_checkpoint",
+    "save_checkpoint",
+    "select_step",
+    "train_bayesian",
+    "train_deterministic",
+    "train_sparse_bayes",
+]

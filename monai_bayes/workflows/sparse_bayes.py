@@ -1,0 +1,443 @@
+"""The sparse-Bayesian training recipe (seed 000, SBN Fig. 2) and its baselines, on MONAI trainers.
+
+:func:`train_sparse_bayes` runs
+
+1. **deterministic training** (NLL) → ``deterministic.pt``;
+2. **selection**: gradient saliency ``Σ|∇θ|`` over one epoch, Top ``r_bayes`` made Bayesian with μ
+   from the trained weights → ``selection.json`` (per-layer report);
+3. **partial-Bayes training**: ELBO with ``num_samples`` MC samples per step and annealed β →
+   ``sparse_bayes.pt``.
+
+Each step is also a public function (:func:`train_deterministic`, :func:`select_step`,
+:func:`train_bayesian`). With ``output_dir`` set, every finished step leaves its checkpoint and a
+rerun resumes after the last finished step (``resume=True``). Baselines go through the same
+entry point (``method=``): ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"`` (r_bayes = 1:
+every conv/linear weight), ``"ensemble"`` (``ensemble_size`` independently initialised
+deterministic members). Every training step records parameters, FLOPs per step and wall time
+(:class:`~monai_bayes.handlers.TrainingCostHandler`).
+
+All steps are MONAI :class:`~monai.engines.SupervisedTrainer` runs with Ignite handlers, the same
+components the bundles configure.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.contrib.handlers import ProgressBar
+from monai.engines import SupervisedTrainer
+from monai.inferers import SimpleInferer
+from monai.utils import set_determinism
+from torch import nn
+
+from monai_bayes.data._atomic import atomic_write_json
+from monai_bayes.handlers.cost import TrainingCostHandler
+from monai_bayes.handlers.kl_annealing import KLAnnealingHandler
+from monai_bayes.handlers.saliency_selection import select_bayesian_weights
+from monai_bayes.inferers.monte_carlo import MonteCarloInferer
+from monai_bayes.losses.elbo import ELBOLoss, make_nll
+from monai_bayes.networks.convert import load_stochastic_state_dict, to_full_bayes, to_mc_dropout
+from monai_bayes.networks.ensemble import DeepEnsemble
+from monai_bayes.selection.report import LayerSelection
+from monai_bayes.selection.saliency import ScoreMethod
+from monai_bayes.selection.topk import SelectionScope, check_r_bayes
+
+__all__ = [
+    "METHODS",
+    "OptimizerSettings",
+    "RecipeResult",
+    "load_checkpoint",
+    "save_checkpoint",
+    "select_step",
+    "train_bayesian",
+    "train_deterministic",
+    "train_sparse_bayes",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
+Loss = nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class OptimizerSettings:
+    """Optimizer of every training step (seed 000: SGD, lr 0.01, weight decay 1e-5)."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 1e-5
+    momentum: float = 0.0
+    rho_lr: float | None = None  # learning rate of the ρ parameters (default: lr)
+
+    def build(self, network: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer over ``network``'s parameters; ρ parameters get their own group (no weight decay)."""
+        rho = [p for n, p in network.named_parameters() if n.endswith("_rho")]
+        rho_ids = {id(p) for p in rho}
+        rest = [p for p in network.parameters() if id(p) not in rho_ids]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if rho:
+            groups.append({"params": rho, "weight_decay": 0.0, "lr": self.rho_lr or self.lr})
+        if self.name == "sgd":
+            return torch.optim.SGD(groups, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum)
+        if self.name == "adam":
+            return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        if self.name == "adamw":
+            return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {self.name!r}.")
+
+
+@dataclass
+class RecipeResult:
+    """What :func:`train_sparse_bayes` produced."""
+
+    method: str
+    network: nn.Module
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> TrainingCostHandler summary
+    selection: list[LayerSelection] | None = None
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(network: nn.Module, path: str | os.PathLike) -> Path:
+    """Save ``network.state_dict()`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(network.state_dict(), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a state dict saved by :func:`save_checkpoint` (``weights_only=True``) into ``network``.
+
+    A partial/full-Bayes checkpoint converts a deterministic ``network`` to the same structure
+    first. A checkpoint of another network raises ``ValueError`` naming the file.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        return load_stochastic_state_dict(network, state)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+# ------------------------------------------------------------------------------------ trainers
+def _device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _run_trainer(
+    network: nn.Module,
+    loader: Iterable[Any],
+    loss_function: Loss,
+    max_epochs: int,
+    optimizer: OptimizerSettings,
+    device: torch.device,
+    inferer: Any,
+    handlers: Sequence[Any] = (),
+    progress: bool = True,
+    prepare_batch: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``network`` in place with a MONAI SupervisedTrainer; return the cost summary."""
+    network.to(device)
+    cost = TrainingCostHandler()
+    kwargs = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=loader,
+        network=network,
+        optimizer=optimizer.build(network),
+        loss_function=loss_function,
+        inferer=inferer,
+        train_handlers=[cost, *handlers],
+        **kwargs,
+    )
+    if progress:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": _first_loss(out)})
+    trainer.run()
+    return cost.summary
+
+
+def _first_loss(output: Any) -> float:
+    item = output[0] if isinstance(output, list) else output
+    return float(item["loss"]) if isinstance(item, dict) else float(item)
+
+
+def _dataset_size(loader: Iterable[Any]) -> int | None:
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def train_deterministic(
+    network: nn.Module,
+    loader: Iterable[Any],
+    *,
+    loss_function: Loss | str = "ce",
+    max_epochs: int = 50,
+    optimizer: OptimizerSettings | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    prepare_batch: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """SBN step 1 (and the MC-dropout / ensemble-member training): minimise the NLL. Returns the cost summary."""
+    nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
+    return _run_trainer(
+        network,
+        loader,
+        nll,
+        max_epochs,
+        optimizer or OptimizerSettings(),
+        _device(device),
+        SimpleInferer(),
+        progress=progress,
+        prepare_batch=prepare_batch,
+    )
+
+
+def select_step(
+    network: nn.Module,
+    loader: Iterable[Any],
+    *,
+    loss_function: Loss | str = "ce",
+    r_bayes: float = 0.01,
+    method: ScoreMethod = "saliency",
+    scope: SelectionScope = "global",
+    num_batches: int | None = None,
+    seed: int = 0,
+    sigma_init: float | str = "relative",
+    prior_sigma: float = 1.0,
+    device: torch.device | str | None = None,
+    prepare_batch: Callable[..., Any] | None = None,
+    progress: bool = True,
+) -> list[LayerSelection]:
+    """SBN step 2: score the trained weights and make the Top ``r_bayes`` Bayesian (in place)."""
+    nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
+    network.to(_device(device))
+    return select_bayesian_weights(
+        network,
+        r_bayes=r_bayes,
+        method=method,
+        scope=scope,
+        loader=loader,
+        loss_function=nll,
+        num_batches=num_batches,
+        seed=seed,
+        sigma_init=sigma_init,
+        prior_sigma=prior_sigma,
+        device=device,
+        prepare_batch=prepare_batch,
+        progress=progress,
+    )
+
+
+def train_bayesian(
+    network: nn.Module,
+    loader: Iterable[Any],
+    *,
+    loss_function: Loss | str = "ce",
+    max_epochs: int = 50,
+    num_samples: int = 5,
+    kl_schedule: str = "linear",
+    beta_start: float = 0.2,
+    beta_end: float = 0.01,
+    kl_reduction: str | float = "dataset",
+    dataset_size: int | None = None,
+    optimizer: OptimizerSettings | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    prepare_batch: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """SBN step 3: train a partial/full-Bayes network with the ELBO (``num_samples`` samples per step,
+    β annealed by ``kl_schedule``). Returns the cost summary."""
+    nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
+    if kl_reduction == "dataset" and dataset_size is None:
+        dataset_size = _dataset_size(loader)
+    elbo = ELBOLoss(network, nll, beta=beta_start, kl_reduction=kl_reduction, dataset_size=dataset_size)
+    annealing = KLAnnealingHandler(elbo, schedule=kl_schedule, start=beta_start, end=beta_end)
+    inferer = MonteCarloInferer(num_samples=num_samples, activation=None)
+    return _run_trainer(
+        network,
+        loader,
+        elbo,
+        max_epochs,
+        optimizer or OptimizerSettings(),
+        _device(device),
+        inferer,
+        handlers=[annealing],
+        progress=progress,
+        prepare_batch=prepare_batch,
+    )
+
+
+# ------------------------------------------------------------------------------------ recipe
+def _fresh_copy(network: nn.Module, seed: int) -> nn.Module:
+    """A deep copy of ``network`` with every sub-module re-initialised from ``seed`` (ensemble member)."""
+    member = copy.deepcopy(network)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in member.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return member
+
+
+def _cached(output_dir: Path | None, name: str, resume: bool, network: nn.Module, result: RecipeResult) -> bool:
+    """Load ``name``'s checkpoint into ``network`` if resuming and it exists; record its path."""
+    if output_dir is None:
+        return False
+    path = output_dir / f"{name}.pt"
+    result.checkpoints[name] = path
+    if resume and path.is_file():
+        load_checkpoint(network, path)
+        logger.info("resuming: loaded finished step %r from %s", name, path)
+        return True
+    return False
+
+
+def train_sparse_bayes(
+    network: nn.Module,
+    train_loader: Iterable[Any],
+    *,
+    method: str = "sparse_bayes",
+    output_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    loss_function: Loss | str = "ce",
+    deterministic_epochs: int = 50,
+    bayes_epochs: int = 50,
+    r_bayes: float = 0.01,
+    selection_method: ScoreMethod = "saliency",
+    scope: SelectionScope = "global",
+    saliency_batches: int | None = None,
+    sigma_init: float | str = "relative",
+    prior_sigma: float = 1.0,
+    num_samples: int = 5,
+    kl_schedule: str = "linear",
+    beta_start: float = 0.2,
+    beta_end: float = 0.01,
+    kl_reduction: str | float = "dataset",
+    dataset_size: int | None = None,
+    optimizer: OptimizerSettings | None = None,
+    mc_dropout_p: float = 0.1,
+    ensemble_size: int = 5,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    prepare_batch: Callable[..., Any] | None = None,
+) -> RecipeResult:
+    """Train ``network`` (an untrained deterministic MONAI network) by ``method``; see module docstring.
+
+    Parameters
+    ----------
+    method: ``"sparse_bayes"`` (default), ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"``, ``"ensemble"``.
+    output_dir: where step checkpoints go (and are resumed from); ``None`` keeps everything in memory.
+    deterministic_epochs: epochs of step 1 (also of MC-dropout and each ensemble member).
+    bayes_epochs: epochs of step 3 (partial/full Bayes).
+    r_bayes, selection_method, scope, saliency_batches: step 2 (``saliency_batches=None``: one epoch).
+    num_samples, kl_schedule, beta_start, beta_end, kl_reduction, dataset_size: step 3 ELBO
+        (see :class:`~monai_bayes.losses.ELBOLoss`, :class:`~monai_bayes.handlers.KLAnnealingHandler`).
+
+    Returns
+    -------
+    :class:`RecipeResult` with the trained network (converted in place), costs per step and the
+    selection report.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "sparse_bayes":
+        check_r_bayes(r_bayes)
+    if ensemble_size < 2 and method == "ensemble":
+        raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}.")
+    set_determinism(seed=seed)
+    out = Path(output_dir) if output_dir is not None else None
+    result = RecipeResult(method=method, network=network)
+    common = dict(loss_function=loss_function, device=device, progress=progress, prepare_batch=prepare_batch)
+    det_kwargs = dict(common, max_epochs=deterministic_epochs, optimizer=optimizer)
+
+    def run_deterministic(net: nn.Module, name: str) -> None:
+        if not _cached(out, name, resume, net, result):
+            result.costs[name] = train_deterministic(net, train_loader, **det_kwargs)
+            _save(out, name, net, result)
+
+    if method == "ensemble":
+        members = [network if m == 0 else _fresh_copy(network, seed + m) for m in range(ensemble_size)]
+        for m, member in enumerate(members):
+            run_deterministic(member, f"ensemble_member_{m}")
+        result.network = DeepEnsemble(members)
+        return result
+    if method == "mc_dropout":
+        to_mc_dropout(network, mc_dropout_p)
+        run_deterministic(network, "mc_dropout")
+        return result
+
+    run_deterministic(network, "deterministic")
+    if method == "deterministic":
+        return result
+
+    bayes_name = "full_bayes" if method == "full_bayes" else "sparse_bayes"
+    if out is not None and resume and (out / f"{bayes_name}.pt").is_file():
+        _cached(out, bayes_name, resume, network, result)
+        return result
+    if method == "full_bayes":
+        to_full_bayes(network, sigma_init=sigma_init, prior_sigma=prior_sigma)
+    else:
+        result.selection = select_step(
+            network,
+            train_loader,
+            loss_function=loss_function,
+            r_bayes=r_bayes,
+            method=selection_method,
+            scope=scope,
+            num_batches=saliency_batches,
+            seed=seed,
+            sigma_init=sigma_init,
+            prior_sigma=prior_sigma,
+            device=device,
+            prepare_batch=prepare_batch,
+            progress=progress,
+        )
+        if out is not None:
+            atomic_write_json(out / "selection.json", [r.as_dict() for r in result.selection])
+    result.costs[bayes_name] = train_bayesian(
+        network,
+        train_loader,
+        **common,
+        max_epochs=bayes_epochs,
+        num_samples=num_samples,
+        kl_schedule=kl_schedule,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        kl_reduction=kl_reduction,
+        dataset_size=dataset_size,
+        optimizer=optimizer,
+    )
+    _save(out, bayes_name, network, result)
+    return result
+
+
+def _save(output_dir: Path | None, name: str, network: nn.Module, result: RecipeResult) -> None:
+    """Save a finished step's checkpoint and the costs measured so far (no-op without ``output_dir``)."""
+    if output_dir is not None:
+        result.checkpoints[name] = save_checkpoint(network, output_dir / f"{name}.pt")
+        atomic_write_json(output_dir / "costs.json", result.costs)
