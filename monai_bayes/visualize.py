@@ -1,0 +1,188 @@
+"""Figures for people who would rather look than read: overlays, uncertainty maps, sweeps.
+
+* :func:`overlay_errors` -- prediction vs reference on the image: true positives green, false
+  positives blue, false negatives red (seed 000 Fig. 3 convention);
+* :func:`plot_case` -- one row per case: input, rater masks, overlay, uncertainty map (Fig. 3);
+* :func:`plot_method_comparison` -- bar charts with error bars per method (Fig. 4);
+* :func:`plot_reliability` -- reliability diagram (accuracy vs confidence) per method.
+
+All functions take numpy arrays or tensors (moved to the host here: plotting is not a hot path),
+build :class:`matplotlib.figure.Figure` objects directly (no pyplot state, so they leave a
+notebook's backend alone) and write PNG files atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["overlay_errors", "plot_case", "plot_cases", "plot_method_comparison", "plot_reliability", "save_figure"]
+
+TP_COLOR = (0.0, 0.8, 0.0)
+FP_COLOR = (0.1, 0.3, 1.0)
+FN_COLOR = (1.0, 0.0, 0.0)
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def overlay_errors(image: Any, prediction: Any, reference: Any, alpha: float = 0.55) -> np.ndarray:
+    """RGB overlay of a binary prediction against a binary reference on a grey image.
+
+    Parameters
+    ----------
+    image: ``(H, W)`` intensities (any range; min-max scaled for display).
+    prediction, reference: ``(H, W)`` binary masks.
+
+    Returns
+    -------
+    ``(H, W, 3)`` float RGB in [0, 1]: TP green, FP blue, FN red, elsewhere the image.
+    """
+    img = _np(image).astype(np.float64)
+    pred, ref = _np(prediction).astype(bool), _np(reference).astype(bool)
+    if not img.shape == pred.shape == ref.shape or img.ndim != 2:
+        raise ValueError(
+            f"image, prediction and reference must be (H, W) of one shape, got {img.shape}, {pred.shape}, {ref.shape}."
+        )
+    lo, hi = float(img.min()), float(img.max())
+    grey = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    for mask, color in ((pred & ref, TP_COLOR), (pred & ~ref, FP_COLOR), (~pred & ref, FN_COLOR)):
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.asarray(color)
+    return rgb
+
+
+def plot_case(
+    axes: Sequence[Axes],
+    image: Any,
+    raters: Any,
+    mean_probability: Any,
+    uncertainty: Any,
+    threshold: float = 0.5,
+    uncertainty_max: float | None = None,
+) -> None:
+    """Fill one row of 4 axes: input | rater masks | prediction overlay | uncertainty map.
+
+    Parameters
+    ----------
+    image: ``(H, W)``; raters: ``(R, H, W)`` binary rater masks; mean_probability: ``(H, W)``
+    foreground probability; uncertainty: ``(H, W)`` e.g. predictive entropy in nats.
+    The overlay compares the thresholded prediction with the raters' majority vote.
+    """
+    img, rat = _np(image), _np(raters).astype(bool)
+    prob, unc = _np(mean_probability), _np(uncertainty)
+    majority = rat.mean(axis=0) > 0.5
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("input")
+    axes[1].imshow(img, cmap="gray")
+    colors = colormaps["autumn"](np.linspace(0, 1, max(len(rat), 1)))
+    for r, mask in enumerate(rat):
+        if mask.any():
+            axes[1].contour(mask.astype(float), levels=[0.5], colors=[colors[r]], linewidths=1.0)
+    axes[1].set_title(f"{len(rat)} raters")
+    axes[2].imshow(overlay_errors(img, prob > threshold, majority))
+    axes[2].set_title("TP green / FP blue / FN red")
+    im = axes[3].imshow(unc, cmap="jet", vmin=0.0, vmax=uncertainty_max)
+    axes[3].set_title("uncertainty (nats)")
+    axes[3].figure.colorbar(im, ax=axes[3], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def plot_cases(cases: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """A Fig.-3-like grid, one row per case; each case maps ``image``, ``raters``, ``mean``, ``uncertainty``."""
+    if not cases:
+        raise ValueError("plot_cases needs at least one case.")
+    fig = Figure(figsize=(12, 3.1 * len(cases)))
+    axes = fig.subplots(len(cases), 4, squeeze=False)
+    vmax = max(float(_np(c["uncertainty"]).max()) for c in cases) or None
+    for row, case in zip(axes, cases):
+        plot_case(row, case["image"], case["raters"], case["mean"], case["uncertainty"], uncertainty_max=vmax)
+        if "name" in case:
+            row[0].set_ylabel(str(case["name"]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_method_comparison(
+    summary: Mapping[str, Mapping[str, tuple[float, float] | float]],
+    metrics: Sequence[str],
+    path: str | os.PathLike,
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Fig.-4-like bars: one panel per metric, one bar per method, ``mean ± std`` error bars.
+
+    Parameters
+    ----------
+    summary: ``{method: {metric: (mean, std) or value}}`` in display order.
+    metrics: metric keys to plot (one panel each).
+    labels: optional display names of the metrics.
+    """
+    methods = list(summary)
+    fig = Figure(figsize=(3.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    colors = colormaps["viridis"](np.linspace(0.1, 0.9, len(methods)))
+    for ax, metric in zip(axes[0], metrics):
+        means, stds = [], []
+        for m in methods:
+            value = summary[m].get(metric, float("nan"))
+            mean, std = value if isinstance(value, (tuple, list)) else (value, 0.0)
+            means.append(float(mean))
+            stds.append(float(std))
+        ax.bar(range(len(methods)), means, yerr=stds, color=colors, capsize=3)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=60, ha="right", fontsize=8)
+        ax.set_title((labels or {}).get(metric, metric), fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_reliability(
+    curves: Mapping[str, tuple[Any, Any]], path: str | os.PathLike, title: str = "reliability"
+) -> Path:
+    """Reliability diagram: ``{method: (bin confidences, bin accuracies)}`` against the diagonal."""
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
+    for name, (conf, acc) in curves.items():
+        ax.plot(_np(conf), _np(acc), marker="o", markersize=3, label=name)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)

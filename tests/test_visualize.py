@@ -1,0 +1,45 @@
+"""Figures: overlay colours and that the PNG files are written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monai_bayes.visualize import (
+    FN_COLOR,
+    FP_COLOR,
+    TP_COLOR,
+    overlay_errors,
+    plot_cases,
+    plot_method_comparison,
+    plot_reliability,
+)
+
+
+def test_overlay_colours_mark_tp_fp_fn():
+    image = np.zeros((3, 3))
+    pred = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]])
+    ref = np.array([[1, 0, 1], [0, 0, 0], [0, 0, 0]])
+    rgb = overlay_errors(image, pred, ref, alpha=1.0)
+    assert tuple(rgb[0, 0]) == TP_COLOR and tuple(rgb[0, 1]) == FP_COLOR and tuple(rgb[0, 2]) == FN_COLOR
+    assert tuple(rgb[1, 1]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        overlay_errors(image, pred[:2], ref)
+
+
+def test_figures_are_written(tmp_path):
+    rng = np.random.default_rng(0)
+    case = {
+        "image": rng.random((16, 16)),
+        "raters": rng.random((4, 16, 16)) > 0.5,
+        "mean": rng.random((16, 16)),
+        "uncertainty": rng.random((16, 16)),
+        "name": "case-1",
+    }
+    for path in (
+        plot_cases([case, case], tmp_path / "cases.png"),
+        plot_method_comparison({"a": {"dice": (0.8, 0.01)}, "b": {"dice": 0.7}}, ["dice"], tmp_path / "bars.png"),
+        plot_reliability({"a": (np.linspace(0, 1, 5), np.linspace(0, 1, 5))}, tmp_path / "rel.png"),
+    ):
+        assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".*")), "no temporary files left behind"
