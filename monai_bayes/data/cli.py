@@ -1,0 +1,266 @@
+"""``monai-bayes synth …``: write synthetic data in the real formats, and convert datasets.
+
+Examples::
+
+    monai-bayes synth lidc OUT --num-cases 20 --seed 0            # DICOM CT + LIDC XML
+    monai-bayes synth lidc OUT --prepare CACHE                    # … and convert to patches
+    monai-bayes synth isic OUT --num-cases 40
+    monai-bayes synth chestmnist OUT/chestmnist.npz --num-train 2000
+    monai-bayes synth prepare-lidc RAW CACHE --on-error skip      # real LIDC-IDRI download
+    monai-bayes synth prepare-lidc-pickle data_lidc.pickle CACHE
+    monai-bayes synth prepare-isic RAW CACHE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from monai_bayes.data.errors import DataFormatError
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, default=str))
+
+
+def _summary(datalist: Path) -> dict[str, Any]:
+    with open(datalist, encoding="utf-8") as f:
+        d = json.load(f)
+    out: dict[str, Any] = {"datalist": str(datalist)}
+    for key in ("training", "validation", "test"):
+        if key in d:
+            out[key] = len(d[key])
+    report = datalist.parent / d.get("report", "report.json")
+    if report.is_file():
+        with open(report, encoding="utf-8") as f:
+            r = json.load(f)
+        out["skipped"] = len(r.get("skipped", []))
+        out["warnings"] = len(r.get("warnings", []))
+    return out
+
+
+def _cmd_lidc(args: argparse.Namespace) -> int:
+    from monai_bayes.data.lidc import prepare_lidc_dataset
+    from monai_bayes.data.synthetic import write_lidc_cases
+
+    cases = write_lidc_cases(
+        args.out,
+        args.num_cases,
+        args.seed,
+        shape=tuple(args.shape),
+        overwrite=args.overwrite,
+        show_progress=_progress(args),
+        num_workers=None if args.workers == 0 else args.workers,
+    )
+    result: dict[str, Any] = {"out": str(args.out), "cases": len(cases), "nodules": sum(len(c.nodules) for c in cases)}
+    if args.prepare is not None:
+        dl = prepare_lidc_dataset(
+            args.out,
+            args.prepare,
+            patch_size=args.patch_size,
+            pixel_spacing_mm=args.pixel_spacing,
+            num_folds=args.num_folds,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            show_progress=_progress(args),
+        )
+        result.update(_summary(dl))
+    _print_json(result)
+    return 0
+
+
+def _cmd_isic(args: argparse.Namespace) -> int:
+    from monai_bayes.data.isic import prepare_isic_dataset
+    from monai_bayes.data.synthetic import write_isic_cases
+
+    splits = write_isic_cases(args.out, args.num_cases, args.seed, overwrite=args.overwrite)
+    result: dict[str, Any] = {"out": str(args.out), **{k: len(v) for k, v in splits.items()}}
+    if args.prepare is not None:
+        dl = prepare_isic_dataset(
+            args.out,
+            args.prepare,
+            size=(args.size, args.size),
+            seed=args.seed,
+            overwrite=args.overwrite,
+            show_progress=_progress(args),
+        )
+        result["cache"] = _summary(dl)
+    _print_json(result)
+    return 0
+
+
+def _cmd_chestmnist(args: argparse.Namespace) -> int:
+    from monai_bayes.data.chestmnist import CHESTMNIST_CLASSES, load_chestmnist
+    from monai_bayes.data.synthetic import write_chestmnist_npz
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        out = out / f"chestmnist{'' if args.size == 28 else f'_{args.size}'}.npz"
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
+    path = write_chestmnist_npz(out, args.num_train, args.num_val, args.num_test, size=args.size, seed=args.seed)
+    train = load_chestmnist(path, splits=("train",))["train"]["labels"]
+    freq = train.mean(axis=0)
+    _print_json(
+        {"out": str(path), "train_frequency": dict(zip(CHESTMNIST_CLASSES, [round(float(f), 4) for f in freq]))}
+    )
+    return 0
+
+
+def _cmd_prepare_lidc(args: argparse.Namespace) -> int:
+    from monai_bayes.data.lidc import prepare_lidc_dataset
+
+    dl = prepare_lidc_dataset(
+        args.raw,
+        args.cache,
+        patch_size=args.patch_size,
+        pixel_spacing_mm=args.pixel_spacing,
+        num_folds=args.num_folds,
+        seed=args.seed,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        show_progress=_progress(args),
+    )
+    _print_json(_summary(dl))
+    return 0
+
+
+def _cmd_prepare_lidc_pickle(args: argparse.Namespace) -> int:
+    from monai_bayes.data.lidc_pickle import convert_lidc_pickle
+
+    dl = convert_lidc_pickle(
+        args.pickle,
+        args.cache,
+        num_folds=args.num_folds,
+        seed=args.seed,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        show_progress=_progress(args),
+    )
+    _print_json(_summary(dl))
+    return 0
+
+
+def _cmd_prepare_isic(args: argparse.Namespace) -> int:
+    from monai_bayes.data.isic import prepare_isic_dataset
+
+    dl = prepare_isic_dataset(
+        args.raw,
+        args.cache,
+        size=(args.size, args.size),
+        seed=args.seed,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        show_progress=_progress(args),
+    )
+    _print_json(_summary(dl))
+    return 0
+
+
+def _guard(func: Any) -> Any:
+    """Turn expected data errors into a one-line message and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (DataFormatError, FileExistsError, FileNotFoundError, ValueError) as e:
+            print(f"monai-bayes synth: error: {e}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, different output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _lidc_patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patch-size", type=int, default=128, help="patch side in pixels (default 128)")
+    p.add_argument(
+        "--pixel-spacing", type=float, default=None, help="resample patches to this spacing in mm (default: native)"
+    )
+    p.add_argument("--num-folds", type=int, default=4, help="patient-level folds (default 4)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``synth`` command (and its sub-commands) to the ``monai-bayes`` parser."""
+    synth = subparsers.add_parser(
+        "synth",
+        help="write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats; convert datasets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = synth.add_subparsers(dest="synth_command", metavar="KIND", required=True)
+
+    p = sub.add_parser("lidc", help="CT series (DICOM) + LIDC XML with four simulated readers")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--num-cases", type=int, default=20, help="number of patients (default 20)")
+    p.add_argument("--shape", type=int, nargs=3, default=(40, 256, 256), metavar=("Z", "Y", "X"), help="volume size")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1; 0 = CPU cores, max 4)")
+    p.add_argument("--prepare", type=Path, default=None, metavar="CACHE", help="also convert to a patch cache here")
+    _lidc_patch_args(p)
+    _common(p)
+    p.set_defaults(func=_guard(_cmd_lidc))
+
+    p = sub.add_parser("isic", help="ISIC 2018 Task 1 folders: JPEG lesions + PNG masks")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--num-cases", type=int, default=40, help="number of images over all splits (default 40)")
+    p.add_argument(
+        "--prepare", type=Path, default=None, metavar="CACHE", help="also convert to a resized .npy cache here"
+    )
+    p.add_argument("--size", type=int, default=224, help="cache image side (default 224)")
+    _common(p)
+    p.set_defaults(func=_guard(_cmd_isic))
+
+    p = sub.add_parser("chestmnist", help="MedMNIST ChestMNIST .npz with long-tailed multi-labels")
+    p.add_argument("out", type=Path, metavar="OUT", help="output .npz file, or a folder for chestmnist.npz")
+    p.add_argument("--num-train", type=int, default=2000)
+    p.add_argument("--num-val", type=int, default=300)
+    p.add_argument("--num-test", type=int, default=600)
+    p.add_argument("--size", type=int, default=28, help="image side (28, 64, 128 or 224)")
+    _common(p)
+    p.set_defaults(func=_guard(_cmd_chestmnist))
+
+    for name, helptext, func, src in (
+        ("prepare-lidc", "convert a raw LIDC-IDRI folder (DICOM + XML) to the patch cache", _cmd_prepare_lidc, "raw"),
+        (
+            "prepare-lidc-pickle",
+            "convert the LIDC 128² crop pickle (read safely) to the patch cache",
+            _cmd_prepare_lidc_pickle,
+            "pickle",
+        ),
+        ("prepare-isic", "convert an ISIC 2018 Task 1 folder to the resized .npy cache", _cmd_prepare_isic, "raw"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument(src, type=Path, metavar=src.upper(), help="input folder or file")
+        p.add_argument("cache", type=Path, metavar="CACHE", help="output cache folder")
+        p.add_argument(
+            "--on-error",
+            choices=("raise", "skip"),
+            default="raise",
+            help="stop at bad input or skip it (listed in report.json)",
+        )
+        if name == "prepare-isic":
+            p.add_argument("--size", type=int, default=224, help="image side (default 224)")
+        elif name == "prepare-lidc":
+            _lidc_patch_args(p)
+        else:
+            p.add_argument("--num-folds", type=int, default=4)
+        _common(p)
+        p.set_defaults(func=_guard(func))
+    return synth

@@ -1,0 +1,178 @@
+"""Multi-rater dictionary transforms.
+
+Multi-rater labels carry the raters as channels: ``(R, H, W[, D])``, one binary mask per rater
+(empty where a rater did not mark the structure). These transforms reduce them:
+
+* :class:`RandRaterd` — one rater drawn at random per call (training on LIDC, seed 000 §3.3);
+* :class:`MajorityVoted` — the majority vote;
+* :class:`RaterMeand` — the mean over raters (a soft label in [0, 1]).
+
+Keep all raters for evaluation by copying the stack first, e.g.
+``CopyItemsd(keys="label", names="raters")`` (MONAI), then reducing ``"label"``.
+
+They accept numpy arrays and torch tensors (``MetaTensor`` metadata is preserved) and output the
+same type with one channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+from monai.utils import TransformBackends
+
+__all__ = ["MajorityVoted", "RandRaterd", "RaterMeand"]
+
+NdarrayOrTensor = np.ndarray | torch.Tensor
+
+
+def _check(x: Any, key: Hashable, name: str) -> None:
+    if not isinstance(x, np.ndarray | torch.Tensor):
+        raise TypeError(f"{name}: data[{key!r}] must be a numpy array or torch tensor, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"{name}: data[{key!r}] must be (R, *spatial) with raters first, got shape {tuple(x.shape)}")
+
+
+class RandRaterd(Randomizable, MapTransform):
+    """Keep one randomly drawn rater channel: ``(R, *spatial)`` → ``(1, *spatial)``.
+
+    The same rater is used for every key of one call. Seed with ``set_random_state(seed)`` (or a
+    MONAI ``Compose`` / ``Dataset`` that seeds its transforms).
+
+    Parameters
+    ----------
+    keys
+        Keys of multi-rater arrays (rater dimension first).
+    nonempty_only
+        Draw only among raters whose mask (in the first key) is not empty; falls back to all
+        raters when every mask is empty. Default ``False``: all ``R`` raters are equally likely,
+        as in the LIDC protocol where an empty mask is a rater's "no nodule here".
+    rater_key
+        If set, the drawn rater index is stored under this key.
+    allow_missing_keys
+        Don't raise when a key is absent.
+    """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        nonempty_only: bool = False,
+        rater_key: str | None = "rater_index",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.nonempty_only = nonempty_only
+        self.rater_key = rater_key
+        self._index = 0
+
+    def randomize(self, data: Sequence[int]) -> None:
+        """Draw the rater index among the candidate indices ``data``."""
+        self._index = int(data[self.R.randint(len(data))])
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        first = d[keys[0]]
+        _check(first, keys[0], type(self).__name__)
+        n = int(first.shape[0])
+        candidates = list(range(n))
+        if self.nonempty_only:
+            flat = first.reshape(n, -1)
+            nonempty = [i for i in range(n) if bool((flat[i] != 0).any())]
+            candidates = nonempty or candidates
+        self.randomize(candidates)
+        i = self._index
+        for key in keys:
+            _check(d[key], key, type(self).__name__)
+            if int(d[key].shape[0]) != n:
+                raise ValueError(f"RandRaterd: data[{key!r}] has {d[key].shape[0]} raters, data[{keys[0]!r}] has {n}")
+            d[key] = d[key][i : i + 1]
+        if self.rater_key is not None:
+            d[self.rater_key] = i
+        return d
+
+
+class MajorityVoted(MapTransform):
+    """Majority vote over raters: ``(R, *spatial)`` → ``(1, *spatial)``.
+
+    A pixel is foreground when the fraction of raters marking it is ``> threshold`` (``>=`` with
+    ``inclusive=True``). With four raters and the defaults, 3 or 4 votes are needed (a 2–2 tie is
+    background); raters who did not mark the structure vote background.
+
+    Parameters
+    ----------
+    keys
+        Multi-rater keys.
+    threshold
+        Vote fraction in [0, 1].
+    inclusive
+        Count a fraction equal to ``threshold`` as foreground.
+    allow_missing_keys
+        Don't raise when a key is absent.
+    """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        threshold: float = 0.5,
+        inclusive: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold
+        self.inclusive = inclusive
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            _check(x, key, type(self).__name__)
+            if isinstance(x, torch.Tensor):
+                frac = (x != 0).float().mean(dim=0, keepdim=True)
+                vote = frac >= self.threshold if self.inclusive else frac > self.threshold
+                d[key] = vote.to(x.dtype)
+            else:
+                frac = (x != 0).mean(axis=0, keepdims=True)
+                vote = frac >= self.threshold if self.inclusive else frac > self.threshold
+                d[key] = vote.astype(x.dtype)
+        return d
+
+
+class RaterMeand(MapTransform):
+    """Mean over raters, a soft label: ``(R, *spatial)`` → ``(1, *spatial)`` float32 in [0, 1].
+
+    Parameters
+    ----------
+    keys
+        Multi-rater keys (binary masks; non-zero counts as foreground).
+    allow_missing_keys
+        Don't raise when a key is absent.
+    """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, keys: KeysCollection = "label", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            _check(x, key, type(self).__name__)
+            if isinstance(x, torch.Tensor):
+                d[key] = (x != 0).float().mean(dim=0, keepdim=True)
+            else:
+                d[key] = (x != 0).mean(axis=0, keepdims=True).astype(np.float32)
+        return d

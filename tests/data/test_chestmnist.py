@@ -1,0 +1,72 @@
+"""ChestMNIST npz: reader validation and the long-tailed synthetic writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_bayes.data import CHESTMNIST_CLASSES, ChestMNISTDataset, DataFormatError, load_chestmnist
+from monai_bayes.data.synthetic import prepare_synthetic_chestmnist, write_chestmnist_npz
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_chestmnist_npz(tmp_path_factory.mktemp("cm") / "chestmnist.npz", 3000, 200, 300, seed=0)
+
+
+def test_format_matches_medmnist(npz: Path) -> None:
+    with np.load(npz, allow_pickle=False) as f:
+        assert sorted(f.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
+        assert f["train_images"].shape == (3000, 28, 28) and f["train_images"].dtype == np.uint8
+        assert f["train_labels"].shape == (3000, 14) and f["train_labels"].dtype == np.uint8
+
+
+def test_long_tail_and_cooccurrence(npz: Path) -> None:
+    labels = load_chestmnist(npz)["train"]["labels"].astype(float)
+    freq = labels.mean(axis=0)
+    assert freq.min() > 0 and freq.max() / freq.min() >= 100  # >= 2 orders of magnitude
+    corr = np.corrcoef(labels.T)
+    i = CHESTMNIST_CLASSES.index
+    assert corr[i("effusion"), i("atelectasis")] > 0.1
+    assert corr[i("mass"), i("nodule")] > 0.1
+    assert (labels.sum(axis=1) >= 2).mean() > 0.05  # multi-label images exist
+
+
+def test_dataset_items(npz: Path) -> None:
+    ds = ChestMNISTDataset(npz, "val")
+    item = ds[3]
+    assert len(ds) == 200 and tuple(item["image"].shape) == (1, 28, 28) and tuple(item["label"].shape) == (14,)
+    assert float(item["image"].min()) >= 0 and float(item["image"].max()) <= 1
+    # the findings leave a trace: mean image differs between cardiomegaly-positive and -negative
+    tr = load_chestmnist(npz)["train"]
+    pos = tr["labels"][:, CHESTMNIST_CLASSES.index("cardiomegaly")] == 1
+    assert abs(tr["images"][pos].mean() - tr["images"][~pos].mean()) > 1.0
+
+
+def test_missing_keys_and_bad_shapes(tmp_path: Path, npz: Path) -> None:
+    with np.load(npz) as f:
+        arrays = {k: f[k] for k in f.files}
+    broken = dict(arrays)
+    del broken["val_labels"]
+    p = tmp_path / "broken.npz"
+    np.savez(p, **broken)
+    with pytest.raises(DataFormatError, match=r"missing keys \['val_labels'\]"):
+        load_chestmnist(p)
+    broken = dict(arrays, test_labels=arrays["test_labels"][:, :5])
+    np.savez(p, **broken)
+    with pytest.raises(DataFormatError, match=r"test_labels must be \(N, 14\)"):
+        load_chestmnist(p)
+    broken = dict(arrays, train_labels=np.array([object()] * 3, dtype=object))
+    np.savez(p, **broken)
+    with pytest.raises(DataFormatError, match="without pickle"):
+        load_chestmnist(p)
+    with pytest.raises(ValueError, match="split must be one of"):
+        ChestMNISTDataset(npz, "training")
+
+
+def test_224_variant_and_prepare(tmp_path: Path) -> None:
+    p = prepare_synthetic_chestmnist(tmp_path, 20, 5, 5, size=224, seed=1)
+    assert load_chestmnist(p)["train"]["images"].shape == (20, 224, 224)
+    assert prepare_synthetic_chestmnist(tmp_path, 20, 5, 5, size=224, seed=1) == p
