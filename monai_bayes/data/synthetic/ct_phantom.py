@@ -21,6 +21,7 @@ noise                       σ ≈ 15             spatially correlated
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,7 +155,6 @@ def sample_nodules(
     rng: np.random.Generator,
     geom: ChestGeometry,
     z_range: tuple[float, float],
-    z0: float,
     num: int,
     radius_range: tuple[float, float] = (2.0, 15.0),
     ground_glass_fraction: float = 0.3,
@@ -235,8 +235,8 @@ def make_chest_ct(
     spacing: tuple[float, float, float],
     origin: np.ndarray,
     geom: ChestGeometry,
-    nodules: list[NoduleSpec],
-    calcified: list[NoduleSpec] = (),  # type: ignore[assignment]
+    nodules: Sequence[NoduleSpec],
+    calcified: Sequence[NoduleSpec] = (),
     noise_hu: float = 15.0,
     num_vessels: int = 24,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

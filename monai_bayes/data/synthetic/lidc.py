@@ -391,10 +391,10 @@ def _write_case(
     zs = origin[2] + np.arange(nz) * dz
     geom = ChestGeometry.sample(rng, fov_mm=ps * min(nx, ny))
     num = int(rng.integers(nodules_per_case[0], nodules_per_case[1] + 1))
-    specs = sample_nodules(rng, geom, (zs[0], zs[-1]), origin[2], num, radius_range_mm)
+    specs = sample_nodules(rng, geom, (zs[0], zs[-1]), num, radius_range_mm)
     calcified = []
     for _ in range(int(rng.integers(0, 3))):
-        cand = sample_nodules(rng, geom, (zs[0], zs[-1]), origin[2], 1, (1.5, 3.0), 0.0)
+        cand = sample_nodules(rng, geom, (zs[0], zs[-1]), 1, (1.5, 3.0), 0.0)
         if cand and all(np.linalg.norm(cand[0].centre - o.centre) > o.radius + 10 for o in specs + calcified):
             cand[0].hu, cand[0].kind, cand[0].cavity_radius = 500.0, "calcified", 0.0
             calcified.append(cand[0])
