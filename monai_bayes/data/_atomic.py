@@ -76,11 +76,17 @@ def staging_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Itera
     ------
     Path
         The temporary folder to fill. It is deleted if the block raises.
+
+    Notes
+    -----
+    If another process completes ``final`` while this one is building it (e.g. every DDP rank
+    preparing the same cache), the first one to finish wins and later ones discard their copy.
     """
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise FileExistsError(f"{final}: exists and is not a folder")
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
+    occupied = final.is_dir() and any(final.iterdir())
+    if occupied and not overwrite:
         raise FileExistsError(
             f"{final}: folder exists, is not empty and holds no finished cache with the same settings; "
             "pass overwrite=True (or --overwrite) to replace it, or choose another folder"
@@ -90,13 +96,18 @@ def staging_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Itera
     tmp.mkdir()
     try:
         yield tmp
-        if final.exists():
+        if final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        if not final.exists():
+            os.replace(tmp, final)
+        elif not occupied:
+            # another process (e.g. another DDP rank) finished the same folder meanwhile: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
