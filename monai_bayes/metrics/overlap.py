@@ -1,0 +1,325 @@
+"""Pairwise overlap between sets of binary masks, computed with batched matrix products.
+
+For masks flattened to (…, M, N) and (…, P, N), the M × P intersections are one matrix product
+``A @ Bᵀ``; mask sizes are the diagonal of ``A @ Aᵀ`` (or row sums) and ``union = |a| + |b| − |a ∩ b|``.
+No loop runs over pixels or pairs.
+
+Exactness: products of 0/1 values are summed in float32 in chunks of at most 2**22 voxels, so every partial
+sum is an integer below 2**24 and exactly representable (also with TF32 on NVIDIA GPUs, since 0 and 1 are
+exact in TF32); chunk results are rounded and accumulated in int64, so counts are exact for any volume size.
+
+Binary check without an elementwise pass (an exact elementwise test costs more than the whole metric): for
+x in [0, 1], x² ≤ x with equality only at 0 and 1, so a mask is binary iff min ≥ 0, max ≤ 1 (``aminmax``)
+and Σx = Σx² (row sum vs. Gram diagonal, both exact integers for a binary mask). NaN, inf and every value
+outside [0, 1] are always rejected; values inside (0, 1) are rejected whenever their total deviation
+Σ x(1 − x) in a mask shows at the float32 resolution of the mask's sums (≈ |mask| · 6e-8). A smaller
+deviation (e.g. 1e-30 or 1 − 1e-9 entries, which float32 already stores as 1) is accepted; it is far below
+0.5, so the rounded intersection and size counts are those of the nearest binary mask. The whole check costs
+one host synchronisation per call. ``class_reduction="union"`` uses the exact elementwise check instead.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ._utils import (
+    CLASS_REDUCTIONS,
+    EMPTY_POLICIES,
+    as_plain_tensor,
+    binarize_predictions,
+    check_binary,
+    check_option,
+    check_samples_and_raters,
+    has_values,
+    select_channels,
+)
+
+__all__ = [
+    "PairwiseIoU",
+    "compute_pairwise_iou",
+    "flatten_masks",
+    "pairwise_counts",
+    "pairwise_iou",
+    "reduce_classes",
+]
+
+#: Voxels per matrix-product chunk; < 2**24 keeps float32 partial sums exact.
+CHUNK_VOXELS = 2**22
+
+
+class PairwiseIoU(NamedTuple):
+    """IoU between all pairs of a case's samples and raters, each (B, K, ·, ·) float32.
+
+    Attributes
+    ----------
+    sample_rater
+        (B, K, S, R) IoU between every sample and every rater.
+    sample_sample
+        (B, K, S, S) IoU between samples (None when not requested).
+    rater_rater
+        (B, K, R, R) IoU between raters (None when not requested).
+    """
+
+    sample_rater: torch.Tensor
+    sample_sample: torch.Tensor | None
+    rater_rater: torch.Tensor | None
+
+
+def flatten_masks(masks: torch.Tensor, include_background: bool = False, class_reduction: str = "mean") -> torch.Tensor:
+    """Rearrange (B, S, C, *spatial) masks into (B, K, S, N) for pairwise overlap.
+
+    Parameters
+    ----------
+    masks
+        (B, S, C, *spatial) binary masks (bool or 0/1 numbers). S is the number of samples or raters.
+    include_background
+        Keep channel 0 when C > 1 (with C == 1 the single channel is always kept, as in MONAI).
+    class_reduction
+        ``"union"`` merges the kept channels into one foreground mask (K = 1, bool); ``"mean"`` and
+        ``"none"`` keep one mask per kept channel (K = C or C − 1).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, K, S, N) view or tensor, N = prod(spatial) (1 when there are no spatial dims).
+    """
+    check_option(class_reduction, "class_reduction", CLASS_REDUCTIONS)
+    x = select_channels(masks, include_background, channel_dim=2)
+    if class_reduction == "union":
+        x = (x != 0).any(dim=2, keepdim=True)
+    b, s, k = x.shape[:3]
+    if k == 1:  # plain reshape keeps canonical strides (reductions on the transposed view are ~2x slower)
+        return x.reshape(b, 1, s, -1)
+    return x.reshape(b, s, k, -1).transpose(1, 2)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """float32 masks for the matrix products (no copy when already float32)."""
+    return x if x.dtype == torch.float32 else x.to(torch.float32)
+
+
+def _counts(product: torch.Tensor) -> torch.Tensor:
+    return product.round().to(torch.int64)
+
+
+def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    return part if total is None else total + part
+
+
+def _self_dot(x: torch.Tensor) -> torch.Tensor:
+    """Σ x² over the last dim, (…, M, N) → (…, M), without an elementwise temporary."""
+    return torch.einsum("...n,...n->...", x, x)
+
+
+class _SetCounts(NamedTuple):
+    """Exact int64 counts of one call plus the (device-side) binarity flags of both inputs."""
+
+    inter_sy: torch.Tensor
+    inter_ss: torch.Tensor | None
+    inter_yy: torch.Tensor | None
+    size_s: torch.Tensor
+    size_y: torch.Tensor
+    binary_s: torch.Tensor
+    binary_y: torch.Tensor
+
+
+def _set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
+    """Intersections and sizes for (B, K, S, N) samples and (B, K, R, N) raters, chunked over N.
+
+    The binarity flags compare Σx with Σx² per mask and chunk (equal iff binary, given the range check).
+    """
+    s, y = _as_float(s), _as_float(y)
+    n = s.shape[-1]
+    inter_sy = inter_ss = inter_yy = size_s = size_y = None
+    binary_s = torch.ones((), dtype=torch.bool, device=s.device)
+    binary_y = torch.ones((), dtype=torch.bool, device=s.device)
+    for start in range(0, max(n, 1), CHUNK_VOXELS):
+        sc, yc = s[..., start : start + CHUNK_VOXELS], y[..., start : start + CHUNK_VOXELS]
+        inter_sy = _add(inter_sy, _counts(torch.matmul(sc, yc.transpose(-1, -2))))
+        if within_sets:
+            gram_s = torch.matmul(sc, sc.transpose(-1, -2))
+            gram_y = torch.matmul(yc, yc.transpose(-1, -2))
+            inter_ss, inter_yy = _add(inter_ss, _counts(gram_s)), _add(inter_yy, _counts(gram_y))
+            sq_s, sq_y = gram_s.diagonal(dim1=-2, dim2=-1), gram_y.diagonal(dim1=-2, dim2=-1)
+        else:
+            sq_s, sq_y = _self_dot(sc), _self_dot(yc)
+        lin_s, lin_y = sc.sum(dim=-1), yc.sum(dim=-1)
+        binary_s = binary_s & (lin_s == sq_s).all()
+        binary_y = binary_y & (lin_y == sq_y).all()
+        size_s, size_y = _add(size_s, _counts(lin_s)), _add(size_y, _counts(lin_y))
+    assert inter_sy is not None and size_s is not None and size_y is not None
+    return _SetCounts(inter_sy, inter_ss, inter_yy, size_s, size_y, binary_s, binary_y)
+
+
+def _in_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Device-side flag: all values in [0, 1] (False for NaN, which propagates through min / max)."""
+    if x.numel() == 0 or x.dtype == torch.bool:
+        return torch.ones((), dtype=torch.bool, device=x.device)
+    low, high = torch.aminmax(x)
+    return (low >= 0) & (high <= 1)
+
+
+def _raise_if_not_binary(flags: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+    """One host synchronisation for all flags; on failure the exact elementwise check names the culprit."""
+    if not flags or not has_values(next(iter(flags.values()))):
+        return
+    if bool(torch.stack(list(flags.values())).all()):
+        return
+    for name, ok in flags.items():
+        if not bool(ok):
+            check_binary(tensors[name], name)
+    raise ValueError(f"{' or '.join(flags)} must be binary masks (values 0/1).")  # unreachable in exact arithmetic
+
+
+def _iou_from_counts(
+    inter: torch.Tensor, size_a: torch.Tensor, size_b: torch.Tensor, empty_policy: str
+) -> torch.Tensor:
+    union = size_a.unsqueeze(-1) + size_b.unsqueeze(-2) - inter
+    iou = inter.to(torch.float32) / union.clamp(min=1).to(torch.float32)
+    fill = {"match": 1.0, "mismatch": 0.0, "ignore": float("nan")}[empty_policy]
+    return torch.where(union == 0, torch.full_like(iou, fill), iou)
+
+
+def pairwise_counts(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact intersections and sizes of every pair of binary masks (values are not checked here).
+
+    Parameters
+    ----------
+    a
+        (…, M, N) binary masks.
+    b
+        (…, P, N) binary masks, or None to pair ``a`` with itself.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``intersection`` (…, M, P), ``size_a`` (…, M) and ``size_b`` (…, P), all int64 on ``a.device``.
+    """
+    a = _as_float(a)
+    other = a if b is None else _as_float(b)
+    inter = size_a = size_b = None
+    for start in range(0, max(a.shape[-1], 1), CHUNK_VOXELS):
+        ac, oc = a[..., start : start + CHUNK_VOXELS], other[..., start : start + CHUNK_VOXELS]
+        inter = _add(inter, _counts(torch.matmul(ac, oc.transpose(-1, -2))))
+        size_a = _add(size_a, _counts(ac.sum(dim=-1)))
+        if b is not None:
+            size_b = _add(size_b, _counts(oc.sum(dim=-1)))
+    assert inter is not None and size_a is not None
+    return inter, size_a, size_a if size_b is None else size_b
+
+
+def pairwise_iou(a: torch.Tensor, b: torch.Tensor | None = None, empty_policy: str = "match") -> torch.Tensor:
+    """IoU (Jaccard index) |a ∩ b| / |a ∪ b| between every mask of ``a`` and every mask of ``b``.
+
+    Parameters
+    ----------
+    a
+        (…, M, N) binary masks.
+    b
+        (…, P, N) binary masks, or None to pair ``a`` with itself.
+    empty_policy
+        IoU of a pair where both masks are empty (|a ∪ b| = 0): ``"match"`` → 1 (PHiSeg convention),
+        ``"mismatch"`` → 0 (the |a ∩ b| / (|a ∪ b| + ε) convention), ``"ignore"`` → NaN (left out of later
+        averages, as in the class-wise ``nanmean`` of the Prob. U-Net evaluation code).
+
+    Returns
+    -------
+    torch.Tensor
+        (…, M, P) float32 IoU on ``a.device``.
+    """
+    check_option(empty_policy, "empty_policy", EMPTY_POLICIES)
+    inter, size_a, size_b = pairwise_counts(a, b)
+    return _iou_from_counts(inter, size_a, size_b, empty_policy)
+
+
+def reduce_classes(iou: torch.Tensor, class_reduction: str) -> torch.Tensor:
+    """Average a (B, K, M, P) per-class IoU over K for ``class_reduction="mean"`` (NaN-aware).
+
+    ``"none"`` and ``"union"`` return the input unchanged (for ``"union"`` K is already 1).
+    """
+    check_option(class_reduction, "class_reduction", CLASS_REDUCTIONS)
+    if class_reduction == "mean" and iou.shape[1] > 1:
+        return torch.nanmean(iou, dim=1, keepdim=True)
+    return iou
+
+
+def compute_pairwise_iou(
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    include_background: bool = False,
+    class_reduction: str = "mean",
+    empty_policy: str = "match",
+    binarize: float | str | None = None,
+    within_sets: bool = True,
+) -> PairwiseIoU:
+    """IoU between all sample / rater pairs of each case: the shared first step of GED and HM-IoU.
+
+    Validates the inputs (shapes, binary masks) and computes the sample–rater IoU and, with ``within_sets``,
+    the sample–sample and rater–rater IoU, each from one batched matrix product on the input's device.
+    :func:`~monai_bayes.metrics.ged_from_pairwise_iou` and
+    :func:`~monai_bayes.metrics.hm_iou_from_pairwise_iou` turn the result into GED and HM-IoU, so an
+    evaluator reporting both pays for the products once.
+
+    Parameters
+    ----------
+    y_pred
+        (B, S, C, *spatial) binary prediction samples (bool or 0/1), or probabilities with ``binarize``.
+    y
+        (B, R, C, *spatial) binary rater masks. R may differ from S.
+    include_background
+        Keep channel 0 when C > 1. With a single (sigmoid) channel it is always used.
+    class_reduction
+        ``"mean"``: per-class IoU averaged over the kept channels per pair (K = 1); ``"none"``: one IoU per
+        kept channel (K = C or C − 1); ``"union"``: IoU of the merged foreground (K = 1).
+    empty_policy
+        IoU of a (pair, class) with two empty masks: ``"match"`` → 1, ``"mismatch"`` → 0, ``"ignore"`` → NaN
+        (left out of the class mean; a pair empty in every class stays NaN).
+    binarize
+        ``None`` (``y_pred`` must be binary), a threshold ``t`` (``y_pred > t``) or ``"argmax"`` (one-hot).
+    within_sets
+        Also compute the sample–sample and rater–rater IoU (needed by GED, not by HM-IoU).
+
+    Returns
+    -------
+    PairwiseIoU
+        (B, K, S, R), (B, K, S, S) and (B, K, R, R) float32 IoU on ``y_pred.device``.
+
+    Raises
+    ------
+    ValueError
+        On shape mismatch between ``y_pred`` and ``y``, non-binary masks, NaN probabilities or bad options.
+    """
+    check_samples_and_raters(y_pred, y)
+    check_option(class_reduction, "class_reduction", CLASS_REDUCTIONS)
+    check_option(empty_policy, "empty_policy", EMPTY_POLICIES)
+    y_pred, y = as_plain_tensor(y_pred), as_plain_tensor(y)
+    if binarize is not None:
+        y_pred = binarize_predictions(y_pred, binarize)
+    if class_reduction == "union":  # the merge hides values, so check them exactly first
+        check_binary(y_pred, "y_pred")
+        check_binary(y, "y")
+    samples = flatten_masks(y_pred, include_background, class_reduction)
+    raters = flatten_masks(y, include_background, class_reduction)
+    counts = _set_counts(samples, raters, within_sets)
+    _raise_if_not_binary(
+        {
+            "y_pred": counts.binary_s & _in_unit_range(y_pred),
+            "y": counts.binary_y & _in_unit_range(y),
+        },
+        {"y_pred": y_pred, "y": y},
+    )
+
+    def iou(inter: torch.Tensor | None, size_a: torch.Tensor, size_b: torch.Tensor) -> torch.Tensor | None:
+        if inter is None:
+            return None
+        return reduce_classes(_iou_from_counts(inter, size_a, size_b, empty_policy), class_reduction)
+
+    sample_rater = iou(counts.inter_sy, counts.size_s, counts.size_y)
+    assert sample_rater is not None
+    return PairwiseIoU(
+        sample_rater,
+        iou(counts.inter_ss, counts.size_s, counts.size_s),
+        iou(counts.inter_yy, counts.size_y, counts.size_y),
+    )
