@@ -273,12 +273,23 @@ def make_chest_ct(
     ys = origin[1] + np.arange(ny) * dy
     zs = origin[2] + np.arange(nz) * dz
     X, Y = (g.astype(np.float32) for g in np.meshgrid(xs, ys))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    lung = np.zeros(shape, dtype=np.float32)
-    truth = np.zeros(shape, dtype=np.uint8)
     texture = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(1.0, 3.0, 3.0), truncate=3.0)
     texture *= 25.0 / max(texture.std(), 1e-6)
-    g = geom
+    hu, lung = _render_anatomy(geom, X, Y, zs, texture)
+    _add_vessels(rng, hu, lung, geom, (zs, ys, xs), num_vessels)
+    truth = _add_nodules(hu, X, Y, xs, ys, zs, dz, nodules, calcified)
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.3, 0.7, 0.7), truncate=3.0)
+    hu += noise * (noise_hu / max(noise.std(), 1e-6))
+    return hu.astype(np.float32), lung, truth
+
+
+def _render_anatomy(
+    g: ChestGeometry, X: np.ndarray, Y: np.ndarray, zs: np.ndarray, texture: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Body, fat, muscle, ribs, lungs, mediastinum, aortas, spine, sternum; returns (HU, lung membership)."""
+    nz, (ny, nx) = len(zs), X.shape
+    hu = np.full((nz, ny, nx), -1000.0, dtype=np.float32)
+    lung = np.zeros((nz, ny, nx), dtype=np.float32)
     ab, bb, sc = g.body_a, g.body_b, g.scale
 
     def ell(cx: float, cy: float, a: float, b: float, edge: float) -> np.ndarray:  # anatomy in scaled mm
@@ -324,7 +335,19 @@ def make_chest_ct(
             h = _mix(h, 450.0, sternum)
         hu[k] = h
         lung[k] = m_lung
-    grid = (zs, ys, xs)
+    return hu, lung
+
+
+def _add_vessels(
+    rng: np.random.Generator,
+    hu: np.ndarray,
+    lung: np.ndarray,
+    g: ChestGeometry,
+    grid: tuple[np.ndarray, np.ndarray, np.ndarray],
+    num_vessels: int,
+) -> None:
+    """Branch-like chains of tapering tubes from each hilum into the lung (in place)."""
+    zs, sc = grid[0], g.scale
     for cx, _, _, _ in g.lung_params(0.5):
         for _ in range(num_vessels):
             p = np.array([cx * 0.45, rng.uniform(-25, 15) * sc, rng.uniform(zs[0], zs[-1])])
@@ -337,6 +360,22 @@ def make_chest_ct(
                 r_next = max(0.6, r * rng.uniform(0.6, 0.9))
                 _add_tube(hu, lung, grid, p, q, r, r_next, 40.0)
                 p, r = q, r_next
+
+
+def _add_nodules(
+    hu: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    zs: np.ndarray,
+    dz: float,
+    nodules: Sequence[NoduleSpec],
+    calcified: Sequence[NoduleSpec],
+) -> np.ndarray:
+    """Blend nodules (with partial volume along z and cavities) into ``hu`` in place; returns the
+    ``(Z, Y, X)`` uint8 truth (nodule index + 1 where the membership is >= 0.5, cavities excluded)."""
+    truth = np.zeros(hu.shape, dtype=np.uint8)
     for i, spec in enumerate(list(nodules) + list(calcified)):
         half = spec.radius * spec.z_scale + dz
         reach = spec.radius * (1 + np.abs(spec.harmonics[:, 1]).sum()) + 8 * spec.edge_mm + 2
@@ -349,8 +388,7 @@ def make_chest_ct(
         for k in np.flatnonzero(np.abs(zs - spec.centre[2]) <= half):
             # partial volume along z: average over three sub-planes of the slice
             m = np.mean([nodule_membership(spec, Xw, Yw, zs[k] + s * dz / 3) for s in (-1, 0, 1)], axis=0)
-            hk = hu[k][win]
-            hk = _mix(hk, spec.hu, m)
+            hk = _mix(hu[k][win], spec.hu, m)
             solid = nodule_membership(spec, Xw, Yw, zs[k]) >= 0.5
             if spec.cavity_radius > 0:
                 c = nodule_membership(spec.cavity(), Xw, Yw, zs[k])
@@ -359,6 +397,4 @@ def make_chest_ct(
             hu[k][win] = hk
             if i < len(nodules):
                 truth[k][win][solid] = i + 1
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.3, 0.7, 0.7), truncate=3.0)
-    hu += noise * (noise_hu / max(noise.std(), 1e-6))
-    return hu.astype(np.float32), lung, truth
+    return truth

@@ -369,6 +369,124 @@ def _series_info(seed: int, case: int, rng: np.random.Generator) -> CTSeriesInfo
     )
 
 
+@dataclass
+class _Grid:
+    """Voxel grid of one case: ``(Z, Y, X)`` size, in-plane spacing ``ps`` and slice spacing ``dz``
+    (mm), origin ``(x, y, z)`` of voxel 0 and the slice z positions."""
+
+    shape: tuple[int, int, int]
+    ps: float
+    dz: float
+    origin: np.ndarray
+    zs: np.ndarray
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.shape[1], self.shape[2]
+
+    def voxel(self, p: np.ndarray) -> list[float]:
+        """``(z, y, x)`` voxel coordinates of the point ``p = (x, y, z)`` mm."""
+        return [
+            float((p[2] - self.origin[2]) / self.dz),
+            float((p[1] - self.origin[1]) / self.ps),
+            float((p[0] - self.origin[0]) / self.ps),
+        ]
+
+
+def _sample_grid(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    pixel_spacing_mm: tuple[float, float],
+    slice_spacing_mm: tuple[float, ...],
+) -> _Grid:
+    nz, ny, nx = shape
+    ps = round(float(rng.uniform(*pixel_spacing_mm)), 3)
+    dz = float(rng.choice(slice_spacing_mm))
+    origin = np.array([-ps * (nx - 1) / 2, -ps * (ny - 1) / 2 + rng.uniform(-10, 10), -rng.uniform(100, 250)])
+    origin = np.array([float(format_ds(v)) for v in origin])  # exactly what the DICOM header holds
+    return _Grid(shape=shape, ps=ps, dz=dz, origin=origin, zs=origin[2] + np.arange(nz) * dz)
+
+
+def _sample_lesions(
+    rng: np.random.Generator,
+    geom: ChestGeometry,
+    grid: _Grid,
+    nodules_per_case: tuple[int, int],
+    radius_range_mm: tuple[float, float],
+) -> tuple[list[NoduleSpec], list[NoduleSpec]]:
+    """Nodules, and calcified granulomas (the non-nodules) kept clear of them."""
+    z_range = (grid.zs[0], grid.zs[-1])
+    num = int(rng.integers(nodules_per_case[0], nodules_per_case[1] + 1))
+    specs = sample_nodules(rng, geom, z_range, num, radius_range_mm)
+    calcified: list[NoduleSpec] = []
+    for _ in range(int(rng.integers(0, 3))):
+        cand = sample_nodules(rng, geom, z_range, 1, (1.5, 3.0), 0.0)
+        if cand and all(np.linalg.norm(cand[0].centre - o.centre) > o.radius + 10 for o in specs + calcified):
+            cand[0].hu, cand[0].kind, cand[0].cavity_radius = 500.0, "calcified", 0.0
+            calcified.append(cand[0])
+    return specs, calcified
+
+
+def _simulate_reads(
+    rng: np.random.Generator,
+    specs: list[NoduleSpec],
+    calcified: list[NoduleSpec],
+    readers: ReaderModel,
+    grid: _Grid,
+    radiologist_ids: list[str],
+) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every reader's marks.
+
+    Returns
+    -------
+    (sessions, reader_labels, nodule_meta, non_nodule_meta)
+        XML reading sessions; ``(R, Z, Y, X)`` uint8 ground truth (nodule index + 1); manifest
+        records of the nodules and non-nodules.
+    """
+    R = len(radiologist_ids)
+    reader_labels = np.zeros((R, *grid.shape), dtype=np.uint8)
+    sessions: list[dict[str, Any]] = [{"radiologist": rid, "nodules": [], "non_nodules": []} for rid in radiologist_ids]
+    nodule_meta = []
+    for n, spec in enumerate(specs):
+        marked = sorted(_detections(rng, spec, readers))
+        meta: dict[str, Any] = {
+            "index": n,
+            "centre_mm": [float(v) for v in spec.centre],
+            "centre_voxel": grid.voxel(spec.centre),
+            "radius_mm": spec.radius,
+            "kind": spec.kind,
+            "hu": spec.hu,
+            "cavity_radius_mm": spec.cavity_radius,
+            "readers": [],
+            "small_readers": [],
+            "reader_nodule_ids": {},
+        }
+        for r in marked:
+            masks, diameter = _reader_masks(rng, spec, r, readers, grid.zs, grid.origin, grid.ps, grid.hw)
+            masks, small = _apply_small_rule(masks, diameter, spec, grid.zs, grid.origin, grid.ps, grid.hw)
+            nid = f"Nodule {len(sessions[r]['nodules']) + 1:03d}"
+            rois = {k: mask_to_outlines(m) for k, m in masks.items()}
+            chars = {} if small else _characteristics(rng, spec)
+            sessions[r]["nodules"].append({"id": nid, "characteristics": chars, "rois": rois})
+            for k, m in masks.items():
+                reader_labels[r, k][m] = n + 1
+            meta["readers"].append(r)
+            if small:
+                meta["small_readers"].append(r)
+            meta["reader_nodule_ids"][str(r)] = nid
+        nodule_meta.append(meta)
+    non_meta = []
+    for j, spec in enumerate(calcified):
+        k = int(np.argmin(np.abs(grid.zs - spec.centre[2])))
+        _, row, col = grid.voxel(spec.centre)
+        xy = [int(np.rint(col)), int(np.rint(row))]
+        who = [r for r in range(R) if rng.random() < 0.5]
+        for r in who:
+            sessions[r]["non_nodules"].append({"id": f"Non-nodule {j + 1:03d}", "slice": k, "xy": xy})
+        non_meta.append({"centre_mm": [float(v) for v in spec.centre], "readers": who})
+    return sessions, reader_labels, nodule_meta, non_meta
+
+
 def _write_case(
     root: Path,
     case: int,
@@ -381,85 +499,23 @@ def _write_case(
     radius_range_mm: tuple[float, float],
     xml_namespace: str | None,
 ) -> SyntheticLidcCase:
+    """Draw, render and write case ``case`` (its random stream is ``default_rng([seed, case])``)."""
     rng = np.random.default_rng([seed, case])
     info = _series_info(seed, case, rng)
-    nz, ny, nx = shape
-    ps = round(float(rng.uniform(*pixel_spacing_mm)), 3)
-    dz = float(rng.choice(slice_spacing_mm))
-    origin = np.array([-ps * (nx - 1) / 2, -ps * (ny - 1) / 2 + rng.uniform(-10, 10), -rng.uniform(100, 250)])
-    origin = np.array([float(format_ds(v)) for v in origin])
-    zs = origin[2] + np.arange(nz) * dz
-    geom = ChestGeometry.sample(rng, fov_mm=ps * min(nx, ny))
-    num = int(rng.integers(nodules_per_case[0], nodules_per_case[1] + 1))
-    specs = sample_nodules(rng, geom, (zs[0], zs[-1]), num, radius_range_mm)
-    calcified = []
-    for _ in range(int(rng.integers(0, 3))):
-        cand = sample_nodules(rng, geom, (zs[0], zs[-1]), 1, (1.5, 3.0), 0.0)
-        if cand and all(np.linalg.norm(cand[0].centre - o.centre) > o.radius + 10 for o in specs + calcified):
-            cand[0].hu, cand[0].kind, cand[0].cavity_radius = 500.0, "calcified", 0.0
-            calcified.append(cand[0])
-    hu, _, truth = make_chest_ct(rng, shape, (dz, ps, ps), origin, geom, specs, calcified)
-
-    hw = (ny, nx)
-    R = NUM_READERS
-    reader_labels = np.zeros((R, *shape), dtype=np.uint8)
-    sessions: list[dict[str, Any]] = [
-        {"radiologist": f"anon-{deterministic_uid(seed, case, r)[-6:]}", "nodules": [], "non_nodules": []}
-        for r in range(R)
-    ]
-    nodule_meta = []
-    for n, spec in enumerate(specs):
-        marked = sorted(_detections(rng, spec, readers))
-        meta = {
-            "index": n,
-            "centre_mm": [float(v) for v in spec.centre],
-            "centre_voxel": [
-                float((spec.centre[2] - origin[2]) / dz),
-                float((spec.centre[1] - origin[1]) / ps),
-                float((spec.centre[0] - origin[0]) / ps),
-            ],
-            "radius_mm": spec.radius,
-            "kind": spec.kind,
-            "hu": spec.hu,
-            "cavity_radius_mm": spec.cavity_radius,
-            "readers": [],
-            "small_readers": [],
-            "reader_nodule_ids": {},
-        }
-        for r in marked:
-            masks, diameter = _reader_masks(rng, spec, r, readers, zs, origin, ps, hw)
-            masks, small = _apply_small_rule(masks, diameter, spec, zs, origin, ps, hw)
-            nid = f"Nodule {len(sessions[r]['nodules']) + 1:03d}"
-            rois = {k: mask_to_outlines(m) for k, m in masks.items()}
-            sessions[r]["nodules"].append(
-                {"id": nid, "characteristics": {} if small else _characteristics(rng, spec), "rois": rois}
-            )
-            for k, m in masks.items():
-                reader_labels[r, k][m] = n + 1
-            meta["readers"].append(r)
-            if small:
-                meta["small_readers"].append(r)
-            meta["reader_nodule_ids"][str(r)] = nid
-        nodule_meta.append(meta)
-    non_meta = []
-    for j, spec in enumerate(calcified):
-        k = int(np.argmin(np.abs(zs - spec.centre[2])))
-        xy = [int(np.rint((spec.centre[0] - origin[0]) / ps)), int(np.rint((spec.centre[1] - origin[1]) / ps))]
-        who = [r for r in range(R) if rng.random() < 0.5]
-        for r in who:
-            sessions[r]["non_nodules"].append({"id": f"Non-nodule {j + 1:03d}", "slice": k, "xy": xy})
-        non_meta.append({"centre_mm": [float(v) for v in spec.centre], "readers": who})
+    grid = _sample_grid(rng, shape, pixel_spacing_mm, slice_spacing_mm)
+    geom = ChestGeometry.sample(rng, fov_mm=grid.ps * min(grid.hw))
+    specs, calcified = _sample_lesions(rng, geom, grid, nodules_per_case, radius_range_mm)
+    spacing = (grid.dz, grid.ps, grid.ps)
+    hu, _, truth = make_chest_ct(rng, shape, spacing, grid.origin, geom, specs, calcified)
+    radiologists = [f"anon-{deterministic_uid(seed, case, r)[-6:]}" for r in range(NUM_READERS)]
+    sessions, reader_labels, nodule_meta, non_meta = _simulate_reads(rng, specs, calcified, readers, grid, radiologists)
 
     d = info.study_date
-    study_dir = f"{d[4:6]}-{d[6:8]}-{d[:4]}-NA-SYNTHETIC CT-{info.study_instance_uid[-5:]}"
+    study_dir = f"{d[4:6]}-{d[6:8]}-{d[:4]}-NA-SyntheticCT-{info.study_instance_uid[-5:]}"
     series_dir = root / info.patient_id / study_dir / f"{info.series_number}.000000-NA-{info.series_instance_uid[-5:]}"
+    head_first = bool(rng.random() < 0.5)
     files, sop_uids, z_pos = write_ct_series(
-        hu,
-        series_dir,
-        info,
-        spacing=(dz, ps, ps),
-        origin=origin,
-        head_first_numbering=bool(rng.random() < 0.5),
+        hu, series_dir, info, spacing=spacing, origin=grid.origin, head_first_numbering=head_first
     )
     xml_path = series_dir / f"{int(rng.integers(1, 999)):03d}.xml"
     _write_xml(xml_path, xml_namespace, info.study_instance_uid, info.series_instance_uid, sessions, sop_uids, z_pos)
@@ -477,7 +533,7 @@ def _write_case(
         xml_path=xml_path,
         ground_truth=gt,
         shape=shape,
-        spacing=(dz, ps, ps),
+        spacing=spacing,
         nodules=nodule_meta,
         non_nodules=non_meta,
     )
