@@ -102,9 +102,10 @@ def check_binary(x: torch.Tensor, name: str) -> None:
         return
     if bool(((x != 0) & (x != 1)).any()):
         bad = x[(x != 0) & (x != 1)].flatten()[0].item()
+        hint = " or pass `binarize`" if name == "y_pred" else ""
         raise ValueError(
             f"{name} must be a binary mask (values 0/1) for this metric, got a value {bad!r} in a tensor of shape"
-            f" {shape_str(x)}; threshold / one-hot it first (e.g. monai.transforms.AsDiscrete) or pass `binarize`."
+            f" {shape_str(x)}; threshold / one-hot it first (e.g. monai.transforms.AsDiscrete){hint}."
         )
 
 
@@ -159,20 +160,16 @@ def select_channels(x: torch.Tensor, include_background: bool, channel_dim: int 
     return x.narrow(channel_dim, 1, x.shape[channel_dim] - 1)
 
 
-def binarize_predictions(y_pred: torch.Tensor, binarize: float | str | None) -> torch.Tensor:
-    """Turn (B, S, C, *spatial) probabilities into binary masks, or check they already are.
+def binarize_predictions(y_pred: torch.Tensor, binarize: float | str) -> torch.Tensor:
+    """Turn (B, S, C, *spatial) probabilities into boolean masks.
 
     Parameters
     ----------
     y_pred
-        (B, S, C, *spatial) samples.
+        (B, S, C, *spatial) probabilities (checked for NaN / range).
     binarize
-        ``None``: ``y_pred`` must already be binary; a float ``t``: ``y_pred > t``; ``"argmax"``: one-hot of the
-        argmax over the channel dim (softmax outputs).
+        A float ``t``: ``y_pred > t``; ``"argmax"``: one-hot of the argmax over the channel dim (softmax outputs).
     """
-    if binarize is None:
-        check_binary(y_pred, "y_pred")
-        return y_pred
     check_probabilities(y_pred, "y_pred")
     if isinstance(binarize, str):
         check_option(binarize, "binarize", ("argmax",))

@@ -128,24 +128,29 @@ class _SetCounts(NamedTuple):
 def _set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
     """Intersections and sizes for (B, K, S, N) samples and (B, K, R, N) raters, chunked over N.
 
-    The binarity flags compare Σx with Σx² per mask and chunk (equal iff binary, given the range check).
+    The raters get an all-ones row appended, so ``S @ [Y; 1]ᵀ`` yields the sample–rater intersections and
+    the sample sums Σx in the same (memory-bound) pass over the samples. The binarity flags compare Σx with
+    Σx² per mask and chunk (equal iff binary, given the range check).
     """
     s, y = _as_float(s), _as_float(y)
-    n = s.shape[-1]
+    n, num_raters = s.shape[-1], y.shape[-2]
     inter_sy = inter_ss = inter_yy = size_s = size_y = None
     binary_s = torch.ones((), dtype=torch.bool, device=s.device)
     binary_y = torch.ones((), dtype=torch.bool, device=s.device)
     for start in range(0, max(n, 1), CHUNK_VOXELS):
         sc, yc = s[..., start : start + CHUNK_VOXELS], y[..., start : start + CHUNK_VOXELS]
-        inter_sy = _add(inter_sy, _counts(torch.matmul(sc, yc.transpose(-1, -2))))
+        y_ones = torch.cat([yc, torch.ones_like(yc[..., :1, :])], dim=-2)  # (B, K, R + 1, n)
+        prod_sy = torch.matmul(sc, y_ones.transpose(-1, -2))
+        inter_sy = _add(inter_sy, _counts(prod_sy[..., :num_raters]))
+        lin_s = prod_sy[..., num_raters]
         if within_sets:
             gram_s = torch.matmul(sc, sc.transpose(-1, -2))
-            gram_y = torch.matmul(yc, yc.transpose(-1, -2))
+            prod_yy = torch.matmul(yc, y_ones.transpose(-1, -2))
+            gram_y, lin_y = prod_yy[..., :num_raters], prod_yy[..., num_raters]
             inter_ss, inter_yy = _add(inter_ss, _counts(gram_s)), _add(inter_yy, _counts(gram_y))
             sq_s, sq_y = gram_s.diagonal(dim1=-2, dim2=-1), gram_y.diagonal(dim1=-2, dim2=-1)
         else:
-            sq_s, sq_y = _self_dot(sc), _self_dot(yc)
-        lin_s, lin_y = sc.sum(dim=-1), yc.sum(dim=-1)
+            sq_s, sq_y, lin_y = _self_dot(sc), _self_dot(yc), yc.sum(dim=-1)
         binary_s = binary_s & (lin_s == sq_s).all()
         binary_y = binary_y & (lin_y == sq_y).all()
         size_s, size_y = _add(size_s, _counts(lin_s)), _add(size_y, _counts(lin_y))

@@ -173,6 +173,11 @@ def test_ged_bad_values_raise():
         compute_ged(nan, masks)
     with pytest.raises(ValueError, match=r"y_pred must hold finite probabilities, got 1 NaN"):
         compute_ged(nan, masks, binarize=0.5)
+    for bad in (1.5, True, "max"):
+        with pytest.raises(ValueError, match="binarize"):
+            compute_ged(masks, masks, binarize=bad)
+    with pytest.raises(ValueError, match=r"y must be a binary mask.*AsDiscrete\)\.$"):  # no `binarize` hint for y
+        compute_ged(masks, half, class_reduction="union")
     with pytest.raises(ValueError, match="empty_policy"):
         compute_ged(masks, masks, empty_policy="zero")
     with pytest.raises(ValueError, match="class_reduction"):
