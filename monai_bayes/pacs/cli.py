@@ -1,0 +1,325 @@
+"""``monai-bayes pacs`` sub-commands: ``run``, ``flush-outbox``, ``outbox``, ``ping``, ``template``.
+
+Registered by :mod:`monai_bayes.cli` through :func:`register`. Heavy imports (torch, highdicom,
+dicomweb-client) happen inside the handlers, so ``--help`` is fast and a missing ``pacs`` extra is
+reported as such. Every handler returns the exit code of :mod:`monai_bayes.pacs.errors`; errors are
+one line on stderr (the traceback only with ``-v``), results a JSON summary on stdout. Credentials
+come from the environment or netrc (never from the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+logger = logging.getLogger("monai_bayes.pacs")
+
+ENV_URL = "MONAI_BAYES_PACS_URL"
+_EXTRAS = ("highdicom", "dicomweb_client", "requests")
+
+_EPILOG = """\
+credentials: MONAI_BAYES_PACS_USER + MONAI_BAYES_PACS_PASSWORD, or MONAI_BAYES_PACS_TOKEN (bearer),
+             or a ~/.netrc 'machine <host>' entry; never on the command line or in the URL.
+exit codes:  0 ok, 65 invalid input series, 66 study/series/folder not found, 69 PACS unreachable,
+             75 results saved but delivery pending in the outbox, 77 credentials refused,
+             78 bad bundle/settings/URL, 1 internal error.
+"""
+
+
+def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Map exceptions to exit codes and one-line messages."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        missing = [m for m in _EXTRAS if importlib.util.find_spec(m) is None]
+        if missing:
+            print(
+                f"monai-bayes pacs: error: missing packages {missing}; "
+                "install the extra: pip install 'monai-bayes[pacs]'",
+                file=sys.stderr,
+            )
+            return 78
+        from monai_bayes.pacs.errors import PacsError
+
+        try:
+            return handler(args)
+        except PacsError as err:
+            print(f"monai-bayes pacs: error: {err}", file=sys.stderr)
+            logger.debug("details", exc_info=True)
+            return err.exit_code
+        except KeyboardInterrupt:
+            print("monai-bayes pacs: interrupted; finished results are kept", file=sys.stderr)
+            return 130
+        except Exception as err:
+            print(
+                f"monai-bayes pacs: internal error: {type(err).__name__}: {err} (run with -v for the traceback)",
+                file=sys.stderr,
+            )
+            logger.debug("traceback", exc_info=True)
+            return 1
+
+    return wrapped
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# ------------------------------------------------------------------------------------ settings
+def _load_settings_file(path: str) -> dict[str, Any]:
+    """A settings JSON: a bundle-style file with a ``pacs_settings`` block, or the block itself."""
+    from monai_bayes.pacs.errors import PacsConfigError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PacsConfigError(f"{p}: settings file not found") from None
+    except json.JSONDecodeError as err:
+        raise PacsConfigError(f"{p}: not valid JSON ({err})") from None
+    block = data.get("pacs_settings", data) if isinstance(data, dict) else None
+    if not isinstance(block, dict):
+        raise PacsConfigError(f"{p}: expected a JSON object (or one with a 'pacs_settings' object)")
+    exprs = [k for k, v in block.items() if isinstance(v, str) and v.startswith("$")]
+    if exprs:
+        raise PacsConfigError(f"{p}: expressions are not supported in --config files (keys {exprs})")
+    return block
+
+
+def _settings(args: argparse.Namespace, base: Any = None) -> Any:
+    """Settings from ``--config`` (or ``base``) with the command-line overrides applied."""
+    from monai_bayes.pacs.settings import DicomInferenceSettings
+
+    if getattr(args, "config", None):
+        settings = DicomInferenceSettings.from_dict(_load_settings_file(args.config))
+    else:
+        settings = base or DicomInferenceSettings()
+    changes = {
+        "num_samples": getattr(args, "num_samples", None),
+        "seed": getattr(args, "seed", None),
+        "threshold": getattr(args, "threshold", None),
+        "segmentation_type": getattr(args, "segmentation_type", None),
+        "mode": getattr(args, "mode", None),
+        "slice_batch_size": getattr(args, "slice_batch_size", None),
+        "max_attempts": getattr(args, "max_attempts", None),
+        "backoff_s": getattr(args, "backoff", None),
+        "read_timeout_s": getattr(args, "timeout", None),
+        "modality": getattr(args, "modality", None),
+    }
+    if getattr(args, "no_nifti", False):
+        changes["write_nifti"] = False
+    return settings.replace(**changes)
+
+
+def _output_dir(args: argparse.Namespace) -> Path:
+    from monai_bayes.pacs.pipeline import default_output_dir
+
+    return Path(args.output) if args.output else default_output_dir()
+
+
+def _outbox_dir(args: argparse.Namespace) -> Path:
+    return Path(args.outbox) if args.outbox else _output_dir(args) / "outbox"
+
+
+# ------------------------------------------------------------------------------------ handlers
+@_guard
+def _cmd_run(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.bundle import load_inference_bundle
+    from monai_bayes.pacs.pipeline import check_run_arguments, run_pipeline
+
+    url = args.url or os.environ.get(ENV_URL) or None
+    check_run_arguments(url, args.study, args.input)  # usage errors before the (slower) bundle load
+    # CLI settings win over the bundle's inference_dicom.json, which wins over the defaults
+    pre = _settings(args) if args.config else None
+    t0 = time.perf_counter()
+    bundle = load_inference_bundle(
+        args.bundle,
+        device=args.device,
+        num_samples=args.num_samples if args.num_samples is not None else (pre.num_samples if pre else None),
+        seed=args.seed if args.seed is not None else (pre.seed if pre else None),
+    )
+    settings = pre if pre is not None else _settings(args, bundle.settings)
+    bundle_s = time.perf_counter() - t0
+    outcome = run_pipeline(
+        bundle,
+        url=url,
+        study_instance_uid=args.study,
+        series_instance_uid=args.series,
+        input_dir=args.input,
+        output_dir=_output_dir(args),
+        outbox_dir=_outbox_dir(args),
+        settings=settings,
+        push=not args.no_push,
+        force=args.force,
+        netrc_file=args.netrc,
+    )
+    r = outcome.result
+    summary = {
+        "status": outcome.status,
+        "reused": outcome.reused,
+        "result_dir": str(r.directory.resolve()),
+        "fingerprint": r.fingerprint,
+        "study_instance_uid": r.study_instance_uid,
+        "source_series_instance_uid": r.manifest["source"]["series_instance_uid"],
+        "instances": [
+            {k: i.to_dict()[k] for k in ("kind", "map", "series_instance_uid", "sop_instance_uid", "file")}
+            for i in r.instances
+        ],
+        "nifti": {k: str(v.resolve()) for k, v in r.nifti.items()},
+        "outbox_entry": outcome.entry_id,
+        "timings_s": {k: round(v, 2) for k, v in {"bundle": bundle_s, **outcome.timings_s}.items()},
+    }
+    _print_json(summary)
+    if outcome.exit_code:
+        err = outcome.flush.errors.get(outcome.entry_id or "") if outcome.flush else None
+        reason = f" ({err})" if err else ""
+        print(
+            f"monai-bayes pacs: results saved in {r.directory} but not delivered{reason}; they are kept in the "
+            f"outbox {_outbox_dir(args)} -- run 'monai-bayes pacs flush-outbox' when the PACS is back",
+            file=sys.stderr,
+        )
+    return outcome.exit_code
+
+
+@_guard
+def _cmd_flush(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.pipeline import flush_outbox
+
+    outbox = _outbox_dir(args)
+    report = flush_outbox(outbox, url=args.url, settings=_settings(args), netrc_file=args.netrc)
+    _print_json(
+        {
+            "outbox": str(outbox),
+            "sent": report.sent,
+            "pending": report.pending,
+            "errors": {k: str(v) for k, v in report.errors.items()},
+        }
+    )
+    for eid, err in report.errors.items():
+        print(f"monai-bayes pacs: entry {eid} not delivered: {err}", file=sys.stderr)
+    return report.exit_code
+
+
+@_guard
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.outbox import Outbox
+
+    box = Outbox(_outbox_dir(args))
+    entries = [
+        {k: v for k, v in e.to_dict().items() if k != "format"} | {"directory": str(e.directory)}
+        for e in box.entries(args.url)
+    ]
+    _print_json({"outbox": str(box.root), "pending": entries, "delivered": len(box.sent_entries())})
+    return 0
+
+
+@_guard
+def _cmd_ping(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.client import PacsClient
+
+    url = args.url or os.environ.get(ENV_URL)
+    if not url:
+        from monai_bayes.pacs.errors import PacsConfigError
+
+        raise PacsConfigError(f"no DICOMweb URL: pass --url or set {ENV_URL}")
+    with PacsClient.from_settings(url, _settings(args), netrc_file=args.netrc) as client:
+        client.ping()
+        _print_json({"url": client.url, "credentials": client.credentials_source, "qido": "ok"})
+    return 0
+
+
+@_guard
+def _cmd_template(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.settings import template_text
+
+    sys.stdout.write(template_text())
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+def _add_transport(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("delivery")
+    g.add_argument("--netrc", metavar="FILE", help="netrc file for the credentials (default $NETRC or ~/.netrc)")
+    g.add_argument("--max-attempts", type=int, metavar="N", help="tries per HTTP request (default 4)")
+    g.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay, doubled per retry (default 1)")
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP read timeout (default 120)")
+
+
+def _add_dirs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output", metavar="DIR", help="output root (default $MONAI_BAYES_PACS_OUTPUT or ./monai_bayes_pacs)"
+    )
+    p.add_argument("--outbox", metavar="DIR", help="outbox folder (default <output>/outbox)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``pacs`` command and its sub-commands to the top-level ``monai-bayes`` parser."""
+    pacs = subparsers.add_parser(
+        "pacs",
+        help="DICOM / DICOMweb research pipeline (needs the 'pacs' extra)",
+        description="DICOM in, DICOM SEG + uncertainty Parametric Maps out, DICOMweb (QIDO/WADO/STOW) round trip.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = pacs.add_subparsers(dest="pacs_command", metavar="SUBCOMMAND")
+    pacs.set_defaults(func=lambda args: (pacs.print_help(), 2)[1])
+
+    run = sub.add_parser(
+        "run",
+        help="infer on a series (folder or DICOMweb study), write SEG + Parametric Maps + NIfTI, push them",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = run.add_argument_group("input (a study on the PACS, or a folder)")
+    src.add_argument("--url", help=f"DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web (default ${ENV_URL})")
+    src.add_argument("--study", metavar="UID", help="StudyInstanceUID to read from --url")
+    src.add_argument("--series", metavar="UID", help="SeriesInstanceUID (default: the study's only CT series)")
+    src.add_argument("--input", metavar="DIR", help="read the series from this folder instead of the PACS")
+    model = run.add_argument_group("model")
+    model.add_argument("--bundle", required=True, metavar="PATH", help="bundle folder (configs/inference.json ...)")
+    model.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: the bundle's)")
+    model.add_argument("--num-samples", type=int, metavar="S", help="Monte-Carlo samples (default: the bundle's)")
+    model.add_argument("--seed", type=int, help="seed of the MC noise (default: the bundle's, else 0)")
+    model.add_argument("--mode", choices=("auto", "2d", "3d"), help="slice-wise or volumetric (default auto)")
+    model.add_argument("--slice-batch-size", type=int, metavar="N", help="slices per forward pass in 2D mode")
+    out = run.add_argument_group("output")
+    out.add_argument("--config", metavar="JSON", help="settings file (default: the bundle's inference_dicom.json)")
+    out.add_argument("--threshold", type=float, help="foreground threshold on the mean probability (default 0.5)")
+    out.add_argument("--segmentation-type", choices=("binary", "fractional"), help="SEG type (default binary)")
+    out.add_argument("--modality", nargs="+", metavar="M", help="accepted input modalities (default CT)")
+    out.add_argument("--no-nifti", action="store_true", help="do not write NIfTI files")
+    out.add_argument("--no-push", action="store_true", help="write results locally only")
+    out.add_argument("--force", action="store_true", help="recompute even if the same result exists")
+    _add_dirs(out)
+    _add_transport(run)
+    run.set_defaults(func=_cmd_run)
+
+    flush = sub.add_parser("flush-outbox", help="send the results kept in the outbox (exactly once per result)")
+    _add_dirs(flush)
+    flush.add_argument("--url", help="only entries queued for this DICOMweb URL")
+    _add_transport(flush)
+    flush.set_defaults(func=_cmd_flush)
+
+    box = sub.add_parser("outbox", help="list the results waiting in the outbox")
+    _add_dirs(box)
+    box.add_argument("--url", help="only entries queued for this DICOMweb URL")
+    box.set_defaults(func=_cmd_outbox)
+
+    ping = sub.add_parser("ping", help="check that the DICOMweb server answers with these credentials")
+    ping.add_argument("--url", help=f"DICOMweb root (default ${ENV_URL})")
+    _add_transport(ping)
+    ping.set_defaults(func=_cmd_ping)
+
+    tpl = sub.add_parser("template", help="print the inference_dicom.json bundle-config template")
+    tpl.set_defaults(func=_cmd_template)
