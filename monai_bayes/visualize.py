@@ -13,9 +13,7 @@ notebook's backend alone) and write PNG files atomically (temporary file, then r
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from monai_bayes.utils.atomic import atomic_path
 
 __all__ = ["overlay_errors", "plot_case", "plot_cases", "plot_method_comparison", "plot_reliability", "save_figure"]
 
@@ -40,18 +40,9 @@ def _np(x: Any) -> np.ndarray:
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save ``fig`` as PNG through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def overlay_errors(image: Any, prediction: Any, reference: Any, alpha: float = 0.55) -> np.ndarray:

@@ -28,9 +28,9 @@ from monai.data import Dataset
 from monai.transforms import Compose, MapTransform
 from PIL import Image
 
-from monai_bayes.data._atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
 from monai_bayes.data.errors import DataFormatError, OnError, SkipReport, check_on_error
 from monai_bayes.data.splits import split_by_sizes
+from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
 
 __all__ = [
     "ISIC_OFFICIAL_SIZES",

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from monai_bayes.data._atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
 from monai_bayes.data.dicom import DicomSeriesIndex, DicomVolume, index_dicom_tree, read_dicom_series
 from monai_bayes.data.errors import (
     DataFormatError,
@@ -48,6 +47,7 @@ from monai_bayes.data.errors import (
 from monai_bayes.data.lidc_xml import LidcReaderNodule, LidcReadMessage, parse_lidc_xml
 from monai_bayes.data.raster import rasterize_rois
 from monai_bayes.data.splits import assign_folds
+from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
 
 __all__ = [
     "DATALIST_NAME",

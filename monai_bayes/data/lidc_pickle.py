@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from monai_bayes.data._atomic import atomic_write_json, finished_cache, staging_dir
 from monai_bayes.data.errors import DataFormatError, OnError, SkipReport, UnsafePickleError, check_on_error
 from monai_bayes.data.lidc import DATALIST_NAME, REPORT_NAME, LidcPatch, _datalist, _safe, write_patch_cache
 from monai_bayes.data.splits import assign_folds
+from monai_bayes.utils.atomic import atomic_write_json, finished_cache, staging_dir
 
 __all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "convert_lidc_pickle", "load_lidc_pickle", "safe_load_pickle"]
 

@@ -3,14 +3,37 @@
 from monai_bayes.handlers.bn_recalibration import BNRecalibrationHandler, recalibrate_batch_norm
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler, kl_beta
+from monai_bayes.handlers.metric_handlers import (
+    BrierScore,
+    EntropyVolume,
+    GeneralizedEnergyDistance,
+    HungarianMatchedIoU,
+    MultiRater,
+    NegativeLogLikelihood,
+    PerCaseMetricsSaver,
+    SoftDice,
+)
+from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
+from monai_bayes.handlers.report import EvaluationReportHandler
 from monai_bayes.handlers.saliency_selection import SaliencySelectionHandler, add_new_parameters
 
 __all__ = [
     "BNRecalibrationHandler",
+    "BrierScore",
+    "EntropyVolume",
+    "EvaluationReportHandler",
+    "GeneralizedEnergyDistance",
+    "HungarianMatchedIoU",
     "KLAnnealingHandler",
+    "MultiRater",
+    "NegativeLogLikelihood",
+    "PerCaseMetricsSaver",
+    "ProgressBarHandler",
     "SaliencySelectionHandler",
+    "SoftDice",
     "TrainingCostHandler",
     "add_new_parameters",
+    "first_loss",
     "kl_beta",
     "recalibrate_batch_norm",
 ]

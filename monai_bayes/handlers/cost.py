@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_bayes.cost import count_parameters
-from monai_bayes.data._atomic import atomic_write_json
+from monai_bayes.utils.atomic import atomic_write_json
 
 __all__ = ["TrainingCostHandler"]
 
@@ -20,7 +20,8 @@ class TrainingCostHandler:
 
     The FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` around one whole
     training iteration (``flops_iteration``, default the 2nd, after warm-up): forward over all MC
-    samples, loss, backward. Results are in :attr:`summary` and ``engine.state.training_cost``,
+    samples, loss, backward; ``total_flops`` = that × iterations per epoch × epochs run. Results are
+    in :attr:`summary` and ``engine.state.training_cost``,
     and written as JSON to ``output_path`` when training completes.
     """
 
@@ -72,5 +73,8 @@ class TrainingCostHandler:
         self.summary["parameters"] = count_parameters(self._net(engine))  # after any conversion
         self.summary["wall_seconds"] = time.perf_counter() - self._start
         self.summary["iterations_per_epoch"] = engine.state.epoch_length
+        epochs = len(self.summary["epoch_seconds"])
+        flops = self.summary["flops_per_step"]
+        self.summary["total_flops"] = None if flops is None else flops * (engine.state.epoch_length or 0) * epochs
         if self.output_path is not None:
             atomic_write_json(self.output_path, self.summary)

@@ -11,12 +11,12 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_bayes.data._atomic import atomic_write_json
 from monai_bayes.layers.partial import PartialBayesLayer
 from monai_bayes.networks.convert import ModulePattern, to_partial_bayes
 from monai_bayes.selection.report import LayerSelection, format_selection_report, selection_report
 from monai_bayes.selection.saliency import ScoreMethod, compute_scores
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes
+from monai_bayes.utils.atomic import atomic_write_json
 
 __all__ = ["SaliencySelectionHandler", "add_new_parameters", "select_bayesian_weights"]
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
@@ -30,6 +31,7 @@ from monai_bayes.layers.base import (
     stochastic_layers,
 )
 from monai_bayes.uncertainty import uncertainty_maps
+from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = ["MonteCarloInferer", "summarize_samples"]
 
@@ -65,7 +67,8 @@ class _SampleStackingNetwork:
 
     def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         S, n = self.num_samples, x.shape[0]
-        out = self.network(torch.cat([x] * S), *args, **kwargs)
+        # plain tensors inside: per-sample slicing of a batched MetaTensor would try to split its metadata
+        out = self.network(torch.cat([as_plain_tensor(x)] * S), *args, **kwargs)
         if not isinstance(out, torch.Tensor):
             raise TypeError(
                 f"MonteCarloInferer needs a network returning one tensor, got {type(out).__name__} "
@@ -158,7 +161,20 @@ class MonteCarloInferer(Inferer):
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        """Run Monte-Carlo inference; the returned layout depends on ``output`` (see class doc)."""
+        """Run Monte-Carlo inference; the returned layout depends on ``output`` (see class doc).
+
+        A :class:`~monai.data.MetaTensor` input gives a MetaTensor output carrying the input's
+        metadata (affine, file names), so savers and metrics can use it.
+        """
+        out = self._compute(as_plain_tensor(inputs), network, *args, **kwargs)
+        if isinstance(inputs, MetaTensor):
+            out = MetaTensor(out)
+            out.copy_meta_from(inputs)
+        return out
+
+    def _compute(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         raw = self.sample(inputs, network, *args, **kwargs)
         if self.activation is None:
             return raw

@@ -30,18 +30,36 @@ from tqdm.auto import tqdm
 # may be initialised while networks.convert is still loading
 import monai_bayes.networks.convert as convert
 from monai_bayes.layers.base import sampling_mode
+from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = ["ScoreMethod", "compute_scores", "magnitude_scores", "random_scores", "saliency_scores"]
 
 ScoreMethod = Literal["saliency", "saliency_sq", "magnitude", "random"]
 
 
-def _all_reduce(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Sum scores over the ranks of an initialised process group, so every rank selects the same Top-k."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for value in scores.values():
-            dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return scores
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_over_ranks(grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Average one batch's gradients over the ranks of an initialised process group.
+
+    With equal per-rank batches and a mean-reduced loss this is the gradient of the *global* batch,
+    so every rank accumulates ``|∇θ|`` of the same global batches and selects the same Top-k as a
+    single process that sees those batches (DDP's own gradient all-reduce does not run here:
+    ``torch.autograd.grad`` bypasses it).
+    """
+    world = _world_size()
+    if world == 1:
+        return grads
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    out, start = [], 0
+    for g in grads:
+        out.append(flat[start : start + g.numel()].view_as(g))
+        start += g.numel()
+    return tuple(out)
 
 
 def saliency_scores(
@@ -70,7 +88,8 @@ def saliency_scores(
     device: where to run (default: the network's device).
     prepare_batch: MONAI ``prepare_batch`` callable turning a batch into ``(inputs, targets)``.
     include, exclude: restrict candidate modules (see :func:`~monai_bayes.networks.candidate_modules`).
-    all_reduce: under ``torch.distributed``, sum the scores over ranks before returning.
+    all_reduce: under ``torch.distributed``, average each batch's gradients over the ranks before
+        taking their magnitude (see :func:`_average_over_ranks`); all ranks then hold identical scores.
     progress: show a progress bar.
 
     Returns
@@ -93,8 +112,10 @@ def saliency_scores(
     try:
         with sampling_mode(network, "mean"):
             for batch in tqdm(batches, total=total, desc="saliency", disable=not progress, leave=False):
-                inputs, targets = prepare_batch(batch, device, False)[:2]
+                inputs, targets = (as_plain_tensor(t) for t in prepare_batch(batch, device, False)[:2])
                 grads = torch.autograd.grad(loss_function(network(inputs), targets), list(params.values()))
+                if all_reduce:
+                    grads = _average_over_ranks(grads)
                 for (name, _), g in zip(params.items(), grads):
                     scores[name] += g.square() if squared else g.abs()
                 seen += 1
@@ -104,7 +125,7 @@ def saliency_scores(
         network.train(was_training)
     if seen == 0:
         raise ValueError("the loader yielded no batch: saliency needs at least one batch of training data.")
-    return _all_reduce(scores) if all_reduce else scores
+    return scores
 
 
 def _safe_len(loader: Iterable[Any]) -> int | None:

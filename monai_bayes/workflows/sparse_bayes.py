@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,6 @@ from monai.inferers import SimpleInferer
 from monai.utils import set_determinism
 from torch import nn
 
-from monai_bayes.data._atomic import atomic_write_json
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler
 from monai_bayes.handlers.saliency_selection import select_bayesian_weights
@@ -49,6 +47,7 @@ from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import LayerSelection
 from monai_bayes.selection.saliency import ScoreMethod
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes
+from monai_bayes.utils.atomic import atomic_path, atomic_write_json
 
 __all__ = [
     "METHODS",
@@ -109,28 +108,25 @@ class RecipeResult:
 # ------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(network: nn.Module, path: str | os.PathLike) -> Path:
     """Save ``network.state_dict()`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(network.state_dict(), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_checkpoint(network: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a state dict saved by :func:`save_checkpoint` (``weights_only=True``) into ``network``.
+    """Load a state dict saved by :func:`save_checkpoint` or MONAI's ``CheckpointSaver`` into ``network``
+    (``torch.load(..., weights_only=True)``: no code from the file runs).
 
     A partial/full-Bayes checkpoint converts a deterministic ``network`` to the same structure
     first. A checkpoint of another network raises ``ValueError`` naming the file.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}.")
+    # MONAI CheckpointSaver / Ignite Checkpoint files: {"network": state_dict} (or "model", "state_dict")
+    for key in ("state_dict", "network", "model"):
+        if len(state) == 1 and isinstance(state.get(key), dict):
+            state = state[key]
     try:
         return load_stochastic_state_dict(network, state)
     except ValueError as err:

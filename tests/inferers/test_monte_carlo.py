@@ -92,3 +92,15 @@ def test_sigmoid_multilabel_and_bad_arguments(partial_unet):
         MonteCarloInferer(2, activation=None, output="mean")
     with pytest.raises(ValueError, match="chunk_size"):
         MonteCarloInferer(2, chunk_size=0)
+
+
+def test_metatensor_batches_keep_their_metadata(partial_unet):
+    from monai.data import MetaTensor, decollate_batch, list_data_collate
+
+    items = [{"image": MetaTensor(torch.randn(1, 16, 16), meta={"filename_or_obj": f"case{i}.npy"})} for i in range(3)]
+    batch = list_data_collate(items)["image"]
+    out = MonteCarloInferer(4, seed=0)(batch, partial_unet)
+    assert isinstance(out, MetaTensor) and out.shape == (3, 4, 2, 16, 16)
+    per_case = decollate_batch({"pred": out})
+    assert [d["pred"].meta["filename_or_obj"] for d in per_case] == ["case0.npy", "case1.npy", "case2.npy"]
+    torch.testing.assert_close(out.as_tensor(), MonteCarloInferer(4, seed=0)(batch.as_tensor(), partial_unet))

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from monai_bayes.data._atomic import atomic_write_json, finished_cache, staging_dir
 from monai_bayes.data.isic import ISIC_OFFICIAL_SIZES, SPLITS
 from monai_bayes.data.splits import split_by_sizes
+from monai_bayes.utils.atomic import atomic_write_json, finished_cache, staging_dir
 
 __all__ = ["make_isic_image", "write_isic_cases"]
 

@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from monai_bayes.data._atomic import atomic_write_json, finished_cache, staging_dir
 from monai_bayes.data.lidc_xml import LIDC_NAMESPACE
 from monai_bayes.data.raster import mask_to_outlines, rasterize_outline
 from monai_bayes.data.synthetic.ct_phantom import ChestGeometry, NoduleSpec, make_chest_ct, sample_nodules
 from monai_bayes.data.synthetic.dicom_writer import CTSeriesInfo, deterministic_uid, format_ds, write_ct_series
+from monai_bayes.utils.atomic import atomic_write_json, finished_cache, staging_dir
 
 __all__ = [
     "MANIFEST_NAME",

@@ -1,4 +1,4 @@
-"""Write-to-temporary-then-rename helpers, so that no reader ever sees a half-written cache.
+"""Write-to-temporary-then-rename helpers, so that no reader ever sees a half-written file or cache.
 
 A cache folder counts as *finished* only when its marker file (the datalist / manifest) exists;
 the folder is built under a hidden temporary name next to its final place and renamed into place
@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,39 +18,48 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_json", "finished_cache", "staging_dir"]
+__all__ = ["atomic_path", "atomic_save_npy", "atomic_write_json", "atomic_write_text", "finished_cache", "staging_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to; renamed onto ``path`` when the block succeeds.
+
+    For writers that want a file name (``torch.save``, ``Figure.savefig``, ``nib.save``, ...): the
+    temporary name keeps ``path``'s suffixes, so format detection by extension still works. A
+    failure removes the temporary file and leaves ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffix)]
+    tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and an atomic rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Save ``array`` as ``.npy`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    return Path(path)
 
 
 def finished_cache(folder: str | os.PathLike[str], marker: str) -> Path | None:

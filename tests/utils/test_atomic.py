@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monai_bayes.data._atomic import staging_dir
+from monai_bayes.utils.atomic import staging_dir
 
 
 def test_failure_leaves_nothing(tmp_path: Path) -> None:

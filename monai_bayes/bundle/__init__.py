@@ -1,0 +1,42 @@
+"""Library side of the monai_bayes MONAI bundles: every step a bundle config runs lives here.
+
+The bundles in ``bundles/`` are pure configuration over these functions and the rest of the
+package (see ``docs/bundles.md``).
+"""
+
+from monai_bayes.bundle.datasets import ISIC_LAYOUTS, LIDC_LAYOUTS, resolve_isic_dataset, resolve_lidc_dataset
+from monai_bayes.bundle.inference import export_hu_slices, inference_inputs, num_mc_samples
+from monai_bayes.bundle.layout import METHODS, RunLayout, check_method
+from monai_bayes.bundle.runner import (
+    PipelineStep,
+    bundle_config,
+    markdown_table,
+    pipeline_steps,
+    run_config,
+    run_pipeline,
+    run_sweep,
+)
+from monai_bayes.bundle.steps import build_network, run_selection, training_network
+
+__all__ = [
+    "ISIC_LAYOUTS",
+    "LIDC_LAYOUTS",
+    "METHODS",
+    "PipelineStep",
+    "RunLayout",
+    "build_network",
+    "bundle_config",
+    "check_method",
+    "export_hu_slices",
+    "inference_inputs",
+    "markdown_table",
+    "num_mc_samples",
+    "pipeline_steps",
+    "resolve_isic_dataset",
+    "resolve_lidc_dataset",
+    "run_config",
+    "run_pipeline",
+    "run_selection",
+    "run_sweep",
+    "training_network",
+]

@@ -1,0 +1,79 @@
+"""Inputs for a bundle's ``inference`` config and per-method Monte-Carlo sample counts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from monai_bayes.bundle.layout import check_method
+from monai_bayes.utils.atomic import atomic_path
+
+__all__ = ["IMAGE_SUFFIXES", "export_hu_slices", "inference_inputs", "num_mc_samples"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg")
+
+
+def num_mc_samples(method: str, num_samples: int, ensemble_size: int = 5) -> int:
+    """Monte-Carlo samples to draw at evaluation / inference: 1 for a deterministic network (all
+    samples would be equal), ``ensemble_size`` for an ensemble (each member once), else ``num_samples``."""
+    check_method(method)
+    if method == "deterministic":
+        return 1
+    if method == "ensemble":
+        return ensemble_size
+    return num_samples
+
+
+def export_hu_slices(
+    items: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    hu_window: tuple[float, float] = (-1000.0, 400.0),
+    limit: int = 8,
+) -> list[dict[str, str]]:
+    """Write cached LIDC patches back as 2D NIfTI images in HU (stand-ins for "new images").
+
+    The cache holds windowed ``[0, 1]`` patches; ``hu = lo + x·(hi − lo)`` inverts the window (values
+    outside it stay clipped). Pixel spacing comes from the item's ``pixel_spacing_mm`` when present.
+    Existing files are reused. Returns ``[{"image": path}, …]``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = hu_window
+    result = []
+    for item in list(items)[:limit]:
+        path = out / (Path(str(item["image"])).name.replace(".npy", "") + "_hu.nii.gz")
+        if not path.is_file():
+            x = np.load(item["image"], allow_pickle=False)[0].astype(np.float32)
+            spacing = [float(s) for s in item.get("pixel_spacing_mm") or (1.0, 1.0)]
+            affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+            with atomic_path(path) as tmp:
+                nib.save(nib.Nifti1Image(lo + x * (hi - lo), affine), str(tmp))
+        result.append({"image": str(path)})
+    return result
+
+
+def inference_inputs(
+    dataset_dir: str | os.PathLike | None,
+    default_items: Sequence[Mapping[str, Any]] = (),
+    default_dir: str | os.PathLike | None = None,
+) -> list[dict[str, str]]:
+    """The images to run inference on: every image file in ``dataset_dir`` (NIfTI 2D slices in HU,
+    sorted by name), or -- when it is empty -- a few default items exported by :func:`export_hu_slices`."""
+    if dataset_dir is None or str(dataset_dir).strip() in ("", "synthetic", "None", "null"):
+        if not default_items or default_dir is None:
+            raise ValueError("no dataset_dir given and no default images to run inference on.")
+        return export_hu_slices(default_items, default_dir)
+    folder = Path(dataset_dir)
+    if not folder.is_dir():
+        raise ValueError(f"dataset_dir {str(folder)!r} is not a folder of images to run inference on.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(
+            f"dataset_dir {str(folder)!r} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}."
+        )
+    return [{"image": str(p)} for p in files]

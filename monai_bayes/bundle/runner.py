@@ -1,0 +1,222 @@
+"""Run a bundle's step configs in order (pipeline) and over several methods (sweep).
+
+A monai_bayes bundle keeps each step in its own config, merged with ``configs/common.json``:
+``train_deterministic`` → ``select`` → ``train`` → ``evaluate`` (see the bundle's README).
+:func:`run_pipeline` runs the steps a method needs through MONAI's
+:class:`~monai.bundle.ConfigWorkflow`, forwarding the same overrides to every step and skipping a
+training step whose output checkpoint already exists (``resume=True``), so a sweep trains the
+shared deterministic model once. :func:`run_sweep` runs the pipeline for several ``r_bayes``
+values and baselines and writes a comparison table and figure (seed 000 Fig. 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from monai_bayes.bundle.layout import RunLayout, check_method
+from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
+from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from monai_bayes.visualize import plot_method_comparison
+
+__all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_sweep"]
+
+logger = logging.getLogger(__name__)
+
+#: metrics shown in the sweep table / figure: key in summary.json → display name
+SWEEP_METRICS: dict[str, str] = {
+    "Dice": "Dice",
+    "IoU": "IoU",
+    "GED": "GED²",
+    "GED_hm_iou": "HM-IoU",
+    "GED_sample_diversity": "sample diversity",
+    "Brier": "Brier",
+    "ECE": "ECE",
+    "Uncertainty_entropy_mean": "mean entropy (nats)",
+}
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """One step: the config to run, extra overrides, and the file whose existence means it is done."""
+
+    name: str
+    config: str
+    overrides: Mapping[str, Any]
+    output: Path | None  # None: always run
+
+
+def bundle_config(bundle_root: str | os.PathLike, name: str) -> Path:
+    """Path of ``configs/<name>.json`` (or ``.yaml``) of a bundle; ``ValueError`` if missing."""
+    root = Path(bundle_root) / "configs"
+    for ext in (".json", ".yaml", ".yml"):
+        if (root / f"{name}{ext}").is_file():
+            return root / f"{name}{ext}"
+    raise ValueError(f"bundle {str(bundle_root)!r} has no config {name!r} in {root}.")
+
+
+def _defaults(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Method, r_bayes, ensemble size and runs folder after applying ``overrides`` to common.json."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle_config(bundle_root, "common")))
+    parser.update({"bundle_root": str(bundle_root), **overrides})
+    return {k: parser.get_parsed_content(k) for k in ("method", "r_bayes", "ensemble_size", "runs_dir")}
+
+
+def pipeline_steps(layout: RunLayout) -> list[PipelineStep]:
+    """The steps of ``layout.method``'s pipeline, with their resume markers."""
+    method = layout.method
+    if method == "ensemble":
+        steps = [
+            PipelineStep(f"train member {m}", "train_deterministic", {"member_index": m}, path)
+            for m, path in enumerate(layout.member_checkpoints)
+        ]
+    else:
+        steps = [PipelineStep("train_deterministic", "train_deterministic", {}, layout.train_deterministic_checkpoint)]
+    if method in ("sparse_bayes", "full_bayes"):
+        steps.append(PipelineStep("select", "select", {}, layout.selected_checkpoint))
+        steps.append(PipelineStep("train", "train", {}, layout.model_checkpoint))
+    steps.append(PipelineStep("evaluate", "evaluate", {}, None))
+    return steps
+
+
+def run_config(
+    bundle_root: str | os.PathLike, names: Sequence[str], overrides: Mapping[str, Any] | None = None
+) -> ConfigWorkflow:
+    """Run ``configs/common`` + the named configs of a bundle with MONAI's ConfigWorkflow."""
+    root = Path(bundle_root)
+    files = [str(bundle_config(root, n)) for n in ("common", *names)]
+    meta = root / "configs" / "metadata.json"
+    logging_conf = root / "configs" / "logging.conf"
+    workflow = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(meta) if meta.is_file() else None,
+        logging_file=str(logging_conf) if logging_conf.is_file() else None,
+        **{"bundle_root": str(root), **(overrides or {})},
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def _clean(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Drop ``None`` values: an override left at ``None`` keeps the step config's default."""
+    return {k: v for k, v in (overrides or {}).items() if v is not None}
+
+
+def run_pipeline(
+    bundle_root: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Run every step of the configured method's pipeline; return the evaluation summary.
+
+    Parameters
+    ----------
+    bundle_root: the bundle folder.
+    overrides: config ids to override in every step (e.g. ``{"method": "mc_dropout",
+        "deterministic_epochs": 2}``); ``None`` values are ignored.
+    resume: skip training steps whose output checkpoint exists (evaluation always runs).
+    """
+    overrides = _clean(overrides)
+    d = _defaults(bundle_root, overrides)
+    layout = RunLayout(d["runs_dir"], check_method(d["method"]), d["r_bayes"], d["ensemble_size"])
+    for step in pipeline_steps(layout):
+        if resume and step.output is not None and step.output.is_file():
+            logger.info("[%s] %s: done already (%s), skipping", layout.run_name, step.name, step.output)
+            continue
+        logger.info("[%s] %s", layout.run_name, step.name)
+        run_config(bundle_root, [step.config], {**overrides, **step.overrides})
+    summary = read_json_if_exists(layout.eval_dir / "summary.json")
+    if summary is None:
+        raise RuntimeError(f"the evaluate step wrote no summary in {layout.eval_dir}.")
+    return summary
+
+
+def _variants(r_bayes_values: Sequence[float], baselines: Sequence[str]) -> list[dict[str, Any]]:
+    variants = []
+    for r in r_bayes_values:
+        r = float(r)
+        variants.append({"method": "full_bayes"} if r >= 1.0 else {"method": "sparse_bayes", "r_bayes": r})
+    variants.extend({"method": check_method(b)} for b in baselines)
+    return variants
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], metrics: Mapping[str, str]) -> str:
+    """A Markdown table: run, metrics as mean ± std, parameters, Bayesian parameters, FLOPs, time."""
+    header = ["run", *metrics.values(), "params", "Bayesian params", "train FLOPs", "train time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row["run"])]
+        for key in metrics:
+            mean, std = row.get(key), row.get(f"{key}_std")
+            cells.append(_fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}")
+        flops = row.get("train_flops_total")
+        cells += [
+            _fmt(row.get("params_total")),
+            _fmt(row.get("params_bayesian")),
+            "–" if not flops else f"{flops:.3g}",
+            _fmt(row.get("train_wall_seconds")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(
+    bundle_root: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    r_bayes_values: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0),
+    baselines: Sequence[str] = ("ensemble", "deterministic", "mc_dropout"),
+    output_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+) -> Path:
+    """Run the pipeline for every ``r_bayes`` (1.0 = full mean-field Bayes) and baseline; write
+    ``table.csv``, ``table.md``, ``summaries.json`` and ``comparison.png`` (seed 000 Fig. 4).
+
+    Returns the output folder (default ``<runs_dir>/sweep``).
+    """
+    base = _clean(overrides)
+    summaries = []
+    for variant in _variants(r_bayes_values, baselines):
+        logger.info("sweep: %s", variant)
+        summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume))
+    out = Path(output_dir) if output_dir is not None else Path(_defaults(bundle_root, base)["runs_dir"]) / "sweep"
+    rows = metric_table_rows(summaries, list(SWEEP_METRICS))
+    _write_csv(out / "table.csv", rows)
+    atomic_write_text(out / "table.md", markdown_table(rows, SWEEP_METRICS))
+    atomic_write_json(out / "summaries.json", summaries)
+    figure = {
+        row["run"]: {k: (row.get(k), row.get(f"{k}_std") or 0.0) for k in SWEEP_METRICS if row.get(k) is not None}
+        | ({"train_flops_total": row["train_flops_total"]} if row.get("train_flops_total") else {})
+        for row in rows
+    }
+    shown = [k for k in SWEEP_METRICS if any(k in v for v in figure.values())]
+    if any("train_flops_total" in v for v in figure.values()):
+        shown.append("train_flops_total")
+    labels = {**SWEEP_METRICS, "train_flops_total": "training FLOPs"}
+    plot_method_comparison(figure, shown, out / "comparison.png", labels=labels, title="methods on the same evaluator")
+    logger.info("sweep table:\n%s", markdown_table(rows, SWEEP_METRICS))
+    return out

@@ -1,0 +1,21 @@
+"""Shared helpers: atomic writes and tensor utilities."""
+
+from monai_bayes.utils.atomic import (
+    atomic_path,
+    atomic_save_npy,
+    atomic_write_json,
+    atomic_write_text,
+    finished_cache,
+    staging_dir,
+)
+from monai_bayes.utils.tensors import as_plain_tensor
+
+__all__ = [
+    "as_plain_tensor",
+    "atomic_path",
+    "atomic_save_npy",
+    "atomic_write_json",
+    "atomic_write_text",
+    "finished_cache",
+    "staging_dir",
+]
