@@ -1,0 +1,196 @@
+"""Benchmark: GED + HM-IoU of ``monai_bayes.metrics`` vs. a straightforward numpy per-pair loop.
+
+Default workload (issue 4): 100 cases × 16 samples × 4 raters × 128 × 128 binary masks. The baseline is
+written here in the style of the published PHiSeg / Probabilistic U-Net evaluation scripts: one numpy IoU
+per pair of masks in Python loops, GED terms as plain means over all pairs, HM-IoU with the rater list
+tiled to the sample count and :func:`scipy.optimize.linear_sum_assignment` per case.
+
+Two ways of calling this implementation are timed: two independent calls (``compute_ged`` then
+``compute_hm_iou``, each validating and multiplying the masks), and one shared pairwise-IoU pass feeding both
+(what ``GeneralizedEnergyDistanceMetric(with_hm_iou=True)`` does in an evaluator). Prints the timings, the
+ratios and the largest absolute difference of the per-case values. Not a unit test.
+
+Usage::
+
+    python benchmarks/bench_metrics.py [--cases 100] [--samples 16] [--raters 4] [--size 128]
+                                       [--repeats 5] [--device cpu] [--chunk 25] [--threads 0]
+
+The numpy baseline is single-threaded; ``--threads 1`` compares like with like and is also far less
+sensitive to other processes on a shared machine than torch's default multi-threading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from monai_bayes.metrics import (
+    compute_ged,
+    compute_hm_iou,
+    compute_pairwise_iou,
+    ged_from_pairwise_iou,
+    hm_iou_from_pairwise_iou,
+)
+
+
+def make_masks(cases: int, count: int, size: int, seed: int, empty_fraction: float = 0.1) -> np.ndarray:
+    """(cases, count, size, size) bool masks: jittered discs around a per-case centre, some empty."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((cases, count, size, size), dtype=bool)
+    for c in range(cases):
+        centre = rng.uniform(0.3 * size, 0.7 * size, size=2)
+        radius = rng.uniform(0.05 * size, 0.2 * size)
+        for k in range(count):
+            if rng.random() < empty_fraction:
+                continue
+            cy, cx = centre + rng.normal(0, 0.03 * size, size=2)
+            r = radius * rng.uniform(0.7, 1.3)
+            masks[c, k] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    return masks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0  # both empty: PHiSeg convention
+    return np.logical_and(a, b).sum() / union
+
+
+def baseline_ged(samples: np.ndarray, raters: np.ndarray) -> float:
+    """D²_GED of one case, one IoU per pair in Python loops."""
+    d_sy = [1.0 - _iou(s, y) for s in samples for y in raters]
+    d_ss = [1.0 - _iou(s, t) for s in samples for t in samples]
+    d_yy = [1.0 - _iou(y, q) for y in raters for q in raters]
+    return 2.0 * np.mean(d_sy) - np.mean(d_ss) - np.mean(d_yy)
+
+
+def baseline_hm_iou(samples: np.ndarray, raters: np.ndarray) -> float:
+    """HM-IoU of one case: raters tiled to the sample count (S must be a multiple of R), Hungarian matching."""
+    tiled = np.concatenate([raters] * (len(samples) // len(raters)))
+    iou = np.array([[_iou(s, y) for y in tiled] for s in samples])
+    rows, cols = linear_sum_assignment(1.0 - iou)
+    return float(iou[rows, cols].mean())
+
+
+def run_baseline(samples: np.ndarray, raters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ged = np.array([baseline_ged(s, r) for s, r in zip(samples, raters)])
+    hm = np.array([baseline_hm_iou(s, r) for s, r in zip(samples, raters)])
+    return ged, hm
+
+
+def run_ours(samples: torch.Tensor, raters: torch.Tensor, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent metric calls per chunk of cases: ``compute_ged`` and ``compute_hm_iou``."""
+    geds, hms = [], []
+    for start in range(0, samples.shape[0], chunk):
+        s, r = samples[start : start + chunk], raters[start : start + chunk]
+        geds.append(compute_ged(s, r).ged[:, 0])
+        hms.append(compute_hm_iou(s, r)[:, 0])
+    return _to_host(geds, hms)
+
+
+def run_ours_shared(samples: torch.Tensor, raters: torch.Tensor, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pairwise-IoU pass per chunk for both metrics, as ``GeneralizedEnergyDistanceMetric(with_hm_iou=True)``."""
+    geds, hms = [], []
+    for start in range(0, samples.shape[0], chunk):
+        pairwise = compute_pairwise_iou(samples[start : start + chunk], raters[start : start + chunk])
+        geds.append(ged_from_pairwise_iou(pairwise).ged[:, 0])
+        hms.append(hm_iou_from_pairwise_iou(pairwise.sample_rater)[:, 0])
+    return _to_host(geds, hms)
+
+
+def _to_host(geds: list[torch.Tensor], hms: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    ged, hm = torch.cat(geds), torch.cat(hms)
+    if ged.is_cuda:
+        torch.cuda.synchronize()
+    return ged.cpu().numpy(), hm.cpu().numpy()
+
+
+def best_time(fn, repeats: int):
+    """Best wall-clock and best process CPU time over ``repeats`` calls, and the last result."""
+    best_wall, best_cpu, result = float("inf"), float("inf"), None
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--raters", type=int, default=4)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chunk", type=int, default=25, help="cases per call of the vectorised metrics")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.samples % args.raters:
+        parser.error("the baseline tiles raters to the sample count: --samples must be a multiple of --raters")
+
+    samples_np = make_masks(args.cases, args.samples, args.size, args.seed)
+    raters_np = make_masks(args.cases, args.raters, args.size, args.seed + 1)
+    device = torch.device(args.device)
+    # (B, S, C=1, H, W) float 0/1 masks, as thresholded MC samples usually arrive
+    samples = torch.from_numpy(samples_np).unsqueeze(2).float().to(device)
+    raters = torch.from_numpy(raters_np).unsqueeze(2).float().to(device)
+
+    run_ours(samples[:2], raters[:2], args.chunk)  # warm-up (allocator, lazy imports, CUDA context)
+    run_ours_shared(samples[:2], raters[:2], args.chunk)
+    t_base, c_base, (ged_ref, hm_ref) = best_time(lambda: run_baseline(samples_np, raters_np), args.baseline_repeats)
+    t_ours, c_ours, (ged, hm) = best_time(lambda: run_ours(samples, raters, args.chunk), args.repeats)
+    t_shared, c_shared, (ged_s, hm_s) = best_time(lambda: run_ours_shared(samples, raters, args.chunk), args.repeats)
+
+    print(
+        f"machine: {platform.machine()} {_cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+    )
+    print(f"         python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}")
+    print(f"         device {device}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"workload: {args.cases} cases x {args.samples} samples x {args.raters} raters x {args.size}^2,"
+        f" {args.chunk} cases per call"
+    )
+    print("                                      wall [s]   ratio   CPU [s]   ratio")
+    rows = (
+        ("numpy per-pair loop", t_base, c_base),
+        ("compute_ged + compute_hm_iou", t_ours, c_ours),
+        ("shared pass (compute_pairwise_iou)", t_shared, c_shared),
+    )
+    for label, wall, cpu in rows:
+        print(f"{label:36s}  {wall:8.3f}  {t_base / wall:6.1f}x  {cpu:8.3f}  {c_base / cpu:6.1f}x")
+    print(f"(best of {args.baseline_repeats} baseline / {args.repeats} runs; CPU time sums all threads)")
+    diffs = {
+        "GED": max(np.abs(ged - ged_ref).max(), np.abs(ged_s - ged_ref).max()),
+        "HM-IoU": max(np.abs(hm - hm_ref).max(), np.abs(hm_s - hm_ref).max()),
+    }
+    print(f"max |GED diff|    : {diffs['GED']:.2e}  (mean D2_GED {ged.mean():.6f})")
+    print(f"max |HM-IoU diff| : {diffs['HM-IoU']:.2e}  (mean HM-IoU {hm.mean():.6f})")
+    print("values equal to 1e-6:", "yes" if max(diffs.values()) <= 1e-6 else "NO")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
