@@ -5,6 +5,13 @@ package (see ``docs/bundles.md``).
 """
 
 from monai_bayes.bundle.datasets import ISIC_LAYOUTS, LIDC_LAYOUTS, resolve_isic_dataset, resolve_lidc_dataset
+from monai_bayes.bundle.distributed import (
+    barrier,
+    finish_distributed,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+)
 from monai_bayes.bundle.inference import export_hu_slices, inference_inputs, num_mc_samples
 from monai_bayes.bundle.layout import METHODS, RunLayout, check_method
 from monai_bayes.bundle.runner import (
@@ -16,7 +23,14 @@ from monai_bayes.bundle.runner import (
     run_pipeline,
     run_sweep,
 )
-from monai_bayes.bundle.steps import build_network, run_selection, training_network
+from monai_bayes.bundle.steps import (
+    build_network,
+    posterior_mean_state_dict,
+    publish_model,
+    published_checkpoint,
+    run_selection,
+    training_network,
+)
 
 __all__ = [
     "ISIC_LAYOUTS",
@@ -24,14 +38,22 @@ __all__ = [
     "METHODS",
     "PipelineStep",
     "RunLayout",
+    "barrier",
     "build_network",
     "bundle_config",
     "check_method",
     "export_hu_slices",
+    "finish_distributed",
     "inference_inputs",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
     "markdown_table",
     "num_mc_samples",
     "pipeline_steps",
+    "posterior_mean_state_dict",
+    "publish_model",
+    "published_checkpoint",
     "resolve_isic_dataset",
     "resolve_lidc_dataset",
     "run_config",

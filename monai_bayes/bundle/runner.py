@@ -21,7 +21,9 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from monai_bayes.bundle.distributed import barrier, init_distributed, is_main_process
 from monai_bayes.bundle.layout import RunLayout, check_method
+from monai_bayes.bundle.steps import publish_model
 from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from monai_bayes.visualize import plot_method_comparison
@@ -45,12 +47,14 @@ SWEEP_METRICS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class PipelineStep:
-    """One step: the config to run, extra overrides, and the file whose existence means it is done."""
+    """One step: the config to run, extra overrides, the file whose existence means it is done, and
+    the config merged in when the pipeline runs under torchrun (``None``: rank 0 runs it alone)."""
 
     name: str
     config: str
     overrides: Mapping[str, Any]
     output: Path | None  # None: always run
+    distributed_config: str | None = None
 
 
 def bundle_config(bundle_root: str | os.PathLike, name: str) -> Path:
@@ -75,14 +79,22 @@ def pipeline_steps(layout: RunLayout) -> list[PipelineStep]:
     method = layout.method
     if method == "ensemble":
         steps = [
-            PipelineStep(f"train member {m}", "train_deterministic", {"member_index": m}, path)
+            PipelineStep(f"train member {m}", "train_deterministic", {"member_index": m}, path, "multi_gpu_train")
             for m, path in enumerate(layout.member_checkpoints)
         ]
     else:
-        steps = [PipelineStep("train_deterministic", "train_deterministic", {}, layout.train_deterministic_checkpoint)]
+        steps = [
+            PipelineStep(
+                "train_deterministic",
+                "train_deterministic",
+                {},
+                layout.train_deterministic_checkpoint,
+                "multi_gpu_train",
+            )
+        ]
     if method in ("sparse_bayes", "full_bayes"):
-        steps.append(PipelineStep("select", "select", {}, layout.selected_checkpoint))
-        steps.append(PipelineStep("train", "train", {}, layout.model_checkpoint))
+        steps.append(PipelineStep("select", "select", {}, layout.selected_checkpoint, "multi_gpu_select"))
+        steps.append(PipelineStep("train", "train", {}, layout.model_checkpoint, "multi_gpu_train"))
     steps.append(PipelineStep("evaluate", "evaluate", {}, None))
     return steps
 
@@ -101,10 +113,25 @@ def run_config(
         logging_file=str(logging_conf) if logging_conf.is_file() else None,
         **{"bundle_root": str(root), **(overrides or {})},
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except Exception as err:
+        root = _root_cause(err)
+        if isinstance(root, ValueError) and root is not err:
+            # MONAI wraps errors of config expressions in "Failed to evaluate ..."; surface ours
+            raise ValueError(f"bundle step {'+'.join(names)}: {root}") from err
+        raise
     return workflow
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = set()
+    while err.__cause__ is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__
+    return err
 
 
 def _clean(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -116,6 +143,8 @@ def run_pipeline(
     bundle_root: str | os.PathLike,
     overrides: Mapping[str, Any] | None = None,
     resume: bool = True,
+    publish: bool = True,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Run every step of the configured method's pipeline; return the evaluation summary.
 
@@ -125,19 +154,36 @@ def run_pipeline(
     overrides: config ids to override in every step (e.g. ``{"method": "mc_dropout",
         "deterministic_epochs": 2}``); ``None`` values are ignored.
     resume: skip training steps whose output checkpoint exists (evaluation always runs).
+    publish: copy the final model to ``models/model.pt`` (:func:`~monai_bayes.bundle.publish_model`).
+    distributed: the pipeline runs under torchrun: training and selection steps run on every rank
+        with their ``multi_gpu_*`` config merged in; evaluation and publishing run on rank 0.
     """
     overrides = _clean(overrides)
     d = _defaults(bundle_root, overrides)
     layout = RunLayout(d["runs_dir"], check_method(d["method"]), d["r_bayes"], d["ensemble_size"])
+    if distributed:
+        init_distributed()
     for step in pipeline_steps(layout):
         if resume and step.output is not None and step.output.is_file():
             logger.info("[%s] %s: done already (%s), skipping", layout.run_name, step.name, step.output)
             continue
+        configs = [step.config]
+        if distributed and step.distributed_config is not None:
+            configs.append(step.distributed_config)
+        elif distributed and not is_main_process():
+            barrier()  # rank-0-only step (evaluation): the other ranks wait for it
+            continue
         logger.info("[%s] %s", layout.run_name, step.name)
-        run_config(bundle_root, [step.config], {**overrides, **step.overrides})
+        run_config(bundle_root, configs, {**overrides, **step.overrides})
+        if distributed and step.distributed_config is None:
+            barrier()
+    if distributed and not is_main_process():
+        return {}
     summary = read_json_if_exists(layout.eval_dir / "summary.json")
     if summary is None:
         raise RuntimeError(f"the evaluate step wrote no summary in {layout.eval_dir}.")
+    if publish:
+        publish_model(bundle_root, layout)
     return summary
 
 
@@ -202,7 +248,7 @@ def run_sweep(
     summaries = []
     for variant in _variants(r_bayes_values, baselines):
         logger.info("sweep: %s", variant)
-        summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume))
+        summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume, publish=False))
     out = Path(output_dir) if output_dir is not None else Path(_defaults(bundle_root, base)["runs_dir"]) / "sweep"
     rows = metric_table_rows(summaries, list(SWEEP_METRICS))
     _write_csv(out / "table.csv", rows)

@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_bayes.bundle.layout import check_method
+from monai_bayes.bundle.distributed import barrier, is_main_process
+from monai_bayes.bundle.layout import RunLayout, check_method
 from monai_bayes.handlers.saliency_selection import select_bayesian_weights
 from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import format_selection_report, selection_report
-from monai_bayes.utils.atomic import atomic_write_json
+from monai_bayes.utils.atomic import atomic_path, atomic_write_json
 from monai_bayes.workflows.sparse_bayes import load_checkpoint, save_checkpoint
 
-__all__ = ["build_network", "run_selection", "training_network"]
+__all__ = [
+    "build_network",
+    "posterior_mean_state_dict",
+    "publish_model",
+    "published_checkpoint",
+    "run_selection",
+    "training_network",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +104,12 @@ def run_selection(
             prior_sigma=prior_sigma,
             device=device,
         )
-    logger.info("Bayesian weights per layer:\n%s", format_selection_report(rows))
-    atomic_write_json(report_path, [r.as_dict() for r in rows])
-    return save_checkpoint(network, output_checkpoint)
+    if is_main_process():  # under torchrun every rank holds the same selection; rank 0 writes it
+        logger.info("Bayesian weights per layer:\n%s", format_selection_report(rows))
+        atomic_write_json(report_path, [r.as_dict() for r in rows])
+        save_checkpoint(network, output_checkpoint)
+    barrier()
+    return Path(output_checkpoint)
 
 
 def build_network(
@@ -132,3 +145,50 @@ def build_network(
         network = training_network(network_def, method, mc_dropout_p)
         network = load_checkpoint(network, _require(checkpoint, "model checkpoint"))
     return network.to(torch.device(device)) if device is not None else network
+
+
+def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of the posterior-mean network: a stochastic checkpoint without its Bayesian
+    extras (``*_rho``, ``*_bayes_index``); the means are the ``weight``/``bias`` entries themselves.
+    It loads strictly into the deterministic architecture (e.g. for MONAI ``ckpt_export``)."""
+    return {k: v for k, v in state.items() if not k.endswith(("_rho", "_bayes_index"))}
+
+
+def publish_model(bundle_root: str | os.PathLike, layout: RunLayout) -> Path | None:
+    """Copy a run's final model to ``<bundle>/models/model.pt`` (the MONAI model-zoo place, used by
+    ``inference.json`` and the PACS pipeline), write the posterior-mean weights to
+    ``models/model_mean.pt`` (loads into ``network_def``, for ``ckpt_export``), and record in
+    ``models/model.json`` which run it is. Ensembles (several files) are not published; returns
+    ``None`` for them."""
+    if layout.method == "ensemble":
+        logger.info("ensembles are not published to models/model.pt (one file per member); use %s", layout.root)
+        return None
+    models = Path(bundle_root) / "models"
+    target = models / "model.pt"
+    source = _require(layout.model_checkpoint, "model checkpoint")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    with atomic_path(models / "model_mean.pt") as tmp:
+        torch.save(posterior_mean_state_dict(torch.load(source, map_location="cpu", weights_only=True)), tmp)
+    info = {"run": layout.run_name, "method": layout.method, "source": str(layout.model_checkpoint)}
+    if layout.method == "sparse_bayes":
+        info["r_bayes"] = layout.r_bayes
+    atomic_write_json(models / "model.json", info)
+    logger.info("published %s as %s", layout.model_checkpoint, target)
+    return target
+
+
+def published_checkpoint(bundle_root: str | os.PathLike, layout: RunLayout) -> Path:
+    """``models/model.pt`` if it holds this run's model (per ``models/model.json``), else the run's own checkpoint."""
+    models = Path(bundle_root) / "models"
+    info = _read_json(models / "model.json")
+    if info is not None and info.get("run") == layout.run_name and (models / "model.pt").is_file():
+        return models / "model.pt"
+    return layout.model_checkpoint
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

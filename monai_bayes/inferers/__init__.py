@@ -1,5 +1,5 @@
 """Inferers for stochastic networks."""
 
-from monai_bayes.inferers.monte_carlo import MonteCarloInferer, summarize_samples
+from monai_bayes.inferers.monte_carlo import MonteCarloInferer, MonteCarloNetwork, summarize_samples
 
-__all__ = ["MonteCarloInferer", "summarize_samples"]
+__all__ = ["MonteCarloInferer", "MonteCarloNetwork", "summarize_samples"]

@@ -33,7 +33,7 @@ from monai_bayes.layers.base import (
 from monai_bayes.uncertainty import uncertainty_maps
 from monai_bayes.utils.tensors import as_plain_tensor
 
-__all__ = ["MonteCarloInferer", "summarize_samples"]
+__all__ = ["MonteCarloInferer", "MonteCarloNetwork", "summarize_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +184,20 @@ class MonteCarloInferer(Inferer):
         if self.output == "mean":
             return probs.mean(dim=1)
         return summarize_samples(probs, self.activation)
+
+
+class MonteCarloNetwork(nn.Module):
+    """A stochastic network and its :class:`MonteCarloInferer` as one module: ``forward(x) = inferer(x, network)``.
+
+    Lets tools that expect a plain ``nn.Module`` with the final output layout -- e.g. MONAI's
+    ``verify_net_in_out`` against a bundle's ``network_data_format`` -- see the Monte-Carlo output
+    (for ``output="uncertainty"``: mean probabilities plus the three uncertainty maps).
+    """
+
+    def __init__(self, network: nn.Module, inferer: MonteCarloInferer) -> None:
+        super().__init__()
+        self.network = network
+        self.inferer = inferer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inferer(x, self.network)

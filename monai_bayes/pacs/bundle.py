@@ -4,13 +4,15 @@ Bundle contract (see ``docs/pacs.md``)::
 
     <bundle>/configs/metadata.json        MONAI metadata; "monai_bayes": {"method", "r_bayes", ...}
     <bundle>/configs/inference.json       bundle_root, device, network_def, network (weights loaded),
-                                          inferer (a MonteCarloInferer), preprocessing (optional)
+                                          inferer (a MonteCarloInferer), image_preprocessing (optional)
     <bundle>/configs/inference_dicom.json optional: "pacs_settings" (DicomInferenceSettings)
     <bundle>/models/model.pt              the checkpoint (hashed into the result fingerprint)
 
 :func:`load_inference_bundle` parses the configs with :class:`monai.bundle.ConfigParser`
 (overriding ``bundle_root`` and optionally ``device``), instantiates ``network`` (in eval mode),
-``inferer`` and ``preprocessing``, and applies ``num_samples`` / ``seed`` overrides to the inferer.
+``inferer`` and ``image_preprocessing`` (an array transform on a channel-first image; the MONAI
+``preprocessing`` property of an inference config is the *dataset* transform, which loads files),
+and applies ``num_samples`` / ``seed`` overrides to the inferer.
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ def load_inference_bundle(
 
     network = _parse(parser, "network", inference_json)
     inferer = _parse(parser, "inferer", inference_json)
-    preprocessing = _parse(parser, "preprocessing", inference_json) if "preprocessing" in parser else None
+    preprocessing = _parse(parser, "image_preprocessing", inference_json) if "image_preprocessing" in parser else None
     if not isinstance(network, nn.Module):
         raise BundleError(f"{inference_json}: 'network' must be a torch.nn.Module, got {type(network).__name__}")
     if not isinstance(inferer, MonteCarloInferer):
@@ -275,7 +277,9 @@ def load_inference_bundle(
             f"{inference_json}: the inferer needs activation 'softmax' or 'sigmoid', got {inferer.activation!r}"
         )
     if preprocessing is not None and not callable(preprocessing):
-        raise BundleError(f"{inference_json}: 'preprocessing' must be callable, got {type(preprocessing).__name__}")
+        raise BundleError(
+            f"{inference_json}: 'image_preprocessing' must be callable, got {type(preprocessing).__name__}"
+        )
 
     configure_inferer(
         inferer,

@@ -387,7 +387,7 @@ def make_bundle(
             "output": "samples",
             "seed": 0,
         },
-        "preprocessing": _PREPROCESSING,
+        "image_preprocessing": _PREPROCESSING,
     }
     metadata = {
         "name": f"tiny_conv_{spatial_dims}d_{activation}",
