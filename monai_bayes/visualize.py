@@ -25,7 +25,15 @@ from matplotlib.figure import Figure
 
 from monai_bayes.utils.atomic import atomic_path
 
-__all__ = ["overlay_errors", "plot_case", "plot_cases", "plot_method_comparison", "plot_reliability", "save_figure"]
+__all__ = [
+    "display_image",
+    "overlay_errors",
+    "plot_case",
+    "plot_cases",
+    "plot_method_comparison",
+    "plot_reliability",
+    "save_figure",
+]
 
 TP_COLOR = (0.0, 0.8, 0.0)
 FP_COLOR = (0.1, 0.3, 1.0)
@@ -45,27 +53,38 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     return Path(path)
 
 
+def display_image(image: Any) -> np.ndarray:
+    """``(H, W)`` grey or ``(H, W, 3)`` RGB in [0, 1] from ``(H, W)``, ``(1, H, W)``, ``(3, H, W)`` or ``(H, W, 3)``."""
+    img = _np(image).astype(np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
+        raise ValueError(f"image must be (H, W), (1|3, H, W) or (H, W, 3), got shape {img.shape}.")
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
 def overlay_errors(image: Any, prediction: Any, reference: Any, alpha: float = 0.55) -> np.ndarray:
-    """RGB overlay of a binary prediction against a binary reference on a grey image.
+    """RGB overlay of a binary prediction against a binary reference on the image.
 
     Parameters
     ----------
-    image: ``(H, W)`` intensities (any range; min-max scaled for display).
+    image: ``(H, W)`` grey or an RGB layout accepted by :func:`display_image` (min-max scaled).
     prediction, reference: ``(H, W)`` binary masks.
 
     Returns
     -------
     ``(H, W, 3)`` float RGB in [0, 1]: TP green, FP blue, FN red, elsewhere the image.
     """
-    img = _np(image).astype(np.float64)
+    img = display_image(image)
     pred, ref = _np(prediction).astype(bool), _np(reference).astype(bool)
-    if not img.shape == pred.shape == ref.shape or img.ndim != 2:
+    if not img.shape[:2] == pred.shape == ref.shape or pred.ndim != 2:
         raise ValueError(
             f"image, prediction and reference must be (H, W) of one shape, got {img.shape}, {pred.shape}, {ref.shape}."
         )
-    lo, hi = float(img.min()), float(img.max())
-    grey = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img.copy()
     for mask, color in ((pred & ref, TP_COLOR), (pred & ~ref, FP_COLOR), (~pred & ref, FN_COLOR)):
         rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.asarray(color)
     return rgb
@@ -84,11 +103,12 @@ def plot_case(
 
     Parameters
     ----------
-    image: ``(H, W)``; raters: ``(R, H, W)`` binary rater masks; mean_probability: ``(H, W)``
-    foreground probability; uncertainty: ``(H, W)`` e.g. predictive entropy in nats.
+    image: ``(H, W)`` grey or RGB (see :func:`display_image`); raters: ``(R, H, W)`` binary rater
+    masks; mean_probability: ``(H, W)`` foreground probability; uncertainty: ``(H, W)`` e.g.
+    predictive entropy in nats.
     The overlay compares the thresholded prediction with the raters' majority vote.
     """
-    img, rat = _np(image), _np(raters).astype(bool)
+    img, rat = display_image(image), _np(raters).astype(bool)
     prob, unc = _np(mean_probability), _np(uncertainty)
     majority = rat.mean(axis=0) > 0.5
     axes[0].imshow(img, cmap="gray")

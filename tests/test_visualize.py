@@ -43,3 +43,16 @@ def test_figures_are_written(tmp_path):
     ):
         assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*")), "no temporary files left behind"
+
+
+def test_rgb_images_are_displayed_in_colour():
+    from monai_bayes.visualize import display_image
+
+    rgb = np.zeros((3, 4, 5))
+    rgb[0] = 1.0
+    out = display_image(rgb)
+    assert out.shape == (4, 5, 3) and out[..., 0].min() == 1.0 and out[..., 1].max() == 0.0
+    overlay = overlay_errors(rgb, np.zeros((4, 5)), np.zeros((4, 5)))
+    assert overlay.shape == (4, 5, 3) and np.allclose(overlay, out)
+    with pytest.raises(ValueError, match="image must be"):
+        display_image(np.zeros((2, 4, 5)))

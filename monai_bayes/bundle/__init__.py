@@ -4,7 +4,13 @@ The bundles in ``bundles/`` are pure configuration over these functions and the 
 package (see ``docs/bundles.md``).
 """
 
-from monai_bayes.bundle.datasets import ISIC_LAYOUTS, LIDC_LAYOUTS, resolve_isic_dataset, resolve_lidc_dataset
+from monai_bayes.bundle.datasets import (
+    ISIC_LAYOUTS,
+    LIDC_LAYOUTS,
+    datalist_items,
+    resolve_isic_dataset,
+    resolve_lidc_dataset,
+)
 from monai_bayes.bundle.distributed import (
     barrier,
     finish_distributed,
@@ -42,6 +48,7 @@ __all__ = [
     "build_network",
     "bundle_config",
     "check_method",
+    "datalist_items",
     "export_hu_slices",
     "finish_distributed",
     "inference_inputs",

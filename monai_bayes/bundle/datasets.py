@@ -22,7 +22,7 @@ from typing import Any
 
 from monai_bayes.data.lidc import DATALIST_NAME
 
-__all__ = ["ISIC_LAYOUTS", "LIDC_LAYOUTS", "resolve_isic_dataset", "resolve_lidc_dataset"]
+__all__ = ["ISIC_LAYOUTS", "LIDC_LAYOUTS", "datalist_items", "resolve_isic_dataset", "resolve_lidc_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +168,21 @@ def resolve_isic_dataset(
             source, target, size=tuple(size), seed=seed, on_error=on_error, show_progress=show_progress
         )
     raise _no_data_error("ISIC 2018", source, ISIC_LAYOUTS)
+
+
+def datalist_items(datalist: str | os.PathLike, key: str) -> list[dict[str, Any]]:
+    """The items of list ``key`` (e.g. ``"training"``, ``"test"``) of a datalist, with absolute
+    ``image`` / ``label`` paths (relative paths are relative to the datalist's folder)."""
+    from monai_bayes.data import load_datalist
+
+    data, folder = load_datalist(datalist)
+    if key not in data:
+        raise ValueError(f"datalist {str(datalist)!r} has no {key!r} list; it has {sorted(data)}.")
+    items = []
+    for item in data[key]:
+        item = dict(item)
+        for field in ("image", "label"):
+            if field in item and not Path(item[field]).is_absolute():
+                item[field] = str(Path(folder) / item[field])
+        items.append(item)
+    return items

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +58,21 @@ def export_hu_slices(
 
 
 def inference_inputs(
-    dataset_dir: str | os.PathLike | None,
-    default_items: Sequence[Mapping[str, Any]] = (),
-    default_dir: str | os.PathLike | None = None,
+    input_dir: str | os.PathLike | None,
+    default: Callable[[], list[dict[str, str]]] | None = None,
 ) -> list[dict[str, str]]:
-    """The images to run inference on: every image file in ``dataset_dir`` (NIfTI 2D slices in HU,
-    sorted by name), or -- when it is empty -- a few default items exported by :func:`export_hu_slices`."""
-    if dataset_dir is None or str(dataset_dir).strip() in ("", "synthetic", "None", "null"):
-        if not default_items or default_dir is None:
-            raise ValueError("no dataset_dir given and no default images to run inference on.")
-        return export_hu_slices(default_items, default_dir)
-    folder = Path(dataset_dir)
+    """The images to run inference on: every image file in ``input_dir`` (sorted by name), or -- when
+    it is empty -- ``default()`` (e.g. :func:`export_hu_slices` of held-out patches)."""
+    if input_dir is None or str(input_dir).strip() in ("", "None", "null"):
+        if default is None:
+            raise ValueError("no input_dir given and no default images to run inference on.")
+        return default()
+    folder = Path(input_dir)
     if not folder.is_dir():
-        raise ValueError(f"dataset_dir {str(folder)!r} is not a folder of images to run inference on.")
+        raise ValueError(f"input_dir {str(folder)!r} is not a folder of images to run inference on.")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ValueError(
-            f"dataset_dir {str(folder)!r} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}."
+            f"input_dir {str(folder)!r} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}."
         )
     return [{"image": str(p)} for p in files]

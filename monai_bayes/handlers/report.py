@@ -100,7 +100,7 @@ class EvaluationReportHandler:
                 name = getattr(image, "meta", {}).get("filename_or_obj", f"case {len(self._cases)}")
                 self._cases.append(
                     {
-                        "image": image[0].detach().cpu() if image is not None else mean.cpu(),
+                        "image": image.detach().cpu() if image is not None else mean.cpu(),
                         "raters": raters[:, 0].detach().cpu(),
                         "mean": mean.detach().cpu(),
                         "uncertainty": entropy.detach().cpu(),
