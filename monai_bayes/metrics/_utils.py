@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from monai.data import MetaTensor
 
+from monai_bayes.utils.tensors import as_plain_tensor  # noqa: F401  (re-exported for the metrics)
+
 __all__: list[str] = []
 
 Likelihood = Literal["auto", "bernoulli", "categorical"]
@@ -33,11 +35,6 @@ def shape_str(x: torch.Tensor) -> str:
 def has_values(x: torch.Tensor) -> bool:
     """Whether ``x`` holds data that can be inspected (``False`` on the meta device)."""
     return x.device.type != "meta"
-
-
-def as_plain_tensor(x: torch.Tensor) -> torch.Tensor:
-    """Drop MONAI meta information so that arithmetic does not track metadata."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
 def check_option(value: str, name: str, options: Sequence[str]) -> str:

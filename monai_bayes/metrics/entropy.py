@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from monai.utils import MetricReduction
 
+from monai_bayes.uncertainty import uncertainty_maps
+
 from ._utils import (
     as_plain_tensor,
     check_categorical,
@@ -46,21 +48,14 @@ DEFAULT_MI_THRESHOLD = 0.1 * math.log(2.0)
 STAT_NAMES = ("volume", "voxels", "mean", "fg_mean")
 
 
-def _entropy(probs: torch.Tensor, likelihood: str, channel_dim: int) -> torch.Tensor:
-    """Entropy in nats; categorical sums over ``channel_dim`` (kept as size 1), Bernoulli is per channel."""
-    if likelihood == "categorical":
-        return -torch.special.xlogy(probs, probs).sum(dim=channel_dim, keepdim=True)
-    q = 1.0 - probs
-    return -(torch.special.xlogy(probs, probs) + torch.special.xlogy(q, q))
+_ACTIVATION = {"categorical": "softmax", "bernoulli": "sigmoid"}
 
 
 def _entropy_maps(samples: torch.Tensor, likelihood: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(predictive mean (B, C, *sp), predictive entropy (B, K, *sp), mutual information (B, K, *sp))."""
-    mean = samples.mean(dim=1)
-    total = _entropy(mean, likelihood, channel_dim=1)
-    expected = _entropy(samples, likelihood, channel_dim=2).mean(dim=1)
-    mutual_info = (total - expected).clamp(min=0.0)
-    return mean, total, mutual_info
+    """(predictive mean (B, C, *sp), predictive entropy (B, K, *sp), mutual information (B, K, *sp)),
+    from :func:`monai_bayes.uncertainty.uncertainty_maps` (categorical = softmax, Bernoulli = sigmoid)."""
+    maps = uncertainty_maps(samples, _ACTIVATION[likelihood])  # type: ignore[arg-type]
+    return maps["mean"], maps["total"], maps["epistemic"]
 
 
 def _foreground(mean: torch.Tensor, likelihood: str, threshold: float) -> torch.Tensor:

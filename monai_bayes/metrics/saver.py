@@ -10,11 +10,12 @@ Works for any per-case values, hence for 2D and 3D data alike.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from monai_bayes.utils.atomic import atomic_write_text
 
 __all__ = ["SUMMARY_OPS", "per_case_table", "write_per_case_report"]
 
@@ -111,19 +112,6 @@ def _metric_cells(value: object) -> list[str]:
     return [_fmt(v) for v in arr]
 
 
-def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_per_case_report(
     save_dir: str | os.PathLike,
     details: Mapping[str, torch.Tensor | np.ndarray | Sequence[float]],
@@ -171,7 +159,7 @@ def write_per_case_report(
     lines = [delimiter.join(["case", *columns])]
     lines += [delimiter.join([str(cid), *(_fmt(col[i]) for col in data)]) for i, cid in enumerate(case_ids)]
     paths["per_case"] = os.path.join(save_dir, f"{prefix}per_case.csv")
-    _atomic_write(paths["per_case"], "\n".join(lines) + "\n")
+    atomic_write_text(paths["per_case"], "\n".join(lines) + "\n")
 
     if summary_ops:
         ops = list(summary_ops)
@@ -180,10 +168,10 @@ def write_per_case_report(
             column = data[j].astype(np.float64)
             lines.append(delimiter.join([name, *(_fmt(_summary_value(op, column)) for op in ops)]))
         paths["summary"] = os.path.join(save_dir, f"{prefix}summary.csv")
-        _atomic_write(paths["summary"], "\n".join(lines) + "\n")
+        atomic_write_text(paths["summary"], "\n".join(lines) + "\n")
 
     if metrics:
         lines = [delimiter.join([k, *_metric_cells(v)]) for k, v in metrics.items()]
         paths["metrics"] = os.path.join(save_dir, f"{prefix}metrics.csv")
-        _atomic_write(paths["metrics"], "\n".join(lines) + "\n")
+        atomic_write_text(paths["metrics"], "\n".join(lines) + "\n")
     return paths
