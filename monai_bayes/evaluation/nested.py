@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -30,13 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from monai_bayes.handlers.bn_recalibration import batch_norm_layers, recalibrate_batch_norm
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
+from monai_bayes.layers.base import stochastic_layers
 from monai_bayes.layers.nested import nested_layers, nested_width
 from monai_bayes.metrics import compute_ged, compute_hm_iou
+from monai_bayes.utils.atomic import atomic_path
+from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = [
     "SWEEP_METRICS",
@@ -170,7 +172,7 @@ def evaluate_width_sweep(
     *,
     widths: Sequence[int] | None = None,
     num_samples: Sequence[int] = (1, 4, 8, 16),
-    method: str = "BN3",
+    method: str | None = None,
     activation: str = "softmax",
     image_key: str = "image",
     label_key: str = "label",
@@ -195,7 +197,7 @@ def evaluate_width_sweep(
     widths: numbers of kept groups to evaluate (e.g. ``[6, 8, 12, 16, 24, 32]``); ``None``: the network
         as it is (baselines; for a nested network: sampled widths).
     num_samples: sample counts ``S``; ``max(S)`` samples are drawn per case and the first ``S`` used.
-    method: name in the table and figure.
+    method: name in the table and figure (default: ``"BN3"`` for a nested network, else the class name).
     activation: ``"softmax"`` (predictions = argmax, one-hot) or ``"sigmoid"`` (threshold 0.5).
     inferer: inner inferer of the :class:`~monai_bayes.inferers.MonteCarloInferer` (e.g. sliding window).
     chunk_size: MC samples per forward pass (memory bound).
@@ -207,11 +209,16 @@ def evaluate_width_sweep(
         (the recalibration passes use ``seed``).
     device: where to run (default: the network's device).
     """
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
     width_list = _check_sweep_args(network, widths, num_samples)
     samples_list = sorted(set(num_samples))
     device = device or next(network.parameters()).device
     binarize: str | float = "argmax" if activation == "softmax" else 0.5
-    result = WidthSweepResult(method, _nested_groups(network), width_list, samples_list)
+    groups = _nested_groups(network)
+    if method is None:
+        method = "BN3" if groups is not None else type(network).__name__
+    result = WidthSweepResult(method, groups, width_list, samples_list)
     collected: dict[str, dict[Key, list[torch.Tensor]]] = {m: {} for m in SWEEP_METRICS}
     metric_kwargs = {"include_background": include_background, "empty_policy": empty_policy, "binarize": binarize}
     for width in width_list:
@@ -227,12 +234,13 @@ def evaluate_width_sweep(
                 )  # fmt: skip
             stack.enter_context(torch.no_grad())
             for index, batch in enumerate(data):
-                mc = MonteCarloInferer(
-                    max(samples_list), inferer=inferer, chunk_size=chunk_size, activation=activation,
-                    seed=None if seed is None else seed + index,
+                image = as_plain_tensor(torch.as_tensor(batch[image_key])).to(device)
+                probs = _draw_samples(
+                    network, image, max(samples_list), inferer, chunk_size, activation,
+                    None if seed is None else seed + index,
                 )  # fmt: skip
-                probs = mc(batch[image_key].to(device), network)  # (B, S, C, *sp)
-                raters = rater_masks(torch.as_tensor(batch[label_key]).to(device), probs.shape[2], probs.dim())
+                label = as_plain_tensor(torch.as_tensor(batch[label_key])).to(device)
+                raters = rater_masks(label, probs.shape[2], probs.dim())
                 for samples in samples_list:
                     pred = probs[:, :samples]
                     ged = compute_ged(pred, raters, **metric_kwargs)
@@ -247,33 +255,35 @@ def evaluate_width_sweep(
     return result
 
 
+def _draw_samples(
+    network: nn.Module,
+    x: torch.Tensor,
+    num_samples: int,
+    inferer: Inferer | None,
+    chunk_size: int | None,
+    activation: str,
+    seed: int | None,
+) -> torch.Tensor:
+    """``(B, S, C, *sp)`` probabilities; a network without stochastic layers runs once (its samples are identical)."""
+    if stochastic_layers(network):
+        mc = MonteCarloInferer(num_samples, inferer=inferer, chunk_size=chunk_size, activation=activation, seed=seed)
+        return mc(x, network)
+    logits = (inferer or SimpleInferer())(x, network)
+    probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
+    return probs.unsqueeze(1).expand(-1, num_samples, *probs.shape[1:])
+
+
 # ----------------------------------------------------------------------------------------- output
-def _atomic_write_text(path: Path, write: Callable[[Any], None], newline: str | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline=newline) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_width_sweep_table(results: Sequence[WidthSweepResult], path: str | os.PathLike) -> Path:
-    """Write the rows of :meth:`WidthSweepResult.table` of all ``results`` to one CSV file (atomically)."""
+    """Write the rows of :meth:`WidthSweepResult.table` of all ``results`` to one CSV file (atomic rename)."""
     rows = [row for r in results for row in r.table()]
     if not rows:
         raise ValueError("results hold no rows to write.")
     path = Path(path)
-
-    def write(fh: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-    _atomic_write_text(path, write, newline="")
     return path
 
 
@@ -346,13 +356,7 @@ def write_width_sweep_report(
     for metric in metrics:
         fig = plot_width_sweep(main, baselines, metric)
         path = out / f"{prefix}_{metric}.{figure_format}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=f".{figure_format}")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=figure_format, dpi=150)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         paths[metric] = path
     return paths
