@@ -8,7 +8,8 @@
 3. **partial-Bayes training**: ELBO with ``num_samples`` MC samples per step and annealed β →
    ``sparse_bayes.pt``.
 
-Each step is also a public function (:func:`train_deterministic`, :func:`select_step`,
+Each step is also a public function (:func:`train_deterministic`,
+:func:`~monai_bayes.handlers.saliency_selection.select_bayesian_weights`,
 :func:`train_bayesian`). With ``output_dir`` set, every finished step leaves its checkpoint and a
 rerun resumes after the last finished step (``resume=True``). Baselines go through the same
 entry point (``method=``): ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"`` (r_bayes = 1:
@@ -55,7 +56,6 @@ __all__ = [
     "RecipeResult",
     "load_checkpoint",
     "save_checkpoint",
-    "select_step",
     "train_bayesian",
     "train_deterministic",
     "train_sparse_bayes",
@@ -212,42 +212,6 @@ def train_deterministic(
     )
 
 
-def select_step(
-    network: nn.Module,
-    loader: Iterable[Any],
-    *,
-    loss_function: Loss | str = "ce",
-    r_bayes: float = 0.01,
-    method: ScoreMethod = "saliency",
-    scope: SelectionScope = "global",
-    num_batches: int | None = None,
-    seed: int = 0,
-    sigma_init: float | str = "relative",
-    prior_sigma: float = 1.0,
-    device: torch.device | str | None = None,
-    prepare_batch: Callable[..., Any] | None = None,
-    progress: bool = True,
-) -> list[LayerSelection]:
-    """SBN step 2: score the trained weights and make the Top ``r_bayes`` Bayesian (in place)."""
-    nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
-    network.to(_device(device))
-    return select_bayesian_weights(
-        network,
-        r_bayes=r_bayes,
-        method=method,
-        scope=scope,
-        loader=loader,
-        loss_function=nll,
-        num_batches=num_batches,
-        seed=seed,
-        sigma_init=sigma_init,
-        prior_sigma=prior_sigma,
-        device=device,
-        prepare_batch=prepare_batch,
-        progress=progress,
-    )
-
-
 def train_bayesian(
     network: nn.Module,
     loader: Iterable[Any],
@@ -398,13 +362,14 @@ def train_sparse_bayes(
     if method == "full_bayes":
         to_full_bayes(network, sigma_init=sigma_init, prior_sigma=prior_sigma)
     else:
-        result.selection = select_step(
+        network.to(_device(device))
+        result.selection = select_bayesian_weights(
             network,
-            train_loader,
-            loss_function=loss_function,
             r_bayes=r_bayes,
             method=selection_method,
             scope=scope,
+            loader=train_loader,
+            loss_function=make_nll(loss_function) if isinstance(loss_function, str) else loss_function,
             num_batches=saliency_batches,
             seed=seed,
             sigma_init=sigma_init,
