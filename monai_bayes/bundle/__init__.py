@@ -20,6 +20,20 @@ from monai_bayes.bundle.distributed import (
 )
 from monai_bayes.bundle.inference import export_hu_slices, inference_inputs, num_mc_samples
 from monai_bayes.bundle.layout import METHODS, RunLayout, check_method
+from monai_bayes.bundle.nested import (
+    DEFAULT_WIDTH_FRACTIONS,
+    NestedRunLayout,
+    NestedWidthHandler,
+    ProgressPasses,
+    nested_network,
+    nested_pipeline_steps,
+    nested_widths,
+    publish_nested_model,
+    run_nested_pipeline,
+    sweep_sample_counts,
+    width_sweep_markdown,
+    write_nested_report,
+)
 from monai_bayes.bundle.runner import (
     PipelineStep,
     bundle_config,
@@ -27,6 +41,7 @@ from monai_bayes.bundle.runner import (
     pipeline_steps,
     run_config,
     run_pipeline,
+    run_steps,
     run_sweep,
 )
 from monai_bayes.bundle.steps import (
@@ -39,10 +54,14 @@ from monai_bayes.bundle.steps import (
 )
 
 __all__ = [
+    "DEFAULT_WIDTH_FRACTIONS",
     "ISIC_LAYOUTS",
     "LIDC_LAYOUTS",
     "METHODS",
+    "NestedRunLayout",
+    "NestedWidthHandler",
     "PipelineStep",
+    "ProgressPasses",
     "RunLayout",
     "barrier",
     "build_network",
@@ -56,16 +75,25 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "markdown_table",
+    "nested_network",
+    "nested_pipeline_steps",
+    "nested_widths",
     "num_mc_samples",
     "pipeline_steps",
     "posterior_mean_state_dict",
     "publish_model",
+    "publish_nested_model",
     "published_checkpoint",
     "resolve_isic_dataset",
     "resolve_lidc_dataset",
     "run_config",
+    "run_nested_pipeline",
     "run_pipeline",
     "run_selection",
+    "run_steps",
     "run_sweep",
+    "sweep_sample_counts",
     "training_network",
+    "width_sweep_markdown",
+    "write_nested_report",
 ]

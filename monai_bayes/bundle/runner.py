@@ -28,7 +28,7 @@ from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from monai_bayes.visualize import plot_method_comparison
 
-__all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_sweep"]
+__all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_steps", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,20 @@ SWEEP_METRICS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class PipelineStep:
-    """One step: the config to run, extra overrides, the file whose existence means it is done, and
-    the config merged in when the pipeline runs under torchrun (``None``: rank 0 runs it alone)."""
+    """One step: the config to run (merged after ``common``; a tuple merges several in order), extra
+    overrides, the file whose existence means it is done, and the config merged in when the pipeline
+    runs under torchrun (``None``: rank 0 runs it alone)."""
 
     name: str
-    config: str
+    config: str | tuple[str, ...]
     overrides: Mapping[str, Any]
     output: Path | None  # None: always run
     distributed_config: str | None = None
+
+    @property
+    def configs(self) -> list[str]:
+        """The config names of this step, in merge order."""
+        return [self.config] if isinstance(self.config, str) else list(self.config)
 
 
 def bundle_config(bundle_root: str | os.PathLike, name: str) -> Path:
@@ -139,6 +145,39 @@ def _clean(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (overrides or {}).items() if v is not None}
 
 
+def run_steps(
+    bundle_root: str | os.PathLike,
+    steps: Sequence[PipelineStep],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    resume: bool = True,
+    distributed: bool = False,
+    label: str = "",
+) -> None:
+    """Run ``steps`` in order with :func:`run_config`, each with ``overrides`` plus its own.
+
+    A step whose ``output`` exists is skipped when ``resume`` is true (finished training). Under
+    torchrun (``distributed``; the process group must be initialised), a step with a
+    ``distributed_config`` runs on every rank with that config merged in; any other step runs on rank
+    0 while the other ranks wait. ``label`` prefixes the log lines (e.g. the run name).
+    """
+    overrides = _clean(overrides)
+    for step in steps:
+        if resume and step.output is not None and step.output.is_file():
+            logger.info("[%s] %s: done already (%s), skipping", label, step.name, step.output)
+            continue
+        configs = step.configs
+        if distributed and step.distributed_config is not None:
+            configs.append(step.distributed_config)
+        elif distributed and not is_main_process():
+            barrier()  # rank-0-only step (evaluation): the other ranks wait for it
+            continue
+        logger.info("[%s] %s", label, step.name)
+        run_config(bundle_root, configs, {**overrides, **step.overrides})
+        if distributed and step.distributed_config is None:
+            barrier()
+
+
 def run_pipeline(
     bundle_root: str | os.PathLike,
     overrides: Mapping[str, Any] | None = None,
@@ -163,20 +202,9 @@ def run_pipeline(
     layout = RunLayout(d["runs_dir"], check_method(d["method"]), d["r_bayes"], d["ensemble_size"])
     if distributed:
         init_distributed()
-    for step in pipeline_steps(layout):
-        if resume and step.output is not None and step.output.is_file():
-            logger.info("[%s] %s: done already (%s), skipping", layout.run_name, step.name, step.output)
-            continue
-        configs = [step.config]
-        if distributed and step.distributed_config is not None:
-            configs.append(step.distributed_config)
-        elif distributed and not is_main_process():
-            barrier()  # rank-0-only step (evaluation): the other ranks wait for it
-            continue
-        logger.info("[%s] %s", layout.run_name, step.name)
-        run_config(bundle_root, configs, {**overrides, **step.overrides})
-        if distributed and step.distributed_config is None:
-            barrier()
+    run_steps(
+        bundle_root, pipeline_steps(layout), overrides, resume=resume, distributed=distributed, label=layout.run_name
+    )
     if distributed and not is_main_process():
         return {}
     summary = read_json_if_exists(layout.eval_dir / "summary.json")
