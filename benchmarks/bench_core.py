@@ -29,8 +29,10 @@ import torch
 from monai.networks.nets import UNet
 
 from monai_bayes import to_full_bayes, to_partial_bayes
+from monai_bayes.cost import count_flops
 from monai_bayes.inferers import MonteCarloInferer
-from monai_bayes.layers import kl_divergence, stochastic_layers
+from monai_bayes.layers import stochastic_layers
+from monai_bayes.losses import ELBOLoss
 from monai_bayes.selection import saliency_scores
 
 
@@ -69,14 +71,20 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def train_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bayes: bool) -> Callable[[], None]:
+def train_step(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bayes: bool, num_samples: int = 1
+) -> Callable[[], None]:
+    """One SGD step: NLL (deterministic) or the ELBO with ``num_samples`` batched MC samples."""
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    inferer = MonteCarloInferer(num_samples, activation=None)
+    elbo = ELBOLoss(net, "ce", beta=0.01, kl_reduction="dataset", dataset_size=1000) if bayes else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(x), y[:, 0])
-        if bayes:
-            loss = loss + 0.01 * kl_divergence(net) / 1000.0
+        if elbo is None:
+            loss = torch.nn.functional.cross_entropy(net(x), y[:, 0])
+        else:
+            loss = elbo(inferer(x, net) if num_samples > 1 else net(x), y)
         loss.backward()
         opt.step()
 
@@ -119,10 +127,23 @@ def main() -> None:
     print(f"RATIO checkpoint partial-1% / deterministic = {b_part / b_det:.4f}   (target <= 1.05)")
     print(f"RATIO checkpoint full-Bayes / deterministic = {b_full / b_det:.4f}   (expected 2.0)")
 
-    det.train(), partial.train()
-    t = median_times({"det": train_step(det, x, y, False), "partial": train_step(partial, x, y, True)}, args.repeats)
+    det.train(), partial.train(), full.train()
+    steps = {
+        "det": train_step(det, x, y, False),
+        "partial": train_step(partial, x, y, True),
+        "partial S=5": train_step(partial, x, y, True, num_samples=5),
+        "full S=5": train_step(full, x, y, True, num_samples=5),
+    }
+    t = median_times(steps, args.repeats)
     print(f"train step  deterministic {t['det'] * 1e3:.1f} ms  partial-1% (1 sample) {t['partial'] * 1e3:.1f} ms")
     print(f"RATIO train step partial-1% / deterministic = {t['partial'] / t['det']:.3f}   (target <= 1.3)")
+    flops = {name: count_flops(step) for name, step in steps.items()}
+    for name in ("partial S=5", "full S=5"):
+        print(
+            f"RATIO ELBO train step with 5 samples, {name.split()[0]} / deterministic: time {t[name] / t['det']:.2f}, "
+            f"counted FLOPs {flops[name] / flops['det']:.2f}"
+        )
+    print(f"RATIO ELBO train step with 5 samples, full / partial-1%: time {t['full S=5'] / t['partial S=5']:.2f}")
 
     det.eval(), partial.eval()
     S = 8

@@ -173,7 +173,9 @@ def metric_table_rows(summaries: Sequence[Mapping[str, Any]], metrics: Sequence[
         costs = s.get("costs", {})
         train_costs = [c for c in costs.values() if isinstance(c, dict)]
         params = [c.get("parameters", {}) for c in train_costs]
-        row["params_total"] = max((p.get("total", 0) for p in params), default=None)
+        # an ensemble keeps every member; other methods keep their last model (the largest count)
+        totals = [p.get("total", 0) for p in params]
+        row["params_total"] = (sum(totals) if s.get("method") == "ensemble" else max(totals)) if totals else None
         row["params_bayesian"] = max((p.get("bayesian", 0) for p in params), default=None)
         row["train_flops_total"] = sum(c.get("total_flops") or 0 for c in train_costs) or None
         row["train_wall_seconds"] = sum(c.get("wall_seconds") or 0 for c in train_costs) or None
