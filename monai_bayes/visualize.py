@@ -151,8 +151,9 @@ def plot_method_comparison(
     path: str | os.PathLike,
     labels: Mapping[str, str] | None = None,
     title: str | None = None,
+    columns: int = 3,
 ) -> Path:
-    """Fig.-4-like bars: one panel per metric, one bar per method, ``mean ± std`` error bars.
+    """Fig.-4-like bars: one panel per metric (``columns`` per row), one bar per method, ``mean ± std`` error bars.
 
     Parameters
     ----------
@@ -161,10 +162,14 @@ def plot_method_comparison(
     labels: optional display names of the metrics.
     """
     methods = list(summary)
-    fig = Figure(figsize=(3.2 * len(metrics), 3.6))
-    axes = fig.subplots(1, len(metrics), squeeze=False)
+    ncols = min(columns, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = Figure(figsize=(3.4 * ncols, 3.4 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
     colors = colormaps["viridis"](np.linspace(0.1, 0.9, len(methods)))
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes, metrics):
         means, stds = [], []
         for m in methods:
             value = summary[m].get(metric, float("nan"))
