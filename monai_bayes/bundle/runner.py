@@ -124,10 +124,10 @@ def run_config(
         workflow.run()
         workflow.finalize()
     except Exception as err:
-        root = _root_cause(err)
-        if isinstance(root, ValueError) and root is not err:
+        cause = _root_cause(err)
+        if isinstance(cause, ValueError) and cause is not err:
             # MONAI wraps errors of config expressions in "Failed to evaluate ..."; surface ours
-            raise ValueError(f"bundle step {'+'.join(names)}: {root}") from err
+            raise ValueError(f"bundle step {'+'.join(names)}: {cause}") from err
         raise
     return workflow
 
