@@ -21,6 +21,7 @@ def partial_unet():
     return to_partial_bayes(net, "all", sigma_init=0.05)
 
 
+@torch.no_grad()
 def test_output_layouts(partial_unet):
     x = torch.randn(3, 1, 16, 16)
     samples = MonteCarloInferer(4, seed=0)(x, partial_unet)
