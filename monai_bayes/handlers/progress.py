@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +28,30 @@ class ProgressBarHandler:
         for trainers; ``None`` for evaluators).
     desc: text in front of the bar.
     persist: keep finished bars on screen.
+    enabled: ``True`` always shows the bar, ``False`` never; ``None`` (default) shows it only when standard
+        error is a terminal. A bar redraws with carriage returns on every iteration, which piles up into
+        one very long line in log files (CI, ``nohup``, Slurm); there the engines' own
+        ``Epoch[n] Complete`` log lines report progress instead.
     """
 
     def __init__(
-        self, output_transform: Callable[[Any], Any] | None = None, desc: str | None = None, persist: bool = False
+        self,
+        output_transform: Callable[[Any], Any] | None = None,
+        desc: str | None = None,
+        persist: bool = False,
+        enabled: bool | None = None,
     ) -> None:
         self.output_transform = output_transform
+        self.enabled = stderr_is_terminal() if enabled is None else bool(enabled)
         self.bar = ProgressBar(persist=persist, desc=desc or "")
 
     def attach(self, engine: Engine) -> None:
-        self.bar.attach(engine, output_transform=self.output_transform)
+        """Attach the bar to ``engine`` (nothing happens when the bar is disabled)."""
+        if self.enabled:
+            self.bar.attach(engine, output_transform=self.output_transform)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether ``sys.stderr`` (where tqdm draws) is an interactive terminal."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.contrib.handlers import ProgressBar
 from monai.engines import SupervisedTrainer
 from monai.inferers import SimpleInferer
 from monai.utils import set_determinism
@@ -40,6 +39,7 @@ from torch import nn
 
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler
+from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
 from monai_bayes.handlers.saliency_selection import select_bayesian_weights
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
 from monai_bayes.losses.elbo import ELBOLoss, make_nll
@@ -168,14 +168,9 @@ def _run_trainer(
         **kwargs,
     )
     if progress:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": _first_loss(out)})
+        ProgressBarHandler(output_transform=first_loss).attach(trainer)
     trainer.run()
     return cost.summary
-
-
-def _first_loss(output: Any) -> float:
-    item = output[0] if isinstance(output, list) else output
-    return float(item["loss"]) if isinstance(item, dict) else float(item)
 
 
 def _dataset_size(loader: Iterable[Any]) -> int | None:
