@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from monai_bayes.layers.base import SAMPLING_MODES, sampling_mode, stochastic_layers
 from monai_bayes.layers.nested import nested_layers, nested_width, set_nested_width
+from monai_bayes.utils.random import seeded_global_rng
 
 __all__ = ["BNRecalibrationHandler", "batch_norm_layers", "recalibrate_batch_norm"]
 
@@ -110,10 +111,7 @@ def recalibrate_batch_norm(
             stack.enter_context(sampling_mode(network, mode))
         stack.enter_context(_statistics_mode(network, norms))
         stack.enter_context(torch.no_grad())
-        if seed is not None:
-            cuda = torch.device(device).type == "cuda"
-            stack.enter_context(torch.random.fork_rng(devices=[torch.device(device)] if cuda else []))
-            torch.manual_seed(seed)
+        stack.enter_context(seeded_global_rng(seed, device))
         for batch in data:
             if num_batches is not None and used >= num_batches:
                 break

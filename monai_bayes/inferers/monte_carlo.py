@@ -23,6 +23,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from monai_bayes.layers.base import (
+    ModelNoise,
     draw_noise,
     fixed_noise,
     mc_samples,
@@ -31,6 +32,7 @@ from monai_bayes.layers.base import (
     stochastic_layers,
 )
 from monai_bayes.uncertainty import uncertainty_maps
+from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = ["MonteCarloInferer", "MonteCarloNetwork", "summarize_samples"]
@@ -94,9 +96,11 @@ class MonteCarloInferer(Inferer):
         * ``"mean"`` -- ``(B, C, *sp)`` predictive mean;
         * ``"uncertainty"`` -- ``(B, C + 3U, *sp)``: mean, total entropy, aleatoric (expected
           entropy) and epistemic (mutual information) maps, see :func:`summarize_samples`.
-    seed: if given, the noise is drawn from a generator seeded with it on every call, so the same
-        input gives the same samples (MC-dropout masks are not covered: they are drawn inside the
-        layers from the global RNG).
+    seed: if given, every call draws the same samples for the same input: the weight noise comes from a
+        generator seeded with it, and randomness drawn inside layers from the global RNG (MC-dropout masks,
+        BN3's local-reparameterisation noise) runs under the global RNG seeded with it, restored
+        afterwards (:func:`~monai_bayes.utils.seeded_global_rng`). The weight draws do not depend on
+        ``chunk_size``; global-RNG draws do (they follow the order of the passes).
     """
 
     def __init__(
@@ -143,6 +147,19 @@ class MonteCarloInferer(Inferer):
         # the noise of all S samples is drawn once and sliced per chunk, so the samples do not depend
         # on the chunk size (and an ensemble visits each member once)
         noise = draw_noise(module, self.num_samples, self._generator(inputs.device)) if module is not None else {}
+        with seeded_global_rng(self.seed, inputs.device):
+            return self._sample_chunks(inputs, network, module, noise, *args, **kwargs)
+
+    def _sample_chunks(
+        self,
+        inputs: torch.Tensor,
+        network: Callable[..., torch.Tensor],
+        module: nn.Module | None,
+        noise: ModelNoise,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Run the passes of ``chunk_size`` samples each with their slice of ``noise``; ``(B, S, C, *sp)``."""
         chunks = []
         done = 0
         while done < self.num_samples:

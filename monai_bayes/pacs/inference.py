@@ -24,6 +24,7 @@ from monai_bayes.pacs.bundle import InferenceBundle
 from monai_bayes.pacs.errors import BundleError, PacsConfigError
 from monai_bayes.pacs.settings import DicomInferenceSettings
 from monai_bayes.uncertainty import uncertainty_maps
+from monai_bayes.utils.random import seeded_global_rng
 
 __all__ = ["Prediction", "predict_volume", "resolve_mode"]
 
@@ -118,9 +119,7 @@ def predict_volume(volume: DicomVolume, bundle: InferenceBundle, settings: Dicom
     channels = [s.class_index for s in settings.segments]
     if bundle.activation == "softmax" and 0 in channels:
         logger.warning("segment with class_index 0 under softmax: that is usually the background class")
-    cuda = [bundle.device.index or 0] if bundle.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):  # seed the global RNG without changing the caller's
-        torch.manual_seed(bundle.seed)  # MC-dropout masks come from the global RNG
+    with seeded_global_rng(bundle.seed, bundle.device):  # MC-dropout masks come from the global RNG
         return _predict(volume, bundle, settings, mode, channels)
 
 

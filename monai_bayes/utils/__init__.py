@@ -1,4 +1,4 @@
-"""Shared helpers: atomic writes and tensor utilities."""
+"""Shared helpers: atomic writes, seeding and tensor utilities."""
 
 from monai_bayes.utils.atomic import (
     atomic_path,
@@ -8,6 +8,7 @@ from monai_bayes.utils.atomic import (
     finished_cache,
     staging_dir,
 )
+from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "finished_cache",
+    "seeded_global_rng",
     "staging_dir",
 ]

@@ -83,6 +83,22 @@ def test_mc_dropout_samples_and_mode_restored():
         assert torch.equal(ref, net(x)), "mean mode is restored after inference"
 
 
+@torch.no_grad()
+def test_seed_covers_mc_dropout_masks_and_leaves_global_rng_alone():
+    torch.manual_seed(0)
+    net = to_mc_dropout(UNet(2, 1, 2, channels=(4, 8), strides=(2,), num_res_units=1).eval(), 0.3)
+    x = torch.randn(2, 1, 16, 16)
+    state = torch.get_rng_state()
+    first = MonteCarloInferer(4, seed=7)(x, net)
+    assert torch.equal(torch.get_rng_state(), state), "the caller's global RNG state is restored"
+    torch.rand(5)  # whatever the caller drew in between does not change the seeded samples
+    torch.testing.assert_close(MonteCarloInferer(4, seed=7)(x, net), first, rtol=0, atol=0)
+    assert not torch.equal(MonteCarloInferer(4, seed=8)(x, net), first)
+    assert not torch.allclose(first[:, 0], first[:, 1]), "samples still differ from each other"
+    unseeded = [MonteCarloInferer(4)(x, net) for _ in range(2)]
+    assert not torch.equal(*unseeded), "without a seed the masks follow the global RNG"
+
+
 def test_sigmoid_multilabel_and_bad_arguments(partial_unet):
     x = torch.randn(1, 1, 16, 16)
     out = MonteCarloInferer(2, activation="sigmoid", output="uncertainty")(x, partial_unet)
