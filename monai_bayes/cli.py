@@ -14,9 +14,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-# (command name, module that defines ``register(subparsers)``, one-line help)
+# (command name, "module" or "module:function" whose function (default ``register``) adds it, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "monai_bayes.data.cli", "write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats"),
+    ("data", "monai_bayes.data.cli:register_data", "convert real LIDC-IDRI / ISIC 2018 downloads (data prepare ...)"),
     ("pacs", "monai_bayes.pacs.cli", "DICOM / DICOMweb research pipeline (needs the 'pacs' extra)"),
 )
 
@@ -27,9 +28,10 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    for name, module, help_text in _COMMANDS:
+    for name, target, help_text in _COMMANDS:
         if name == wanted:
-            importlib.import_module(module).register(sub)
+            module, _, function = target.partition(":")
+            getattr(importlib.import_module(module), function or "register")(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser

@@ -29,12 +29,12 @@ logger = logging.getLogger(__name__)
 LIDC_LAYOUTS = (
     "the LIDC-IDRI download tree: CT series as folders of DICOM files (one per slice) with the reader XML "
     "(LidcReadMessage) files beside them",
-    f"a patch cache folder with '{DATALIST_NAME}' written by 'monai-bayes synth prepare-lidc'",
+    f"a patch cache folder with '{DATALIST_NAME}' written by 'monai-bayes data prepare lidc'",
     "the 128x128 LIDC crop pickle file (*.pickle / *.pkl)",
 )
 ISIC_LAYOUTS = (
     "the ISIC 2018 Task 1 folders: ISIC_<id>.jpg inputs and ISIC_<id>_segmentation.png masks",
-    f"a cache folder with '{DATALIST_NAME}' written by 'monai-bayes synth prepare-isic'",
+    f"a cache folder with '{DATALIST_NAME}' written by 'monai-bayes data prepare isic'",
 )
 
 

@@ -39,8 +39,10 @@ SWEEP_METRICS: dict[str, str] = {
     "GED": "GED²",
     "GED_hm_iou": "HM-IoU",
     "GED_sample_diversity": "sample diversity",
+    "ThresholdedJaccard": "thresholded Jaccard (ISIC)",
     "Brier": "Brier",
-    "ECE": "ECE",
+    "ECE": "ECE (per-image mean)",
+    "ECE_pooled": "ECE (pooled pixels)",
     "Uncertainty_entropy_mean": "mean entropy (nats)",
 }
 
@@ -279,8 +281,9 @@ def run_sweep(
         summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume, publish=False))
     out = Path(output_dir) if output_dir is not None else Path(_defaults(bundle_root, base)["runs_dir"]) / "sweep"
     rows = metric_table_rows(summaries, list(SWEEP_METRICS))
+    reported = {k: v for k, v in SWEEP_METRICS.items() if any(row.get(k) is not None for row in rows)}
     _write_csv(out / "table.csv", rows)
-    atomic_write_text(out / "table.md", markdown_table(rows, SWEEP_METRICS))
+    atomic_write_text(out / "table.md", markdown_table(rows, reported))
     atomic_write_json(out / "summaries.json", summaries)
     figure = {
         row["run"]: {k: (row.get(k), row.get(f"{k}_std") or 0.0) for k in SWEEP_METRICS if row.get(k) is not None}
@@ -292,5 +295,5 @@ def run_sweep(
         shown.append("train_flops_total")
     labels = {**SWEEP_METRICS, "train_flops_total": "training FLOPs"}
     plot_method_comparison(figure, shown, out / "comparison.png", labels=labels, title="methods on the same evaluator")
-    logger.info("sweep table:\n%s", markdown_table(rows, SWEEP_METRICS))
+    logger.info("sweep table:\n%s", markdown_table(rows, reported))
     return out

@@ -5,7 +5,12 @@ See ``docs/data.md`` for the expected folder layouts, the cache and datalist for
 """
 
 from monai_bayes.data import synthetic
-from monai_bayes.data.chestmnist import CHESTMNIST_CLASSES, ChestMNISTDataset, load_chestmnist
+from monai_bayes.data.chestmnist import (
+    CHESTMNIST_CLASSES,
+    CHESTMNIST_OFFICIAL_SIZES,
+    ChestMNISTDataset,
+    load_chestmnist,
+)
 from monai_bayes.data.dicom import DicomSeriesIndex, DicomVolume, index_dicom_tree, read_dicom_series
 from monai_bayes.data.errors import (
     DataFormatError,
@@ -41,6 +46,7 @@ from monai_bayes.data.transforms import MajorityVoted, RandRaterd, RaterMeand
 
 __all__ = [
     "CHESTMNIST_CLASSES",
+    "CHESTMNIST_OFFICIAL_SIZES",
     "ISIC_OFFICIAL_SIZES",
     "ChestMNISTDataset",
     "DataFormatError",

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from monai_bayes.data.errors import DataFormatError
 
-__all__ = ["CHESTMNIST_CLASSES", "ChestMNISTDataset", "load_chestmnist"]
+__all__ = ["CHESTMNIST_CLASSES", "CHESTMNIST_OFFICIAL_SIZES", "ChestMNISTDataset", "load_chestmnist"]
 
 #: The 14 ChestX-ray14 findings, in MedMNIST's label order.
 CHESTMNIST_CLASSES = (
@@ -39,6 +39,9 @@ CHESTMNIST_CLASSES = (
     "hernia",
 )
 SPLITS = ("train", "val", "test")
+#: Images per split of the official ChestMNIST (the NIH ChestX-ray14 split). ``medmnist.ChestMNIST`` asserts
+#: these counts in ``len()`` (and so in a DataLoader): a file with other counts opens but cannot be iterated.
+CHESTMNIST_OFFICIAL_SIZES = {"train": 78468, "val": 11219, "test": 22433}
 
 
 def load_chestmnist(

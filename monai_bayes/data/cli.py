@@ -1,14 +1,19 @@
-"""``monai-bayes synth …``: write synthetic data in the real formats, and convert datasets.
+"""``monai-bayes synth …`` writes synthetic data in the real formats; ``monai-bayes data prepare …`` converts
+real downloads into the caches the bundles train on.
 
 Examples::
 
     monai-bayes synth lidc OUT --num-cases 20 --seed 0            # DICOM CT + LIDC XML
     monai-bayes synth lidc OUT --prepare CACHE                    # … and convert to patches
     monai-bayes synth isic OUT --num-cases 40
-    monai-bayes synth chestmnist OUT/chestmnist.npz --num-train 2000
-    monai-bayes synth prepare-lidc RAW CACHE --on-error skip      # real LIDC-IDRI download
-    monai-bayes synth prepare-lidc-pickle data_lidc.pickle CACHE
-    monai-bayes synth prepare-isic RAW CACHE
+    monai-bayes synth chestmnist OUT --num-train 2000             # small: medmnist.ChestMNIST cannot iterate it
+    monai-bayes synth chestmnist OUT --official-sizes             # 78468 / 11219 / 22433, as medmnist expects
+    monai-bayes data prepare lidc RAW CACHE --on-error skip       # real LIDC-IDRI download
+    monai-bayes data prepare lidc-pickle data_lidc.pickle CACHE
+    monai-bayes data prepare isic RAW CACHE
+
+``monai-bayes synth prepare-lidc / prepare-lidc-pickle / prepare-isic`` are deprecated aliases of
+``monai-bayes data prepare …``: they still work and print one warning line.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monai_bayes.data.chestmnist import CHESTMNIST_CLASSES, CHESTMNIST_OFFICIAL_SIZES
 from monai_bayes.data.errors import DataFormatError
 
 __all__ = ["register"]
@@ -101,8 +108,24 @@ def _cmd_isic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chestmnist_sizes(args: argparse.Namespace) -> tuple[int, int, int]:
+    """Split sizes from ``--official-sizes`` or ``--num-train/--num-val/--num-test`` (defaults 2000 / 300 / 600)."""
+    given = {"--num-train": args.num_train, "--num-val": args.num_val, "--num-test": args.num_test}
+    if args.official_sizes:
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise ValueError(f"--official-sizes sets every split size; do not also pass {', '.join(clash)}")
+        return tuple(CHESTMNIST_OFFICIAL_SIZES[s] for s in ("train", "val", "test"))  # type: ignore[return-value]
+    defaults = (2000, 300, 600)
+    sizes = tuple(d if v is None else v for v, d in zip(given.values(), defaults))
+    bad = {k: v for k, v in zip(given, sizes) if v < 0}
+    if bad:
+        raise ValueError(f"split sizes must be >= 0, got {bad}")
+    return sizes  # type: ignore[return-value]
+
+
 def _cmd_chestmnist(args: argparse.Namespace) -> int:
-    from monai_bayes.data.chestmnist import CHESTMNIST_CLASSES, load_chestmnist
+    from monai_bayes.data.chestmnist import load_chestmnist
     from monai_bayes.data.synthetic import write_chestmnist_npz
 
     out = Path(args.out)
@@ -110,12 +133,26 @@ def _cmd_chestmnist(args: argparse.Namespace) -> int:
         out = out / f"chestmnist{'' if args.size == 28 else f'_{args.size}'}.npz"
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
-    path = write_chestmnist_npz(out, args.num_train, args.num_val, args.num_test, size=args.size, seed=args.seed)
+    num_train, num_val, num_test = _chestmnist_sizes(args)
+    path = write_chestmnist_npz(out, num_train, num_val, num_test, size=args.size, seed=args.seed)
     train = load_chestmnist(path, splits=("train",))["train"]["labels"]
     freq = train.mean(axis=0)
+    official = (num_train, num_val, num_test) == tuple(CHESTMNIST_OFFICIAL_SIZES.values())
     _print_json(
-        {"out": str(path), "train_frequency": dict(zip(CHESTMNIST_CLASSES, [round(float(f), 4) for f in freq]))}
+        {
+            "out": str(path),
+            "sizes": {"train": num_train, "val": num_val, "test": num_test},
+            "medmnist_loadable": official,
+            "train_frequency": dict(zip(CHESTMNIST_CLASSES, [round(float(f), 4) for f in freq])),
+        }
     )
+    if not official:
+        print(
+            f"note: {path.name} is not the official split size {tuple(CHESTMNIST_OFFICIAL_SIZES.values())};"
+            " monai_bayes.data.ChestMNISTDataset reads it, medmnist.ChestMNIST opens it but its len() / DataLoader"
+            " fail (use --official-sizes)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -169,15 +206,28 @@ def _cmd_prepare_isic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(func: Any) -> Any:
-    """Turn expected data errors into a one-line message and exit code 1."""
+def _guard(func: Callable[[argparse.Namespace], int], command: str = "synth") -> Callable[[argparse.Namespace], int]:
+    """Turn expected data errors of ``monai-bayes <command>`` into a one-line message and exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
         except (DataFormatError, FileExistsError, FileNotFoundError, ValueError) as e:
-            print(f"monai-bayes synth: error: {e}", file=sys.stderr)
+            print(f"monai-bayes {command}: error: {e}", file=sys.stderr)
             return 1
+
+    return run
+
+
+def _deprecated(func: Callable[[argparse.Namespace], int], old: str, new: str) -> Callable[[argparse.Namespace], int]:
+    """Run ``func`` after one warning line saying that ``monai-bayes <old>`` is now ``monai-bayes <new>``."""
+
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"monai-bayes: warning: 'monai-bayes {old}' is deprecated and will be removed; use 'monai-bayes {new}'",
+            file=sys.stderr,
+        )
+        return func(args)
 
     return run
 
@@ -201,7 +251,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``synth`` command (and its sub-commands) to the ``monai-bayes`` parser."""
     synth = subparsers.add_parser(
         "synth",
-        help="write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats; convert datasets",
+        help="write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -227,40 +277,92 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_guard(_cmd_isic))
 
-    p = sub.add_parser("chestmnist", help="MedMNIST ChestMNIST .npz with long-tailed multi-labels")
-    p.add_argument("out", type=Path, metavar="OUT", help="output .npz file, or a folder for chestmnist.npz")
-    p.add_argument("--num-train", type=int, default=2000)
-    p.add_argument("--num-val", type=int, default=300)
-    p.add_argument("--num-test", type=int, default=600)
+    p = sub.add_parser(
+        "chestmnist",
+        help="MedMNIST ChestMNIST .npz with long-tailed multi-labels",
+        description=(
+            "Write a MedMNIST-format ChestMNIST .npz. monai_bayes.data.ChestMNISTDataset reads any split sizes;"
+            " medmnist's own medmnist.ChestMNIST(split, root=..., download=False) opens the file too, but its len()"
+            " (and so any DataLoader) asserts the official sizes 78468 / 11219 / 22433: pass --official-sizes for"
+            " a file that medmnist can iterate (112120 images in all)."
+        ),
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="output .npz file, or a folder for chestmnist[_SIZE].npz")
+    p.add_argument("--num-train", type=int, default=None, help="training images (default 2000)")
+    p.add_argument("--num-val", type=int, default=None, help="validation images (default 300)")
+    p.add_argument("--num-test", type=int, default=None, help="test images (default 600)")
+    p.add_argument(
+        "--official-sizes",
+        action="store_true",
+        help="the official split sizes 78468 / 11219 / 22433, the only ones medmnist.ChestMNIST can iterate",
+    )
     p.add_argument("--size", type=int, default=28, help="image side (28, 64, 128 or 224)")
     _common(p)
     p.set_defaults(func=_guard(_cmd_chestmnist))
 
-    for name, helptext, func, src in (
-        ("prepare-lidc", "convert a raw LIDC-IDRI folder (DICOM + XML) to the patch cache", _cmd_prepare_lidc, "raw"),
-        (
-            "prepare-lidc-pickle",
-            "convert the LIDC 128² crop pickle (read safely) to the patch cache",
-            _cmd_prepare_lidc_pickle,
-            "pickle",
-        ),
-        ("prepare-isic", "convert an ISIC 2018 Task 1 folder to the resized .npy cache", _cmd_prepare_isic, "raw"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument(src, type=Path, metavar=src.upper(), help="input folder or file")
-        p.add_argument("cache", type=Path, metavar="CACHE", help="output cache folder")
-        p.add_argument(
-            "--on-error",
-            choices=("raise", "skip"),
-            default="raise",
-            help="stop at bad input or skip it (listed in report.json)",
-        )
-        if name == "prepare-isic":
-            p.add_argument("--size", type=int, default=224, help="image side (default 224)")
-        elif name == "prepare-lidc":
-            _lidc_patch_args(p)
-        else:
-            p.add_argument("--num-folds", type=int, default=4)
-        _common(p)
-        p.set_defaults(func=_guard(func))
+    for kind, (_, _, func, _) in PREPARE_COMMANDS.items():
+        p = sub.add_parser(f"prepare-{kind}", help=f"deprecated: use 'monai-bayes data prepare {kind}'")
+        _prepare_args(p, kind)
+        p.set_defaults(func=_guard(_deprecated(func, f"synth prepare-{kind}", f"data prepare {kind}")))
     return synth
+
+
+#: ``data prepare`` kinds: (input argument name, help, command, input help)
+PREPARE_COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int], str]] = {
+    "lidc": (
+        "raw",
+        "convert a raw LIDC-IDRI folder (DICOM + XML) to the patch cache",
+        _cmd_prepare_lidc,
+        "LIDC-IDRI download: DICOM series with their reader XML files",
+    ),
+    "lidc-pickle": (
+        "pickle",
+        "convert the LIDC 128² crop pickle (read with a restricted unpickler) to the patch cache",
+        _cmd_prepare_lidc_pickle,
+        "the data_lidc.pickle of the Probabilistic U-Net line of work",
+    ),
+    "isic": (
+        "raw",
+        "convert an ISIC 2018 Task 1 folder to the resized .npy cache",
+        _cmd_prepare_isic,
+        "ISIC 2018 Task 1 folder (JPEG images, PNG masks)",
+    ),
+}
+
+
+def _prepare_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """Arguments of ``data prepare <kind>`` (and of its deprecated ``synth prepare-<kind>`` alias)."""
+    src, _, _, src_help = PREPARE_COMMANDS[kind]
+    p.add_argument(src, type=Path, metavar=src.upper(), help=src_help)
+    p.add_argument("cache", type=Path, metavar="CACHE", help="output cache folder")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="stop at bad input or skip it (listed in report.json)",
+    )
+    if kind == "isic":
+        p.add_argument("--size", type=int, default=224, help="image side (default 224)")
+    elif kind == "lidc":
+        _lidc_patch_args(p)
+    else:
+        p.add_argument("--num-folds", type=int, default=4, help="patient-level folds (default 4)")
+    _common(p)
+
+
+def register_data(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``data`` command (``data prepare lidc | lidc-pickle | isic``) to the ``monai-bayes`` parser."""
+    data = subparsers.add_parser(
+        "data",
+        help="convert real LIDC-IDRI / LIDC crop pickle / ISIC 2018 downloads to the caches the bundles train on",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = data.add_subparsers(dest="data_command", metavar="VERB", required=True)
+    prepare = verbs.add_parser("prepare", help="convert a downloaded dataset to a cache + datalist.json")
+    kinds = prepare.add_subparsers(dest="prepare_kind", metavar="DATASET", required=True)
+    for kind, (_, helptext, func, _) in PREPARE_COMMANDS.items():
+        p = kinds.add_parser(kind, help=helptext, description=helptext)
+        _prepare_args(p, kind)
+        p.set_defaults(func=_guard(func, "data prepare"))
+    return data

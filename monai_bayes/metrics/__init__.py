@@ -7,9 +7,16 @@ All computation runs on the device of the inputs; see ``docs/metrics.md`` for fo
 from __future__ import annotations
 
 from .base import MultiQuantityMetric
+from .calibration import (
+    PooledCalibrationErrorMetric,
+    calibration_bin_sums,
+    calibration_error_from_bin_sums,
+    compute_pooled_calibration_error,
+)
 from .energy_distance import GEDResult, GeneralizedEnergyDistanceMetric, compute_ged, ged_from_pairwise_iou
 from .entropy import EntropyVolumeMetric, compute_entropy_volume, compute_uncertainty_volume
 from .hungarian import HungarianMatchedIoUMetric, compute_hm_iou, hm_iou_from_pairwise_iou, matching_size
+from .jaccard import ISIC_JACCARD_THRESHOLD, ThresholdedJaccardMetric, compute_thresholded_jaccard, threshold_scores
 from .multi_rater import MultiRaterMetric, reduce_samples_and_raters
 from .overlap import PairwiseIoU, compute_pairwise_iou, pairwise_counts, pairwise_iou
 from .saver import per_case_table, write_per_case_report
@@ -17,6 +24,7 @@ from .scoring import BrierScoreMetric, NegativeLogLikelihoodMetric, compute_brie
 from .soft_dice import SoftDiceMetric, compute_soft_dice
 
 __all__ = [
+    "ISIC_JACCARD_THRESHOLD",
     "BrierScoreMetric",
     "EntropyVolumeMetric",
     "GEDResult",
@@ -26,14 +34,20 @@ __all__ = [
     "MultiRaterMetric",
     "NegativeLogLikelihoodMetric",
     "PairwiseIoU",
+    "PooledCalibrationErrorMetric",
     "SoftDiceMetric",
+    "ThresholdedJaccardMetric",
+    "calibration_bin_sums",
+    "calibration_error_from_bin_sums",
     "compute_brier_score",
     "compute_entropy_volume",
     "compute_ged",
     "compute_hm_iou",
     "compute_nll",
     "compute_pairwise_iou",
+    "compute_pooled_calibration_error",
     "compute_soft_dice",
+    "compute_thresholded_jaccard",
     "compute_uncertainty_volume",
     "ged_from_pairwise_iou",
     "hm_iou_from_pairwise_iou",
@@ -42,5 +56,6 @@ __all__ = [
     "pairwise_iou",
     "per_case_table",
     "reduce_samples_and_raters",
+    "threshold_scores",
     "write_per_case_report",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -34,9 +35,18 @@ def test_isic_pipeline_and_inference(tmp_path):
     overrides = dict(TINY_ISIC, runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
     summary = run_pipeline(bundle, overrides)
     assert summary["num_cases"] > 0 and np.isfinite(summary["metrics"]["IoU"]["mean"])
+    # the official ISIC 2018 score per image: the image's IoU if >= 0.65, else 0 (empty ground truth scored)
+    layout = RunLayout(tmp_path / "runs", "sparse_bayes", 0.01)
+    with open(layout.eval_dir / "per_case.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    iou = np.array([float(r["IoU"]) for r in rows])
+    thresholded = np.array([float(r["ThresholdedJaccard"]) for r in rows])
+    np.testing.assert_allclose(thresholded, np.where(iou >= 0.65, iou, 0.0), atol=1e-6)
+    assert summary["metrics"]["ThresholdedJaccard"]["mean"] == pytest.approx(thresholded.mean(), abs=1e-6)
+    assert 0.0 <= summary["metrics"]["ECE_pooled"]["mean"] <= 1.0
+    assert set(summary["metric_definitions"]) >= {"ThresholdedJaccard", "ECE", "ECE_pooled", "IoU", "Dice"}
     assert summary["metrics"]["GED_rater_diversity"]["mean"] == pytest.approx(0.0)  # one mask per image
     run_config(bundle, ["inference"], overrides)
-    layout = RunLayout(tmp_path / "runs", "sparse_bayes", 0.01)
     names = {p.name.rsplit("_", 1)[-1] for p in layout.inference_dir.glob("*.nii.gz")}
     assert names == {"mask.nii.gz", "lesion.nii.gz", "total.nii.gz", "aleatoric.nii.gz", "epistemic.nii.gz"}
 

@@ -32,8 +32,21 @@ def test_sparse_bayes_pipeline_inference_and_bundle_checks(lidc_bundle, tiny, tm
     for name in ("per_case.csv", "summary.csv", "summary.json", "cases.png", "reliability.png"):
         assert (layout.eval_dir / name).is_file(), name
     metrics = summary["metrics"]
-    for key in ("Dice", "IoU", "GED", "GED_hm_iou", "GED_sample_diversity", "Brier", "NLL", "ECE", "Uncertainty"):
+    for key in (
+        "Dice",
+        "IoU",
+        "GED",
+        "GED_hm_iou",
+        "GED_sample_diversity",
+        "Brier",
+        "NLL",
+        "ECE",
+        "ECE_pooled",
+        "Uncertainty",
+    ):
         assert key in metrics and np.isfinite(metrics[key]["mean"]), key
+    assert "ThresholdedJaccard" not in metrics  # the ISIC score is the ISIC bundle's
+    assert set(summary["metric_definitions"]) >= {"ECE", "ECE_pooled"}  # the report says which ECE is which
     assert summary["mc_samples"] == tiny["eval_samples"] and summary["num_cases"] > 0
     assert summary["costs"]["train"]["flops_per_step"] > summary["costs"]["train_deterministic"]["flops_per_step"]
     selection = json.loads(layout.selection_report.read_text())
@@ -145,6 +158,9 @@ def test_sweep_writes_table_and_figure(lidc_bundle, tiny, tmp_path):
     table = (out / "table.md").read_text()
     for run in ("sparse_bayes_r0.05", "full_bayes", "deterministic"):
         assert run in table
+    header = table.splitlines()[0]
+    assert "ECE (per-image mean)" in header and "ECE (pooled pixels)" in header  # which ECE is which
+    assert "thresholded Jaccard" not in header  # no column of dashes for a metric no run reported
     rows = (out / "table.csv").read_text().splitlines()
     assert len(rows) == 4 and "train_flops_total" in rows[0]
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from monai_bayes.data import CHESTMNIST_CLASSES, ChestMNISTDataset, DataFormatError, load_chestmnist
 from monai_bayes.data.synthetic import prepare_synthetic_chestmnist, write_chestmnist_npz
@@ -70,3 +73,47 @@ def test_224_variant_and_prepare(tmp_path: Path) -> None:
     p = prepare_synthetic_chestmnist(tmp_path, 20, 5, 5, size=224, seed=1)
     assert load_chestmnist(p)["train"]["images"].shape == (20, 224, 224)
     assert prepare_synthetic_chestmnist(tmp_path, 20, 5, 5, size=224, seed=1) == p
+
+
+def _medmnist_chestmnist(monkeypatch: pytest.MonkeyPatch, home: Path) -> type:
+    """medmnist's own ChestMNIST class (medmnist is installed with --no-deps: it requires torchvision, which
+    this project never installs; its dataset class does not use it). ``HOME`` is redirected because importing
+    medmnist creates ``~/.medmnist``."""
+    monkeypatch.setenv("HOME", str(home))
+    from medmnist.dataset import ChestMNIST
+
+    return ChestMNIST
+
+
+def test_small_file_opens_in_medmnist_but_cannot_be_iterated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, npz: Path
+) -> None:
+    """What the CLI help and docs/data.md say: medmnist asserts the official split sizes in len()."""
+    chestmnist = _medmnist_chestmnist(monkeypatch, tmp_path)
+    ds = chestmnist(split="val", root=str(npz.parent), download=False)
+    assert ds.imgs.shape == (200, 28, 28) and ds.labels.shape == (200, 14)
+    with pytest.raises(AssertionError):
+        len(ds)
+
+
+@pytest.mark.slow
+def test_official_sizes_load_and_iterate_in_medmnist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from monai_bayes.cli import main
+    from monai_bayes.data import CHESTMNIST_OFFICIAL_SIZES
+
+    assert main(["synth", "chestmnist", str(tmp_path), "--official-sizes", "--seed", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sizes"] == CHESTMNIST_OFFICIAL_SIZES and result["medmnist_loadable"] is True
+    chestmnist = _medmnist_chestmnist(monkeypatch, tmp_path)
+    ours = ChestMNISTDataset(tmp_path / "chestmnist.npz", "test")
+    for split, size in CHESTMNIST_OFFICIAL_SIZES.items():
+        assert len(chestmnist(split=split, root=str(tmp_path), download=False)) == size
+    to_tensor = lambda img: torch.from_numpy(np.asarray(img, dtype=np.float32)[None] / 255.0)  # noqa: E731
+    test = chestmnist(split="test", root=str(tmp_path), download=False, transform=to_tensor)
+    images, labels = next(iter(DataLoader(test, batch_size=8, shuffle=False)))
+    assert images.shape == (8, 1, 28, 28) and labels.shape == (8, 14)
+    for i in range(8):
+        torch.testing.assert_close(images[i], ours[i]["image"])
+        assert labels[i].tolist() == ours[i]["label"].long().tolist()

@@ -10,6 +10,7 @@ hyperlucent lung …), so the labels are learnable, the rare classes hardest.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def sample_chestmnist_labels(
     return labels
 
 
-def _render(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _anatomy(size: int) -> dict[str, np.ndarray]:
+    """The label-independent layers of a ``size`` × ``size`` radiograph (computed once per size, read-only)."""
     s = np.linspace(-1, 1, size, dtype=np.float32)
     x, y = np.meshgrid(s, s)
 
@@ -64,18 +67,41 @@ def _render(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarr
         r = np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2)
         return 1 / (1 + np.exp((r - 1) / edge * min(a, b)))
 
+    lungs = np.maximum(ell(-0.42, -0.02, 0.3, 0.62), ell(0.42, -0.02, 0.3, 0.62))
+    ribs = sum(
+        0.05 * np.exp(-(((y + 0.6 - 0.22 * k - 0.1 * (x * side) ** 2) / 0.03) ** 2)) * lungs
+        for side in (-1, 1)
+        for k in range(6)
+    )
+    layers = {
+        "x": x,
+        "y": y,
+        "body": 0.15 + 0.55 * ell(0, 0.05, 0.92, 0.98, 0.08),
+        "lungs": lungs,
+        "heart": 0.35 * ell(0.12, 0.3, 0.22, 0.22 * 0.8),
+        "heart_enlarged": 0.35 * ell(0.12, 0.3, 0.22 * 1.35, 0.22 * 1.35 * 0.8),
+        "spine": 0.2 * ell(0, -0.4, 0.08, 0.5),
+        "ribs": np.asarray(ribs),
+        "hernia": 0.3 * ell(0.0, 0.55, 0.15, 0.1),
+    }
+    for a in layers.values():
+        a.setflags(write=False)
+    return layers
+
+
+def _render(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarray:
+    """One noisy, unsmoothed ``(size, size)`` float image whose findings follow ``labels`` ``(14,)``."""
+    a = _anatomy(size)
+    x, y, lungs = a["x"], a["y"], a["lungs"]
+
+    def ell(cx: float, cy: float, ax: float, b: float, edge: float = 0.04) -> np.ndarray:
+        r = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / b) ** 2)
+        return 1 / (1 + np.exp((r - 1) / edge * min(ax, b)))
+
     lab = labels.astype(bool)
-    img = 0.15 + 0.55 * ell(0, 0.05, 0.92, 0.98, 0.08)  # body
-    lung_l, lung_r = ell(-0.42, -0.02, 0.3, 0.62), ell(0.42, -0.02, 0.3, 0.62)
-    lungs = np.maximum(lung_l, lung_r)
     dark = 0.45 + (0.12 if lab[10] else 0.0)  # emphysema: hyperlucent
-    img = img - dark * lungs
-    heart = 0.22 * (1.35 if lab[1] else 1.0)
-    img = img + 0.35 * ell(0.12, 0.3, heart, heart * 0.8)
-    img = img + 0.2 * ell(0, -0.4, 0.08, 0.5)  # mediastinum / spine
-    for side in (-1, 1):  # ribs
-        for k in range(6):
-            img = img + 0.05 * np.exp(-(((y + 0.6 - 0.22 * k - 0.1 * (x * side) ** 2) / 0.03) ** 2)) * lungs
+    img = a["body"] - dark * lungs
+    img = img + a["heart_enlarged" if lab[1] else "heart"] + a["spine"] + a["ribs"]
     if lab[2]:  # effusion: dense bottom of a lung
         side = rng.choice([-1, 1])
         img = img + 0.3 * (y > 0.35 - 0.15 * rng.random()) * (x * side > 0.1) * lungs
@@ -97,10 +123,18 @@ def _render(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarr
     if lab[12]:  # pleural thickening
         img = img + 0.2 * (lungs > 0.2) * (lungs < 0.6)
     if lab[13]:  # hernia
-        img = img + 0.3 * ell(0.0, 0.55, 0.15, 0.1)
-    img = img + rng.normal(0, 0.02, img.shape)
-    img = ndimage.gaussian_filter(img, 0.5)
-    return np.clip(img * 255, 0, 255).astype(np.uint8)
+        img = img + a["hernia"]
+    return img + rng.normal(0, 0.02, img.shape)
+
+
+def _render_images(rng: np.random.Generator, labels: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+    """``(N, size, size)`` uint8 images for ``(N, 14)`` labels, smoothed (Gaussian, σ = 0.5 px) a chunk at a time."""
+    images = np.zeros((len(labels), size, size), np.uint8)
+    for start in range(0, len(labels), chunk):
+        raw = np.stack([_render(rng, lab, size) for lab in labels[start : start + chunk]])
+        smooth = ndimage.gaussian_filter(raw, (0, 0.5, 0.5))  # per image: no smoothing across the stack axis
+        images[start : start + chunk] = np.clip(smooth * 255, 0, 255).astype(np.uint8)
+    return images
 
 
 def write_chestmnist_npz(
@@ -139,7 +173,7 @@ def write_chestmnist_npz(
     for i, (split, n) in enumerate((("train", num_train), ("val", num_val), ("test", num_test))):
         rng = np.random.default_rng([seed, i])
         labels = sample_chestmnist_labels(rng, n, np.asarray(prevalence, dtype=float))
-        images = np.stack([_render(rng, lab, size) for lab in labels]) if n else np.zeros((0, size, size), np.uint8)
+        images = _render_images(rng, labels, size)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     tmp = path.with_name(f".{path.name}.tmp")
     try:
