@@ -14,6 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from monai_bayes.utils.optional import MissingExtraError
+
 # (command name, "module" or "module:function" whose function (default ``register``) adds it, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "monai_bayes.data.cli", "write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats"),
@@ -40,15 +42,19 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-bayes`` console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        )
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except MissingExtraError as e:  # a command whose optional extra is not installed: one line, exit 1
+        print(f"monai-bayes: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
