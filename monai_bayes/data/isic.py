@@ -176,8 +176,8 @@ def load_isic_pair(
         )
     if size is not None:
         h, w = int(size[0]), int(size[1])
-        rgb = rgb.resize((w, h), Image.BILINEAR)
-        gray = gray.resize((w, h), Image.NEAREST)
+        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
+        gray = gray.resize((w, h), Image.Resampling.NEAREST)
     img = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
     lab = (np.asarray(gray) > 127).astype(np.uint8)[None]
     return img, lab

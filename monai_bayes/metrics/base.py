@@ -70,7 +70,7 @@ class MultiQuantityMetric(CumulativeIterationMetric):
             raise ValueError(f"expected {len(self.quantities)} buffers {self.quantities}, got {len(buffers)}.")
         return dict(zip(self.quantities, buffers))
 
-    def aggregate(  # type: ignore[override]
+    def aggregate(
         self, reduction: MetricReduction | str | None = None, quantity: str | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Reduce the per-case values of one quantity (default: ``self.primary``).

@@ -201,7 +201,7 @@ class PooledCalibrationErrorMetric(CumulativeIterationMetric):
             raise ValueError(f"{type(self).__name__} has no accumulated values; call it on a batch first.")
         return data.sum(dim=0)
 
-    def aggregate(self, reduction: str | None = None) -> torch.Tensor:  # type: ignore[override]
+    def aggregate(self, reduction: str | None = None) -> torch.Tensor:
         """Pooled ECE: a scalar (``reduction="mean"``, mean over channels) or ``(C,)`` (``"none"``), float64."""
         reduction = check_option(reduction or self.reduction, "reduction", ECE_REDUCTIONS)
         ece = calibration_error_from_bin_sums(self.bin_sums())

@@ -169,7 +169,7 @@ class GeneralizedEnergyDistanceMetric(MultiQuantityMetric):
     >>> ged, hm_iou = metric.aggregate(), metric.aggregate(quantity="hm_iou")
     """
 
-    quantities = ("ged", "cross_distance", "sample_diversity", "rater_diversity")
+    quantities: tuple[str, ...] = ("ged", "cross_distance", "sample_diversity", "rater_diversity")
 
     def __init__(
         self,
@@ -195,9 +195,7 @@ class GeneralizedEnergyDistanceMetric(MultiQuantityMetric):
         self.with_hm_iou = with_hm_iou
         self.max_matching_size = max_matching_size
 
-    def _compute_tensor(  # type: ignore[override]
-        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
-    ) -> list[torch.Tensor]:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> list[torch.Tensor]:
         """Per-case [ged, cross_distance, sample_diversity, rater_diversity(, hm_iou)], each (B, K)."""
         check_samples_and_raters(y_pred, y)
         assert y is not None

@@ -218,9 +218,7 @@ class EntropyVolumeMetric(MultiQuantityMetric):
         self.foreground_threshold = foreground_threshold
         self.spacing = spacing
 
-    def _compute_tensor(  # type: ignore[override]
-        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
-    ) -> list[torch.Tensor]:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> list[torch.Tensor]:
         """Per-case statistics in ``quantities`` order, each (B, K)."""
         spacing = kwargs.get("spacing", self.spacing)
         stats = compute_entropy_volume(

@@ -214,9 +214,7 @@ class HungarianMatchedIoUMetric(MultiQuantityMetric):
         self.binarize = binarize
         self.max_matching_size = max_matching_size
 
-    def _compute_tensor(  # type: ignore[override]
-        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """Per-case HM-IoU, (B, K)."""
         check_samples_and_raters(y_pred, y)
         assert y is not None

@@ -139,7 +139,7 @@ class MultiRaterMetric(CumulativeIterationMetric):
             majority_threshold=self.majority_threshold,
         )
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         y_pred: torch.Tensor | Sequence[torch.Tensor],
         y: torch.Tensor | Sequence[torch.Tensor] | None = None,

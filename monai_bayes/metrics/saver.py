@@ -10,7 +10,8 @@ Works for any per-case values, hence for 2D and 3D data alike.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,13 @@ def _summary_value(op: str, column: np.ndarray) -> float:
         if not 0 <= q <= 100:
             raise ValueError(f"percentile op must be '<0..100>percentile', got {op!r}.")
         return float(np.percentile(finite, q))
-    funcs = {"mean": np.mean, "std": np.std, "median": np.median, "min": np.min, "max": np.max}
+    funcs: dict[str, Callable[..., Any]] = {
+        "mean": np.mean,
+        "std": np.std,
+        "median": np.median,
+        "min": np.min,
+        "max": np.max,
+    }
     if op not in funcs:
         raise ValueError(f"summary op must be one of {(*funcs, 'notnans', '<q>percentile')}, got {op!r}.")
     return float(funcs[op](finite))

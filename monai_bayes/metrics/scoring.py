@@ -146,9 +146,7 @@ class _ScoreMetric(MultiQuantityMetric):
     def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _compute_tensor(  # type: ignore[override]
-        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         check_samples_and_raters(y_pred, y)
         assert y is not None
         return self._score(y_pred, y)

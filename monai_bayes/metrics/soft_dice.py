@@ -130,9 +130,7 @@ class SoftDiceMetric(MultiQuantityMetric):
         self.threshold = threshold
         self.ignore_empty = ignore_empty
 
-    def _compute_tensor(  # type: ignore[override]
-        self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         check_samples_and_raters(y_pred, y)
         assert y is not None
         return compute_soft_dice(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -169,7 +170,7 @@ def write_chestmnist_npz(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for i, (split, n) in enumerate((("train", num_train), ("val", num_val), ("test", num_test))):
         rng = np.random.default_rng([seed, i])
         labels = sample_chestmnist_labels(rng, n, np.asarray(prevalence, dtype=float))
