@@ -115,13 +115,13 @@ def _chestmnist_sizes(args: argparse.Namespace) -> tuple[int, int, int]:
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise ValueError(f"--official-sizes sets every split size; do not also pass {', '.join(clash)}")
-        return tuple(CHESTMNIST_OFFICIAL_SIZES[s] for s in ("train", "val", "test"))  # type: ignore[return-value]
-    defaults = (2000, 300, 600)
-    sizes = tuple(d if v is None else v for v, d in zip(given.values(), defaults))
-    bad = {k: v for k, v in zip(given, sizes) if v < 0}
+        official = CHESTMNIST_OFFICIAL_SIZES
+        return official["train"], official["val"], official["test"]
+    train, val, test = (d if v is None else v for v, d in zip(given.values(), (2000, 300, 600)))
+    bad = {k: v for k, v in zip(given, (train, val, test)) if v < 0}
     if bad:
         raise ValueError(f"split sizes must be >= 0, got {bad}")
-    return sizes  # type: ignore[return-value]
+    return train, val, test
 
 
 def _cmd_chestmnist(args: argparse.Namespace) -> int:

@@ -41,6 +41,10 @@ def test_synth_lidc_with_prepare(tmp_path: Path, capsys: pytest.CaptureFixture) 
 def test_synth_chestmnist_and_isic(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["synth", "chestmnist", str(tmp_path), "--num-train", "40", "--num-val", "5", "--num-test", "5"]) == 0
     assert (tmp_path / "chestmnist.npz").is_file()
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["sizes"] == {"train": 40, "val": 5, "test": 5} and result["medmnist_loadable"] is False
+    assert "medmnist.ChestMNIST opens it but its len() / DataLoader fail (use --official-sizes)" in captured.err
     assert main(["synth", "isic", str(tmp_path / "isic"), "--num-cases", "3"]) == 0
     assert (tmp_path / "isic" / "ISIC2018_Task1-2_Training_Input").is_dir()
 
