@@ -84,7 +84,7 @@ def calibration_bin_sums(y_pred: torch.Tensor, y: torch.Tensor, num_bins: int = 
         )
     check_probabilities(y_pred, "y_pred")
     check_probabilities(y, "y")
-    prob = y_pred.flatten(start_dim=2) if y_pred.ndim > 2 else y_pred.unsqueeze(-1)
+    prob = (y_pred.flatten(start_dim=2) if y_pred.ndim > 2 else y_pred.unsqueeze(-1)).contiguous()
     if not prob.is_floating_point():
         prob = prob.float()
     label = (y.flatten(start_dim=2) if y.ndim > 2 else y.unsqueeze(-1)).to(torch.float64)
