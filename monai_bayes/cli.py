@@ -13,12 +13,31 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 # (command name, module that defines ``register(subparsers)``, one-line help)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "monai_bayes.data.cli", "write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats"),
     ("pacs", "monai_bayes.pacs.cli", "DICOM / DICOMweb research pipeline (needs the 'pacs' extra)"),
 )
+
+
+#: sub-commands that need an optional extra of the same name
+_EXTRAS = frozenset({"pacs"})
+
+
+def _import_command(name: str, module: str) -> ModuleType:
+    """Import a sub-command module; a missing optional dependency ends the program with one line saying
+    what to install (``pip install "monai-bayes[pacs]"``) instead of a traceback."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        hint = f'pip install "monai-bayes[{name}]"' if name in _EXTRAS else "pip install monai-bayes"
+        missing = getattr(err, "name", None)
+        if missing is not None and missing.split(".")[0] == "monai_bayes":
+            raise  # our own bug, not a missing dependency
+        message = str(err) if "pip install" in str(err) else f"a required package is missing ({err}); install: {hint}"
+        raise SystemExit(f"monai-bayes {name}: {message}") from None
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -29,7 +48,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module, help_text in _COMMANDS:
         if name == wanted:
-            importlib.import_module(module).register(sub)
+            _import_command(name, module).register(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser
