@@ -36,7 +36,10 @@ def test_isic_pipeline_and_inference(tmp_path):
     assert summary["num_cases"] > 0 and np.isfinite(summary["metrics"]["IoU"]["mean"])
     assert summary["metrics"]["GED_rater_diversity"]["mean"] == pytest.approx(0.0)  # one mask per image
     layout = RunLayout(tmp_path / "runs", "sparse_bayes", 0.01)
-    images = Path(datalist_items_of(bundle, overrides)[0]["image"]).parent
+    images = tmp_path / "new_images"  # the held-out images (the cache folder also holds the label files)
+    images.mkdir()
+    for item in datalist_items_of(bundle, overrides)[:4]:
+        shutil.copy(item["image"], images)
     run_config(bundle, ["inference"], dict(overrides, dataset_dir=str(images), output_dir=str(layout.inference_dir)))
     names = {p.name.rsplit("_", 1)[-1] for p in layout.inference_dir.glob("*.nii.gz")}
     assert names == {"mask.nii.gz", "lesion.nii.gz", "total.nii.gz", "aleatoric.nii.gz", "epistemic.nii.gz"}
