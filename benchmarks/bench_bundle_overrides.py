@@ -7,7 +7,8 @@ Runs the acceptance commands as subprocesses, interleaved, and prints the median
 * ``--weight_decai 0.5``, ``--num_samples 0``, ``--eval_samples 0``: ``python -m monai.bundle run --config_file
   bundles/lidc_sparse_bayes/configs/pipeline.json`` must exit with the validation error before any step;
 * ``--weight_decay 0.5``: seconds until the log line of the first step (then the process is stopped);
-* ``python -c "import monai_bayes.bundle"``: the import cost contained in all of the above.
+* ``python -c "import monai_bayes.bundle"``: the import cost contained in all of the above;
+* the validation alone, in process (``validate_pipeline_overrides``, per bad override).
 
 Most of the time is Python importing torch and MONAI; the validation itself reads a few JSON files.
 """
@@ -57,6 +58,21 @@ def _time_first_step(command: list[str]) -> float:
         proc.wait(timeout=60)
 
 
+def _time_validation(bundle: Path) -> float:
+    """The validation alone, in this process (monai_bayes already imported)."""
+    from monai_bayes.bundle import validate_pipeline_overrides
+
+    start = time.monotonic()
+    for override in ({"weight_decai": 0.5}, {"num_samples": 0}, {"eval_samples": 0}):
+        try:
+            validate_pipeline_overrides(bundle, override)
+        except ValueError:
+            pass
+        else:
+            raise RuntimeError(f"{override} was accepted")
+    return (time.monotonic() - start) / 3
+
+
 def _time_import() -> float:
     start = time.monotonic()
     subprocess.run([sys.executable, "-c", "import monai_bayes.bundle"], check=True, timeout=600)
@@ -80,6 +96,7 @@ def main() -> None:
                 _command(bundle, runs, "--weight_decay", "0.5", "--num_cases", "4")
             ),
             "import monai_bayes.bundle": _time_import,
+            "validation alone (in process)": lambda: _time_validation(bundle),
         }
         times: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.repeats):
@@ -88,7 +105,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"median of {args.repeats} (load average {load:.1f}, {os.cpu_count()} CPUs):")
     for name, values in times.items():
-        print(f"  {name:34s} {statistics.median(values):6.1f} s")
+        print(f"  {name:34s} {statistics.median(values):8.3f} s")
 
 
 if __name__ == "__main__":
