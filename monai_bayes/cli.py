@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from monai_bayes.utils.optional import MissingExtraError
 
@@ -24,6 +25,24 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: sub-commands that need an optional extra of the same name
+_EXTRAS = frozenset({"pacs"})
+
+
+def _import_command(name: str, module: str) -> ModuleType:
+    """Import a sub-command module; a missing optional dependency ends the program with one line saying
+    what to install (``pip install "monai-bayes[pacs]"``) instead of a traceback."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        hint = f'pip install "monai-bayes[{name}]"' if name in _EXTRAS else "pip install monai-bayes"
+        missing = getattr(err, "name", None)
+        if missing is not None and missing.split(".")[0] == "monai_bayes":
+            raise  # our own bug, not a missing dependency
+        message = str(err) if "pip install" in str(err) else f"a required package is missing ({err}); install: {hint}"
+        raise SystemExit(f"monai-bayes {name}: {message}") from None
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """Build the top-level parser, importing only the sub-command named in ``argv``."""
     parser = argparse.ArgumentParser(prog="monai-bayes", description=__doc__.splitlines()[0])
@@ -33,7 +52,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, target, help_text in _COMMANDS:
         if name == wanted:
             module, _, function = target.partition(":")
-            getattr(importlib.import_module(module), function or "register")(sub)
+            getattr(_import_command(name, module), function or "register")(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser

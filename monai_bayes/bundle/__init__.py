@@ -18,13 +18,15 @@ from monai_bayes.bundle.distributed import (
     is_distributed,
     is_main_process,
 )
-from monai_bayes.bundle.inference import export_hu_slices, inference_inputs, num_mc_samples
+from monai_bayes.bundle.inference import export_hu_slices, inference_inputs, num_mc_samples, require_inference_inputs
 from monai_bayes.bundle.layout import METHODS, RunLayout, check_method
 from monai_bayes.bundle.nested import (
     DEFAULT_WIDTH_FRACTIONS,
+    PUBLISHED_NESTED,
     NestedRunLayout,
     NestedWidthHandler,
     ProgressPasses,
+    load_published_nested_network,
     nested_network,
     nested_pipeline_steps,
     nested_widths,
@@ -34,6 +36,7 @@ from monai_bayes.bundle.nested import (
     width_sweep_markdown,
     write_nested_report,
 )
+from monai_bayes.bundle.overrides import SETTING_RULES, config_overrides, setting_defaults, validate_overrides
 from monai_bayes.bundle.runner import (
     PipelineStep,
     bundle_config,
@@ -43,13 +46,20 @@ from monai_bayes.bundle.runner import (
     run_pipeline,
     run_steps,
     run_sweep,
+    validate_pipeline_overrides,
 )
 from monai_bayes.bundle.steps import (
+    PUBLISHED_EXTRAS,
+    PUBLISHED_INFO,
+    PUBLISHED_MEANS,
     build_network,
+    load_published_network,
     posterior_mean_state_dict,
     publish_model,
-    published_checkpoint,
+    published_mc_samples,
+    read_published_info,
     run_selection,
+    split_published_state,
     training_network,
 )
 
@@ -58,6 +68,11 @@ __all__ = [
     "ISIC_LAYOUTS",
     "LIDC_LAYOUTS",
     "METHODS",
+    "PUBLISHED_EXTRAS",
+    "PUBLISHED_INFO",
+    "PUBLISHED_MEANS",
+    "PUBLISHED_NESTED",
+    "SETTING_RULES",
     "NestedRunLayout",
     "NestedWidthHandler",
     "PipelineStep",
@@ -67,6 +82,7 @@ __all__ = [
     "build_network",
     "bundle_config",
     "check_method",
+    "config_overrides",
     "datalist_items",
     "export_hu_slices",
     "finish_distributed",
@@ -74,6 +90,8 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "load_published_nested_network",
+    "load_published_network",
     "markdown_table",
     "nested_network",
     "nested_pipeline_steps",
@@ -83,7 +101,9 @@ __all__ = [
     "posterior_mean_state_dict",
     "publish_model",
     "publish_nested_model",
-    "published_checkpoint",
+    "published_mc_samples",
+    "read_published_info",
+    "require_inference_inputs",
     "resolve_isic_dataset",
     "resolve_lidc_dataset",
     "run_config",
@@ -92,8 +112,12 @@ __all__ = [
     "run_selection",
     "run_steps",
     "run_sweep",
+    "setting_defaults",
+    "split_published_state",
     "sweep_sample_counts",
     "training_network",
+    "validate_overrides",
+    "validate_pipeline_overrides",
     "width_sweep_markdown",
     "write_nested_report",
 ]

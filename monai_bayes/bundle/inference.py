@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from monai_bayes.bundle.layout import check_method
 from monai_bayes.utils.atomic import atomic_path
+from monai_bayes.workflows.methods import method_spec
 
-__all__ = ["IMAGE_SUFFIXES", "export_hu_slices", "inference_inputs", "num_mc_samples"]
+__all__ = ["IMAGE_SUFFIXES", "export_hu_slices", "inference_inputs", "num_mc_samples", "require_inference_inputs"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg")
 
@@ -21,10 +21,10 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg")
 def num_mc_samples(method: str, num_samples: int, ensemble_size: int = 5) -> int:
     """Monte-Carlo samples to draw at evaluation / inference: 1 for a deterministic network (all
     samples would be equal), ``ensemble_size`` for an ensemble (each member once), else ``num_samples``."""
-    check_method(method)
-    if method == "deterministic":
+    rule = method_spec(method).mc_samples
+    if rule == "one":
         return 1
-    if method == "ensemble":
+    if rule == "members":
         return ensemble_size
     return num_samples
 
@@ -65,7 +65,10 @@ def inference_inputs(
     it is empty -- ``default()`` (e.g. :func:`export_hu_slices` of held-out patches)."""
     if input_dir is None or str(input_dir).strip() in ("", "None", "null"):
         if default is None:
-            raise ValueError("no input_dir given and no default images to run inference on.")
+            raise ValueError(
+                "inference: no input_dir given; pass --input_dir <folder of images> "
+                f"(files ending in {', '.join(IMAGE_SUFFIXES)})."
+            )
         return default()
     folder = Path(input_dir)
     if not folder.is_dir():
@@ -76,3 +79,32 @@ def inference_inputs(
             f"input_dir {str(folder)!r} holds no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}."
         )
     return [{"image": str(p)} for p in files]
+
+
+def require_inference_inputs(dataset: Sized, input_dir: str | os.PathLike | None) -> int:
+    """Fail before inference runs on nothing: the inference config's dataset is empty when no ``input_dir``
+    (``dataset_dir``) was given -- so the config still parses for MONAI's property checks.
+
+    Parameters
+    ----------
+    dataset : Sized
+        The inference dataset.
+    input_dir : str or os.PathLike or None
+        The folder it was read from (named in the error).
+
+    Returns
+    -------
+    int
+        The number of inputs.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` is empty.
+    """
+    if len(dataset) == 0:
+        raise ValueError(
+            f"inference: no images to run on (input_dir={str(input_dir or '')!r}); pass --dataset_dir "
+            f"(or --input_dir) <folder of images ending in {', '.join(IMAGE_SUFFIXES)}>."
+        )
+    return len(dataset)

@@ -22,17 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from monai_bayes.selection.topk import check_r_bayes
+from monai_bayes.workflows.methods import METHODS, MethodSpec, check_method, method_spec
 
 __all__ = ["METHODS", "RunLayout", "check_method"]
-
-METHODS = ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
-
-
-def check_method(method: str) -> str:
-    """Validate a method name (the bundles' ``--method`` override)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    return method
 
 
 @dataclass(frozen=True)
@@ -56,12 +48,25 @@ class RunLayout:
 
     def __post_init__(self) -> None:
         check_method(self.method)
-        if self.method == "sparse_bayes":
+        if self.spec.uses_r_bayes:
             check_r_bayes(self.r_bayes)
-        if self.method == "ensemble" and self.ensemble_size < 2:
+        if self.spec.deterministic_output == "members" and self.ensemble_size < 2:
             raise ValueError(f"ensemble_size must be >= 2, got {self.ensemble_size}.")
         if not 0 <= self.member_index < max(self.ensemble_size, 1):
             raise ValueError(f"member_index must be in [0, {self.ensemble_size}), got {self.member_index}.")
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's registry entry."""
+        return method_spec(self.method)
+
+    @property
+    def reported_r_bayes(self) -> float | None:
+        """The fraction of Bayesian weights reported for this run: ``r_bayes``, 1.0 when every candidate
+        weight is Bayesian (full Bayes), ``None`` for methods without Bayesian weights."""
+        if self.spec.uses_r_bayes:
+            return self.r_bayes
+        return 1.0 if self.spec.selection == "all" else None
 
     @property
     def root(self) -> Path:
@@ -69,10 +74,10 @@ class RunLayout:
 
     @property
     def run_name(self) -> str:
-        if self.method == "sparse_bayes":
-            return f"sparse_bayes_r{self.r_bayes:g}"
-        if self.method == "ensemble":
-            return f"ensemble{self.ensemble_size}"
+        if self.spec.uses_r_bayes:
+            return f"{self.method}_r{self.r_bayes:g}"
+        if self.spec.deterministic_output == "members":
+            return f"{self.method}{self.ensemble_size}"
         return self.method
 
     @property
@@ -92,9 +97,10 @@ class RunLayout:
     @property
     def train_deterministic_checkpoint(self) -> Path:
         """What the deterministic training step writes for this method (and member)."""
-        if self.method == "mc_dropout":
+        output = self.spec.deterministic_output
+        if output == "own":
             return self.model_checkpoint
-        if self.method == "ensemble":
+        if output == "members":
             return self.member_checkpoints[self.member_index]
         return self.deterministic_checkpoint
 
@@ -109,18 +115,19 @@ class RunLayout:
     @property
     def model_checkpoint(self) -> Path:
         """The final model of this method (for ``ensemble``, the first member's checkpoint)."""
-        if self.method == "deterministic":
-            return self.deterministic_checkpoint
-        if self.method == "ensemble":
+        spec = self.spec
+        if spec.deterministic_output == "members":
             return self.member_checkpoints[0]
+        if spec.deterministic_output == "shared" and not spec.bayes_training:
+            return self.deterministic_checkpoint
         return self.run_dir / "model.pt"
 
     def costs_file(self, step: str) -> Path:
         """Cost summary JSON of a training step (``train_deterministic`` or ``train``) of this run/member."""
         if step == "train_deterministic":
-            if self.method == "mc_dropout":
+            if self.spec.deterministic_output == "own":
                 return self.run_dir / "costs_train_deterministic.json"
-            if self.method == "ensemble" and self.member_index > 0:
+            if self.spec.deterministic_output == "members" and self.member_index > 0:
                 return self.root / "ensemble_members" / f"costs_member_{self.member_index}.json"
             return self.root / "deterministic" / "costs_train_deterministic.json"
         return self.run_dir / f"costs_{step}.json"
@@ -128,13 +135,13 @@ class RunLayout:
     @property
     def cost_files(self) -> dict[str, Path]:
         """Every training step's cost file that makes up this method's training cost."""
-        if self.method == "ensemble":
+        if self.spec.deterministic_output == "members":
             return {
                 f"member_{m}": replace(self, member_index=m).costs_file("train_deterministic")
                 for m in range(self.ensemble_size)
             }
         files = {"train_deterministic": self.costs_file("train_deterministic")}
-        if self.method in ("sparse_bayes", "full_bayes"):
+        if self.spec.bayes_training:
             files["train"] = self.costs_file("train")
         return files
 

@@ -17,6 +17,7 @@ training.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -34,19 +35,22 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_bayes.bundle.layout import RunLayout
+from monai_bayes.bundle.overrides import validate_overrides
 from monai_bayes.bundle.runner import PipelineStep, _clean, bundle_config, run_steps
 from monai_bayes.evaluation.nested import SWEEP_METRICS, WidthSweepResult, write_width_sweep_report
 from monai_bayes.handlers.progress import stderr_is_terminal
 from monai_bayes.layers.nested import nested_layers, set_nested_width
-from monai_bayes.networks.nested import to_nested
+from monai_bayes.networks.nested import extract_width, to_nested
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from monai_bayes.workflows.sparse_bayes import load_checkpoint
 
 __all__ = [
     "DEFAULT_WIDTH_FRACTIONS",
+    "PUBLISHED_NESTED",
     "NestedRunLayout",
     "NestedWidthHandler",
     "ProgressPasses",
+    "load_published_nested_network",
     "nested_network",
     "nested_pipeline_steps",
     "nested_widths",
@@ -302,34 +306,126 @@ def _nested_settings(bundle_root: str | os.PathLike, overrides: Mapping[str, Any
     widths = nested_widths(groups, parser.get_parsed_content("widths"))
     sweep_sample_counts(parser.get_parsed_content("sweep_samples"))
     # structure check: raises naming the layer if the network has fewer channels than groups somewhere
-    nested_network(parser.get_parsed_content("network_def"), groups, always_kept=always_kept)
+    network_def = parser.get_parsed_content("network_def")
+    nested_network(network_def, groups, always_kept=always_kept)
     return {
+        "network_def": network_def,
         "layout": NestedRunLayout(parser.get_parsed_content("runs_dir"), groups),
         "always_kept": always_kept,
         "widths": widths,
     }
 
 
-def publish_nested_model(bundle_root: str | os.PathLike, layout: NestedRunLayout, always_kept: int = 2) -> Path:
-    """Copy the BN3 checkpoint to ``<bundle>/models/model.pt`` and record in ``models/model.json`` how to
-    rebuild it (``nested_network(network_def, groups, always_kept=..., checkpoint=...)``)."""
+#: the BN3 checkpoint of a published nested bundle (``models/model.pt`` holds its full-width mean network)
+PUBLISHED_NESTED = "model_nested.pt"
+
+
+def publish_nested_model(
+    bundle_root: str | os.PathLike,
+    layout: NestedRunLayout,
+    always_kept: int = 2,
+    network_def: nn.Module | None = None,
+) -> Path:
+    """Publish the BN3 model in ``<bundle>/models``.
+
+    Parameters
+    ----------
+    bundle_root : str or os.PathLike
+        The bundle folder.
+    layout : NestedRunLayout
+        The run whose ``model_checkpoint`` is published.
+    always_kept : int
+        Groups every nested layer always keeps (recorded to rebuild the network).
+    network_def : nn.Module, optional
+        The plain architecture; with it, ``models/model.pt`` holds the full-width posterior-mean network
+        (:func:`~monai_bayes.networks.extract_width` at ``G`` groups, loads strictly into ``network_def``,
+        for MONAI's ``ckpt_export`` / ``verify_net_in_out``). Without it, ``model.pt`` is the BN3 checkpoint.
+
+    Returns
+    -------
+    Path
+        ``models/model.pt``. ``models/model_nested.pt`` holds the BN3 checkpoint and ``models/model.json``
+        how to rebuild it (:func:`load_published_nested_network`).
+
+    Raises
+    ------
+    ValueError
+        If the BN3 checkpoint does not exist.
+    """
     source = layout.model_checkpoint
     if not source.is_file():
         raise ValueError(f"BN3 checkpoint {str(source)!r} does not exist; run train_nested first.")
     models = Path(bundle_root) / "models"
-    target = models / "model.pt"
-    with atomic_path(target) as tmp:
+    with atomic_path(models / PUBLISHED_NESTED) as tmp:
         shutil.copyfile(source, tmp)
+    target = models / "model.pt"
+    if network_def is not None:
+        bn3 = nested_network(network_def, layout.groups, always_kept=always_kept, checkpoint=source, device="cpu")
+        with atomic_path(target) as tmp:
+            torch.save(extract_width(bn3, layout.groups).state_dict(), tmp)
+    else:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
     info = {
         "run": layout.run_name,
         "method": "nested",
         "groups": layout.groups,
         "always_kept": always_kept,
+        "nested_checkpoint": PUBLISHED_NESTED,
         "source": str(source),
     }
     atomic_write_json(models / "model.json", info)
-    logger.info("published %s as %s", source, target)
+    logger.info("published %s as %s (+ %s)", source, target, PUBLISHED_NESTED)
     return target
+
+
+def load_published_nested_network(
+    network_def: nn.Module,
+    models_dir: str | os.PathLike,
+    *,
+    width: int | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """The published BN3 network at a fixed width, for Monte-Carlo inference.
+
+    Parameters
+    ----------
+    network_def : nn.Module
+        The plain architecture (a copy is converted).
+    models_dir : str or os.PathLike
+        The bundle's ``models`` folder (:func:`publish_nested_model`'s layout).
+    width : int, optional
+        Kept groups ``w`` in ``[1, G]``; ``None``: all ``G`` groups. The other groups are dropped
+        deterministically; each Monte-Carlo pass samples the remaining multiplicative weight noise.
+    device : torch.device or str, optional
+        Where to put the network.
+
+    Returns
+    -------
+    nn.Module
+        The BN3 network with its nested layers fixed to ``width``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file when ``model.json`` or the BN3 checkpoint is missing or not a nested model, or
+        when ``width`` is out of range.
+    """
+    models = Path(models_dir)
+    info_path = models / "model.json"
+    if not info_path.is_file():
+        raise ValueError(f"{info_path} does not exist; run the nested pipeline (configs/pipeline.json) first.")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info.get("method") != "nested" or not isinstance(info.get("groups"), int):
+        raise ValueError(f"{info_path}: expected a published BN3 model (method 'nested', groups), got {info!r}.")
+    groups = int(info["groups"])
+    chosen = nested_widths(groups, [groups if width is None else width])[0]
+    checkpoint = models / str(info.get("nested_checkpoint", PUBLISHED_NESTED))
+    network = nested_network(
+        network_def, groups, always_kept=int(info.get("always_kept", 2)), checkpoint=checkpoint, device=device
+    )
+    set_nested_width(network, chosen)
+    return network
 
 
 def run_nested_pipeline(
@@ -352,6 +448,8 @@ def run_nested_pipeline(
     "sample_diversity": png}``.
     """
     overrides = _clean(overrides)
+    names = ("common", "train_deterministic", "nested", "train_nested", "evaluate_widths")
+    validate_overrides(overrides, [bundle_config(bundle_root, n) for n in names], where="nested pipeline")
     settings = _nested_settings(bundle_root, overrides)
     layout: NestedRunLayout = settings["layout"]
     logger.info("[%s] widths %s of %d groups", layout.run_name, settings["widths"], layout.groups)
@@ -363,5 +461,5 @@ def run_nested_pipeline(
     if missing:
         raise RuntimeError(f"the evaluate_widths step did not write {missing}.")
     if publish:
-        publish_nested_model(bundle_root, layout, settings["always_kept"])
+        publish_nested_model(bundle_root, layout, settings["always_kept"], network_def=settings["network_def"])
     return paths

@@ -22,13 +22,24 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_bayes.bundle.distributed import barrier, init_distributed, is_main_process
-from monai_bayes.bundle.layout import RunLayout, check_method
+from monai_bayes.bundle.layout import RunLayout
+from monai_bayes.bundle.overrides import setting_defaults, validate_overrides
 from monai_bayes.bundle.steps import publish_model
 from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from monai_bayes.visualize import plot_method_comparison
+from monai_bayes.workflows.methods import check_method, method_spec
 
-__all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_steps", "run_sweep"]
+__all__ = [
+    "PipelineStep",
+    "bundle_config",
+    "pipeline_steps",
+    "run_config",
+    "run_pipeline",
+    "run_steps",
+    "run_sweep",
+    "validate_pipeline_overrides",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,35 +86,57 @@ def bundle_config(bundle_root: str | os.PathLike, name: str) -> Path:
 
 
 def _defaults(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Method, r_bayes, ensemble size and runs folder after applying ``overrides`` to common.json."""
+    """Method, r_bayes, ensemble size, MC-dropout rate and runs folder after applying ``overrides`` to common.json."""
     parser = ConfigParser()
     parser.read_config(str(bundle_config(bundle_root, "common")))
     parser.update({"bundle_root": str(bundle_root), **overrides})
-    return {k: parser.get_parsed_content(k) for k in ("method", "r_bayes", "ensemble_size", "runs_dir")}
+    keys = ("method", "r_bayes", "ensemble_size", "mc_dropout_p", "runs_dir")
+    values = {k: parser.get_parsed_content(k) for k in keys}
+    values["base_keys"] = list(parser.get_parsed_content("network_def").state_dict())
+    return values
+
+
+def _method(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> str:
+    """The run's method (the override, else common.json's default), validated against the method registry."""
+    method = overrides.get("method", setting_defaults([bundle_config(bundle_root, "common")]).get("method"))
+    return check_method(method)
+
+
+def validate_pipeline_overrides(
+    bundle_root: str | os.PathLike,
+    overrides: Mapping[str, Any],
+    methods: Sequence[str] | None = None,
+    distributed: bool = False,
+    where: str = "pipeline",
+) -> None:
+    """Validate ``overrides`` against ``common`` and every step config the method(s) run (see
+    :func:`~monai_bayes.bundle.overrides.validate_overrides`); ``ValueError`` before anything runs."""
+    names: list[str] = ["common"]
+    for method in methods if methods is not None else [_method(bundle_root, overrides)]:
+        names += [c for c in method_spec(method).configs if c not in names]
+    if distributed:
+        names += ["multi_gpu_train", "multi_gpu_select"]
+    validate_overrides(overrides, [bundle_config(bundle_root, n) for n in names], where=where)
 
 
 def pipeline_steps(layout: RunLayout) -> list[PipelineStep]:
-    """The steps of ``layout.method``'s pipeline, with their resume markers."""
-    method = layout.method
-    if method == "ensemble":
-        steps = [
-            PipelineStep(f"train member {m}", "train_deterministic", {"member_index": m}, path, "multi_gpu_train")
-            for m, path in enumerate(layout.member_checkpoints)
-        ]
-    else:
-        steps = [
-            PipelineStep(
-                "train_deterministic",
-                "train_deterministic",
-                {},
-                layout.train_deterministic_checkpoint,
-                "multi_gpu_train",
+    """The steps of ``layout.method``'s pipeline (its registry entry's ``configs``), with their resume markers."""
+    spec = layout.spec
+    steps: list[PipelineStep] = []
+    for config in spec.configs:
+        if config == "train_deterministic" and spec.deterministic_output == "members":
+            steps.extend(
+                PipelineStep(f"train member {m}", config, {"member_index": m}, path, "multi_gpu_train")
+                for m, path in enumerate(layout.member_checkpoints)
             )
-        ]
-    if method in ("sparse_bayes", "full_bayes"):
-        steps.append(PipelineStep("select", "select", {}, layout.selected_checkpoint, "multi_gpu_select"))
-        steps.append(PipelineStep("train", "train", {}, layout.model_checkpoint, "multi_gpu_train"))
-    steps.append(PipelineStep("evaluate", "evaluate", {}, None))
+        elif config == "train_deterministic":
+            steps.append(PipelineStep(config, config, {}, layout.train_deterministic_checkpoint, "multi_gpu_train"))
+        elif config == "select":
+            steps.append(PipelineStep(config, config, {}, layout.selected_checkpoint, "multi_gpu_select"))
+        elif config == "train":
+            steps.append(PipelineStep(config, config, {}, layout.model_checkpoint, "multi_gpu_train"))
+        else:  # evaluation always runs
+            steps.append(PipelineStep(config, config, {}, None))
     return steps
 
 
@@ -193,13 +226,16 @@ def run_pipeline(
     ----------
     bundle_root: the bundle folder.
     overrides: config ids to override in every step (e.g. ``{"method": "mc_dropout",
-        "deterministic_epochs": 2}``); ``None`` values are ignored.
+        "deterministic_epochs": 2}``); ``None`` values are ignored. Every id must exist in ``common`` or
+        a step config of the method, with a value of the default's type and in range
+        (:func:`validate_pipeline_overrides`), checked before the first step.
     resume: skip training steps whose output checkpoint exists (evaluation always runs).
     publish: copy the final model to ``models/model.pt`` (:func:`~monai_bayes.bundle.publish_model`).
     distributed: the pipeline runs under torchrun: training and selection steps run on every rank
         with their ``multi_gpu_*`` config merged in; evaluation and publishing run on rank 0.
     """
     overrides = _clean(overrides)
+    validate_pipeline_overrides(bundle_root, overrides, distributed=distributed)
     d = _defaults(bundle_root, overrides)
     layout = RunLayout(d["runs_dir"], check_method(d["method"]), d["r_bayes"], d["ensemble_size"])
     if distributed:
@@ -213,7 +249,7 @@ def run_pipeline(
     if summary is None:
         raise RuntimeError(f"the evaluate step wrote no summary in {layout.eval_dir}.")
     if publish:
-        publish_model(bundle_root, layout)
+        publish_model(bundle_root, layout, mc_dropout_p=d["mc_dropout_p"], base_keys=d["base_keys"])
     return summary
 
 
@@ -275,8 +311,11 @@ def run_sweep(
     Returns the output folder (default ``<runs_dir>/sweep``).
     """
     base = _clean(overrides)
+    variants = _variants(r_bayes_values, baselines)
+    methods = list(dict.fromkeys(v["method"] for v in variants))
+    validate_pipeline_overrides(bundle_root, base, methods=methods, where="sweep")
     summaries = []
-    for variant in _variants(r_bayes_values, baselines):
+    for variant in variants:
         logger.info("sweep: %s", variant)
         summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume, publish=False))
     out = Path(output_dir) if output_dir is not None else Path(_defaults(bundle_root, base)["runs_dir"]) / "sweep"

@@ -13,7 +13,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,27 @@ import torch
 from torch import nn
 
 from monai_bayes.bundle.distributed import barrier, is_main_process
-from monai_bayes.bundle.layout import RunLayout, check_method
+from monai_bayes.bundle.layout import RunLayout
 from monai_bayes.handlers.saliency_selection import select_bayesian_weights
-from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
+from monai_bayes.networks.convert import load_stochastic_state_dict, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import format_selection_report, selection_report
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
+from monai_bayes.workflows.methods import METHOD_REGISTRY, method_spec
 from monai_bayes.workflows.sparse_bayes import load_checkpoint, save_checkpoint
 
 __all__ = [
+    "PUBLISHED_EXTRAS",
+    "PUBLISHED_INFO",
+    "PUBLISHED_MEANS",
     "build_network",
+    "load_published_network",
     "posterior_mean_state_dict",
     "publish_model",
-    "published_checkpoint",
+    "published_mc_samples",
+    "read_published_info",
     "run_selection",
+    "split_published_state",
     "training_network",
 ]
 
@@ -44,8 +50,7 @@ logger = logging.getLogger(__name__)
 
 def training_network(network_def: nn.Module, method: str, mc_dropout_p: float = 0.1) -> nn.Module:
     """The network the deterministic training step trains: ``network_def`` (with MC dropout for ``mc_dropout``)."""
-    check_method(method)
-    return to_mc_dropout(network_def, mc_dropout_p) if method == "mc_dropout" else network_def
+    return to_mc_dropout(network_def, mc_dropout_p) if method_spec(method).mc_dropout else network_def
 
 
 def _require(path: str | os.PathLike, what: str) -> Path:
@@ -80,12 +85,13 @@ def run_selection(
 
     Returns the path of the converted checkpoint.
     """
-    check_method(method)
-    if method not in ("sparse_bayes", "full_bayes"):
-        raise ValueError(f"the selection step applies to 'sparse_bayes' and 'full_bayes', not {method!r}.")
+    spec = method_spec(method)
+    if spec.selection is None:
+        with_selection = [m for m, s in METHOD_REGISTRY.items() if s.selection is not None]
+        raise ValueError(f"the selection step applies to {with_selection}, not {method!r}.")
     network = load_checkpoint(network_def, _require(deterministic_checkpoint, "deterministic checkpoint"))
     network.to(torch.device(device))
-    if method == "full_bayes":
+    if spec.selection == "all":
         to_full_bayes(network, include=include, exclude=exclude, sigma_init=sigma_init, prior_sigma=prior_sigma)
         rows = selection_report(network)
     else:
@@ -130,8 +136,7 @@ def build_network(
 
     A checkpoint of another architecture raises ``ValueError`` naming the file.
     """
-    check_method(method)
-    if method == "ensemble":
+    if method_spec(method).deterministic_output == "members":
         if len(member_checkpoints) < 2:
             raise ValueError(f"an ensemble needs >= 2 member checkpoints, got {len(member_checkpoints)}.")
         members = [
@@ -147,6 +152,12 @@ def build_network(
     return network.to(torch.device(device)) if device is not None else network
 
 
+#: file names of a published model under ``<bundle>/models``
+PUBLISHED_MEANS = "model.pt"
+PUBLISHED_EXTRAS = "model_bayes.pt"
+PUBLISHED_INFO = "model.json"
+
+
 def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict of the posterior-mean network: a stochastic checkpoint without its Bayesian
     extras (``*_rho``, ``*_bayes_index``); the means are the ``weight``/``bias`` entries themselves.
@@ -154,37 +165,190 @@ def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch
     return {k: v for k, v in state.items() if not k.endswith(("_rho", "_bayes_index"))}
 
 
-def publish_model(bundle_root: str | os.PathLike, layout: RunLayout) -> Path | None:
-    """Copy a run's final model to ``<bundle>/models/model.pt`` (the MONAI model-zoo place, used by
-    ``inference.json`` and the PACS pipeline), write the posterior-mean weights to
-    ``models/model_mean.pt`` (loads into ``network_def``, for ``ckpt_export``), and record in
-    ``models/model.json`` which run it is. Ensembles (several files) are not published; returns
-    ``None`` for them."""
-    if layout.method == "ensemble":
+def split_published_state(
+    state: dict[str, torch.Tensor], base_keys: Iterable[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split a trained model's state dict into what ``network_def`` loads strictly and the rest.
+
+    Parameters
+    ----------
+    state : dict
+        State dict of the trained (possibly stochastic) network.
+    base_keys : iterable of str
+        ``network_def.state_dict()`` keys of the plain (deterministic) architecture.
+
+    Returns
+    -------
+    tuple of dict
+        ``(means, extras)``: ``means`` has exactly ``base_keys`` (the posterior-mean network: partial-Bayes
+        and BN3 layers keep their means in ``weight``), ``extras`` the stochastic parameters and buffers
+        (``*_rho``, ``*_bayes_index``, BN3 ordering and noise), empty for a deterministic network.
+
+    Raises
+    ------
+    ValueError
+        If ``state`` lacks some of ``base_keys`` (a checkpoint of another architecture).
+    """
+    base = list(base_keys)
+    missing = [k for k in base if k not in state]
+    if missing:
+        raise ValueError(f"the trained model has no entries {missing[:5]} of network_def; another architecture?")
+    keys = set(base)
+    return {k: state[k] for k in base}, {k: v for k, v in state.items() if k not in keys}
+
+
+def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}.")
+    for key in ("state_dict", "network", "model"):  # CheckpointSaver / Ignite layouts
+        if len(state) == 1 and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def publish_model(
+    bundle_root: str | os.PathLike,
+    layout: RunLayout,
+    *,
+    mc_dropout_p: float = 0.1,
+    base_keys: Iterable[str] | None = None,
+) -> Path | None:
+    """Publish a run's final model in ``<bundle>/models`` (the MONAI model-zoo place).
+
+    Writes ``models/model.pt`` -- the posterior-mean weights, which load strictly into ``network_def``
+    (so MONAI's ``ckpt_export network_def --ckpt_file models/model.pt`` and ``verify_net_in_out`` work on
+    it) --, ``models/model_bayes.pt`` -- the stochastic extras (``*_rho``, ``*_bayes_index``; O(k) for k
+    Bayesian weights), only for a stochastic method -- and ``models/model.json`` (run, method, r_bayes,
+    MC-dropout rate), which :func:`load_published_network` reads back. Ensembles (several files) are not
+    published; returns ``None`` for them.
+
+    Parameters
+    ----------
+    bundle_root : str or os.PathLike
+        The bundle folder.
+    layout : RunLayout
+        The run whose ``model_checkpoint`` is published.
+    mc_dropout_p : float
+        Recorded for ``mc_dropout`` runs (the checkpoint holds no dropout state).
+    base_keys : iterable of str, optional
+        ``network_def.state_dict()`` keys; default: every entry except the partial-Bayes extras.
+
+    Returns
+    -------
+    Path or None
+        ``models/model.pt``.
+    """
+    if layout.spec.deterministic_output == "members":
         logger.info("ensembles are not published to models/model.pt (one file per member); use %s", layout.root)
         return None
     models = Path(bundle_root) / "models"
-    target = models / "model.pt"
-    source = _require(layout.model_checkpoint, "model checkpoint")
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-    with atomic_path(models / "model_mean.pt") as tmp:
-        torch.save(posterior_mean_state_dict(torch.load(source, map_location="cpu", weights_only=True)), tmp)
-    info = {"run": layout.run_name, "method": layout.method, "source": str(layout.model_checkpoint)}
-    if layout.method == "sparse_bayes":
+    state = _checkpoint_state(_require(layout.model_checkpoint, "model checkpoint"))
+    if base_keys is None:
+        means = posterior_mean_state_dict(state)
+        extras = {k: v for k, v in state.items() if k not in means}
+    else:
+        means, extras = split_published_state(state, base_keys)
+    info: dict[str, Any] = {"run": layout.run_name, "method": layout.method, "source": str(layout.model_checkpoint)}
+    if layout.spec.uses_r_bayes:
         info["r_bayes"] = layout.r_bayes
-    atomic_write_json(models / "model.json", info)
-    logger.info("published %s as %s", layout.model_checkpoint, target)
-    return target
+    if layout.spec.mc_dropout:
+        info["mc_dropout_p"] = mc_dropout_p
+    _publish(models, means, extras, info)
+    logger.info("published %s as %s", layout.model_checkpoint, models / PUBLISHED_MEANS)
+    return models / PUBLISHED_MEANS
 
 
-def published_checkpoint(bundle_root: str | os.PathLike, layout: RunLayout) -> Path:
-    """``models/model.pt`` if it holds this run's model (per ``models/model.json``), else the run's own checkpoint."""
-    models = Path(bundle_root) / "models"
-    info = _read_json(models / "model.json")
-    if info is not None and info.get("run") == layout.run_name and (models / "model.pt").is_file():
-        return models / "model.pt"
-    return layout.model_checkpoint
+def _publish(
+    models: Path, means: dict[str, torch.Tensor], extras: dict[str, torch.Tensor], info: dict[str, Any]
+) -> None:
+    """Write model.pt, model_bayes.pt (or remove a stale one) and model.json, each atomically."""
+    with atomic_path(models / PUBLISHED_MEANS) as tmp:
+        torch.save(means, tmp)
+    extras_path = models / PUBLISHED_EXTRAS
+    if extras:
+        with atomic_path(extras_path) as tmp:
+            torch.save(extras, tmp)
+        info = {**info, "extras": PUBLISHED_EXTRAS}
+    elif extras_path.is_file():
+        extras_path.unlink()
+    stale = models / "model_mean.pt"  # earlier layout: the means now are model.pt itself
+    if stale.is_file():
+        stale.unlink()
+    atomic_write_json(models / PUBLISHED_INFO, info)
+
+
+def read_published_info(models_dir: str | os.PathLike) -> dict[str, Any]:
+    """``models/model.json`` of a published model; without one, a deterministic model (or partial Bayes,
+    when ``model_bayes.pt`` is there).
+
+    Parameters
+    ----------
+    models_dir : str or os.PathLike
+        The bundle's ``models`` folder.
+
+    Returns
+    -------
+    dict
+        At least ``"method"``.
+    """
+    models = Path(models_dir)
+    info = _read_json(models / PUBLISHED_INFO)
+    if info is None:
+        return {"method": "sparse_bayes" if (models / PUBLISHED_EXTRAS).is_file() else "deterministic"}
+    if not isinstance(info.get("method"), str):
+        raise ValueError(f"{models / PUBLISHED_INFO}: expected a 'method' entry, got {info!r}.")
+    return info
+
+
+def published_mc_samples(models_dir: str | os.PathLike, num_samples: int) -> int:
+    """Monte-Carlo samples for the published model: 1 for a deterministic one, else ``num_samples``."""
+    from monai_bayes.bundle.inference import num_mc_samples
+
+    return num_mc_samples(read_published_info(models_dir)["method"], num_samples)
+
+
+def load_published_network(
+    network_def: nn.Module,
+    models_dir: str | os.PathLike,
+    *,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """The published model of a bundle, ready for Monte-Carlo inference.
+
+    Parameters
+    ----------
+    network_def : nn.Module
+        The plain architecture (converted in place).
+    models_dir : str or os.PathLike
+        The bundle's ``models`` folder (:func:`publish_model`'s layout).
+    device : torch.device or str, optional
+        Where to put the network.
+
+    Returns
+    -------
+    nn.Module
+        ``network_def`` with the means of ``model.pt``, rebuilt to the stochastic structure of
+        ``model_bayes.pt`` (partial/full Bayes) or with MC dropout added, per ``model.json``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing weights, or weights of another architecture.
+    """
+    models = Path(models_dir)
+    info = read_published_info(models)
+    means_path = _require(models / PUBLISHED_MEANS, "published model")
+    state = _checkpoint_state(means_path)
+    extras_path = models / PUBLISHED_EXTRAS
+    if info.get("extras") or extras_path.is_file():
+        state = {**state, **_checkpoint_state(_require(extras_path, "Bayesian extras of the published model"))}
+    network = training_network(network_def, info["method"], float(info.get("mc_dropout_p", 0.1)))
+    try:
+        load_stochastic_state_dict(network, state)
+    except ValueError as err:
+        raise ValueError(f"{means_path}: {err}") from err
+    return network.to(torch.device(device)) if device is not None else network
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -129,6 +129,7 @@ class MonteCarloInferer(Inferer):
         self.activation = activation
         self.output = output
         self.seed = seed
+        self._warned_deterministic = False  # the no-stochastic-layer warning is given once per inferer
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
@@ -142,8 +143,14 @@ class MonteCarloInferer(Inferer):
     ) -> torch.Tensor:
         """Raw network outputs of ``S`` samples, ``(B, S, C, *sp)`` (no activation applied)."""
         module = network if isinstance(network, nn.Module) else None
-        if module is not None and not stochastic_layers(module):
-            logger.warning("MonteCarloInferer: the network has no stochastic layer; all samples will be identical.")
+        warn = module is not None and self.num_samples > 1 and not self._warned_deterministic
+        if warn and not stochastic_layers(module):
+            self._warned_deterministic = True
+            logger.warning(
+                "MonteCarloInferer: the network has no stochastic layer; all %d samples will be identical "
+                "(warned once per inferer).",
+                self.num_samples,
+            )
         # the noise of all S samples is drawn once and sliced per chunk, so the samples do not depend
         # on the chunk size (and an ensemble visits each member once)
         noise = draw_noise(module, self.num_samples, self._generator(inputs.device)) if module is not None else {}

@@ -15,6 +15,7 @@ CLI: ``monai-bayes pacs run`` / ``flush-outbox`` / ``outbox`` / ``ping`` / ``tem
 ``docs/pacs.md``.
 """
 
+from monai_bayes.pacs import _requirements  # noqa: F401  (first: one line naming the missing extra)
 from monai_bayes.pacs.bundle import InferenceBundle, load_inference_bundle
 from monai_bayes.pacs.client import PacsClient, RetryPolicy, SeriesInfo
 from monai_bayes.pacs.credentials import Credentials, redact_url, resolve_credentials

@@ -3,10 +3,11 @@
 Bundle contract (see ``docs/pacs.md``)::
 
     <bundle>/configs/metadata.json        MONAI metadata; "monai_bayes": {"method", "r_bayes", ...}
-    <bundle>/configs/inference.json       bundle_root, device, network_def, network (weights loaded),
-                                          inferer (a MonteCarloInferer), image_preprocessing (optional)
+    <bundle>/configs/inference.json       self-contained: bundle_root, device, network_def, network (weights
+                                          loaded), inferer (a MonteCarloInferer), image_preprocessing (optional)
     <bundle>/configs/inference_dicom.json optional: "pacs_settings" (DicomInferenceSettings)
-    <bundle>/models/model.pt              the checkpoint (hashed into the result fingerprint)
+    <bundle>/models/model.pt              the checkpoint (+ model_bayes.pt / model_nested.pt: the stochastic
+                                          extras; all hashed into the result fingerprint)
 
 :func:`load_inference_bundle` parses the configs with :class:`monai.bundle.ConfigParser`
 (overriding ``bundle_root`` and optionally ``device``), instantiates ``network`` (in eval mode),
@@ -143,12 +144,18 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def _weights_sha256(root: Path) -> str:
-    """Hash of ``models/model.pt``, or of every file under ``models/`` (sorted) if it is absent."""
+    """Hash of the published weights: ``models/model.pt`` alone, or -- when the bundle splits a stochastic
+    model into means and extras (``model_bayes.pt``, ``model_nested.pt``) -- of every ``models/*.pt``
+    (sorted); without ``model.pt``, of every file under ``models/``."""
     models = root / "models"
     main = models / "model.pt"
     if main.is_file():
-        return file_sha256(main)
-    files = sorted(p for p in models.rglob("*") if p.is_file()) if models.is_dir() else []
+        weights = sorted(p for p in models.glob("*.pt") if p.is_file())
+        if weights == [main]:
+            return file_sha256(main)
+        files = weights
+    else:
+        files = sorted(p for p in models.rglob("*") if p.is_file()) if models.is_dir() else []
     if not files:
         raise BundleError(f"{models}: no checkpoint found; expected models/model.pt")
     h = hashlib.sha256()

@@ -1,7 +1,7 @@
 """Training recipes built from MONAI trainers and monai_bayes handlers."""
 
+from monai_bayes.workflows.methods import METHOD_REGISTRY, METHODS, MethodSpec, check_method, method_spec
 from monai_bayes.workflows.sparse_bayes import (
-    METHODS,
     OptimizerSettings,
     RecipeResult,
     load_checkpoint,
@@ -13,9 +13,13 @@ from monai_bayes.workflows.sparse_bayes import (
 
 __all__ = [
     "METHODS",
+    "METHOD_REGISTRY",
+    "MethodSpec",
     "OptimizerSettings",
     "RecipeResult",
+    "check_method",
     "load_checkpoint",
+    "method_spec",
     "save_checkpoint",
     "train_bayesian",
     "train_deterministic",

@@ -49,6 +49,7 @@ from monai_bayes.selection.report import LayerSelection
 from monai_bayes.selection.saliency import ScoreMethod
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
+from monai_bayes.workflows.methods import METHODS, method_spec
 
 __all__ = [
     "METHODS",
@@ -63,7 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
 Loss = nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -305,7 +305,8 @@ def train_sparse_bayes(
 
     Parameters
     ----------
-    method: ``"sparse_bayes"`` (default), ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"``, ``"ensemble"``.
+    method: a key of :data:`~monai_bayes.workflows.methods.METHOD_REGISTRY` (``"sparse_bayes"`` (default),
+        ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"``, ``"ensemble"``); its entry says which steps run.
     output_dir: where step checkpoints go (and are resumed from); ``None`` keeps everything in memory.
     deterministic_epochs: epochs of step 1 (also of MC-dropout and each ensemble member).
     bayes_epochs: epochs of step 3 (partial/full Bayes).
@@ -318,11 +319,10 @@ def train_sparse_bayes(
     :class:`RecipeResult` with the trained network (converted in place), costs per step and the
     selection report.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if method == "sparse_bayes":
+    spec = method_spec(method)
+    if spec.uses_r_bayes:
         check_r_bayes(r_bayes)
-    if ensemble_size < 2 and method == "ensemble":
+    if ensemble_size < 2 and spec.deterministic_output == "members":
         raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}.")
     set_determinism(seed=seed)
     out = Path(output_dir) if output_dir is not None else None
@@ -335,26 +335,23 @@ def train_sparse_bayes(
             result.costs[name] = train_deterministic(net, train_loader, **det_kwargs)
             _save(out, name, net, result)
 
-    if method == "ensemble":
+    if spec.deterministic_output == "members":
         members = [network if m == 0 else _fresh_copy(network, seed + m) for m in range(ensemble_size)]
         for m, member in enumerate(members):
             run_deterministic(member, f"ensemble_member_{m}")
         result.network = DeepEnsemble(members)
         return result
-    if method == "mc_dropout":
+    if spec.mc_dropout:
         to_mc_dropout(network, mc_dropout_p)
-        run_deterministic(network, "mc_dropout")
+    run_deterministic(network, "deterministic" if spec.deterministic_output == "shared" else method)
+    if spec.selection is None:
         return result
 
-    run_deterministic(network, "deterministic")
-    if method == "deterministic":
-        return result
-
-    bayes_name = "full_bayes" if method == "full_bayes" else "sparse_bayes"
+    bayes_name = method
     if out is not None and resume and (out / f"{bayes_name}.pt").is_file():
         _cached(out, bayes_name, resume, network, result)
         return result
-    if method == "full_bayes":
+    if spec.selection == "all":
         to_full_bayes(network, sigma_init=sigma_init, prior_sigma=prior_sigma)
     else:
         network.to(_device(device))

@@ -31,7 +31,7 @@ TINY_ISIC = {
 @pytest.mark.slow
 def test_isic_pipeline_and_inference(tmp_path):
     bundle = tmp_path / "isic_sparse_bayes"
-    shutil.copytree(ISIC_BUNDLE, bundle)  # the shared step configs are symlinks: copied as files
+    shutil.copytree(ISIC_BUNDLE, bundle, symlinks=True)  # copied alone: no link may point out of it
     overrides = dict(TINY_ISIC, runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
     summary = run_pipeline(bundle, overrides)
     assert summary["num_cases"] > 0 and np.isfinite(summary["metrics"]["IoU"]["mean"])
@@ -46,12 +46,29 @@ def test_isic_pipeline_and_inference(tmp_path):
     assert 0.0 <= summary["metrics"]["ECE_pooled"]["mean"] <= 1.0
     assert set(summary["metric_definitions"]) >= {"ThresholdedJaccard", "ECE", "ECE_pooled", "IoU", "Dice"}
     assert summary["metrics"]["GED_rater_diversity"]["mean"] == pytest.approx(0.0)  # one mask per image
-    run_config(bundle, ["inference"], overrides)
+    images = tmp_path / "new_images"  # the held-out images (the cache folder also holds the label files)
+    images.mkdir()
+    for item in datalist_items_of(bundle, overrides)[:4]:
+        shutil.copy(item["image"], images)
+    run_config(bundle, ["inference"], dict(overrides, dataset_dir=str(images), output_dir=str(layout.inference_dir)))
     names = {p.name.rsplit("_", 1)[-1] for p in layout.inference_dir.glob("*.nii.gz")}
     assert names == {"mask.nii.gz", "lesion.nii.gz", "total.nii.gz", "aleatoric.nii.gz", "epistemic.nii.gz"}
 
 
-def test_shared_step_configs_are_the_lidc_ones():
+def datalist_items_of(bundle: Path, overrides: dict) -> list:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "common.json"))
+    parser.update({"bundle_root": str(bundle), **overrides})
+    return parser.get_parsed_content("eval_items")
+
+
+def test_shared_step_configs_are_real_copies_of_the_lidc_ones():
+    """Real files (a zipped bundle keeps them), byte-equal to the LIDC sources; the ISIC-specific ones differ."""
     lidc = ISIC_BUNDLE.parent / "lidc_sparse_bayes" / "configs"
     for name in ("train_deterministic", "select", "train", "evaluate", "pipeline", "sweep"):
-        assert (ISIC_BUNDLE / "configs" / f"{name}.json").read_text() == (lidc / f"{name}.json").read_text()
+        copy = ISIC_BUNDLE / "configs" / f"{name}.json"
+        assert not copy.is_symlink() and copy.read_bytes() == (lidc / f"{name}.json").read_bytes(), name
+    for name in ("common", "inference", "metadata"):
+        assert (ISIC_BUNDLE / "configs" / f"{name}.json").read_bytes() != (lidc / f"{name}.json").read_bytes()

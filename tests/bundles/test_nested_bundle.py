@@ -30,6 +30,7 @@ from monai_bayes.bundle import (
 )
 from monai_bayes.evaluation import WidthSweepResult
 from monai_bayes.layers import nested_layers
+from monai_bayes.networks.nested import extract_width
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED_BUNDLE = REPO / "bundles" / "lidc_nested_unet"
@@ -41,9 +42,11 @@ METRICS = ("ged", "hm_iou", "sample_diversity")
 
 @pytest.fixture
 def nested_bundle(tmp_path) -> Path:
-    """A copy of the bundle (the shared LIDC configs are symlinks: copied as files)."""
+    """A copy of the bundle alone (links kept as links: the folder must not point outside itself)."""
     target = tmp_path / "lidc_nested_unet"
-    shutil.copytree(NESTED_BUNDLE, target, ignore=shutil.ignore_patterns("models", "runs", "cache", "eval"))
+    shutil.copytree(
+        NESTED_BUNDLE, target, symlinks=True, ignore=shutil.ignore_patterns("models", "runs", "cache", "eval")
+    )
     return target
 
 
@@ -54,6 +57,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _tiny_network_def(bundle: Path, overrides: dict) -> torch.nn.Module:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "common.json"))
+    parser.update({"bundle_root": str(bundle), **overrides})
+    return parser.get_parsed_content("network_def")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -79,7 +91,15 @@ def test_nested_pipeline_table_figures_resume_and_cli(nested_bundle, tiny, tmp_p
     assert json.loads(layout.costs_file("train_nested").read_text())["flops_per_step"] > 0
     info = json.loads((nested_bundle / "models" / "model.json").read_text())
     assert info["run"] == "nested_g4" and info["groups"] == GROUPS and info["always_kept"] == 2
-    assert (nested_bundle / "models" / "model.pt").read_bytes() == layout.model_checkpoint.read_bytes()
+    models = nested_bundle / "models"
+    assert (models / info["nested_checkpoint"]).read_bytes() == layout.model_checkpoint.read_bytes()
+    # model.pt: the full-width posterior-mean UNet (loads strictly into network_def, for ckpt_export)
+    bn3 = nested_network(_tiny_network_def(nested_bundle, overrides), GROUPS, checkpoint=layout.model_checkpoint)
+    mean_net = extract_width(bn3, GROUPS)
+    published = torch.load(models / "model.pt", weights_only=True)
+    assert published.keys() == _tiny_network_def(nested_bundle, overrides).state_dict().keys()
+    for key, value in mean_net.state_dict().items():
+        torch.testing.assert_close(published[key], value, rtol=0, atol=0, msg=key)
 
     # table: every (width, S) of BN3 and every S of both baselines, finite values
     rows = _rows(paths["table"])
@@ -263,7 +283,7 @@ def test_progress_passes_and_markdown():
 def test_shared_configs_are_the_lidc_ones():
     for name in ("common.json", "train_deterministic.json", "logging.conf"):
         path = NESTED_BUNDLE / "configs" / name
-        assert path.is_symlink() and path.resolve() == (LIDC_BUNDLE / "configs" / name).resolve(), name
+        assert not path.is_symlink() and path.read_bytes() == (LIDC_BUNDLE / "configs" / name).read_bytes(), name
     meta = json.loads((NESTED_BUNDLE / "configs" / "metadata.json").read_text())
     for key in ("version", "monai_version", "pytorch_version", "task", "description", "network_data_format"):
         assert meta[key], key

@@ -121,3 +121,19 @@ def test_metatensor_batches_keep_their_metadata(partial_unet):
     per_case = decollate_batch({"pred": out})
     assert [d["pred"].meta["filename_or_obj"] for d in per_case] == ["case0.npy", "case1.npy", "case2.npy"]
     torch.testing.assert_close(out.as_tensor(), MonteCarloInferer(4, seed=0)(batch.as_tensor(), partial_unet))
+
+
+def test_no_stochastic_layer_warning_once_per_inferer(caplog):
+    """Issue 13 point 7: a deterministic network is warned about once per inferer, and not for one sample."""
+    net = nn.Conv2d(1, 2, 3, padding=1)
+    x = torch.rand(2, 1, 8, 8)
+    message = "no stochastic layer"
+    with caplog.at_level("WARNING", logger="monai_bayes.inferers.monte_carlo"), torch.no_grad():
+        inferer = MonteCarloInferer(num_samples=3)
+        for _ in range(4):  # e.g. four validation batches
+            inferer(x, net)
+        assert sum(message in r.getMessage() for r in caplog.records) == 1
+        MonteCarloInferer(num_samples=1)(x, net)  # deterministic validation: one sample, nothing to warn about
+        assert sum(message in r.getMessage() for r in caplog.records) == 1
+        MonteCarloInferer(num_samples=2)(x, net)  # another inferer warns again
+        assert sum(message in r.getMessage() for r in caplog.records) == 2

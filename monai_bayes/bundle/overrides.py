@@ -1,0 +1,291 @@
+"""Settings of a pipeline run: every id of every step config is an override, validated before the first step.
+
+MONAI's ``python -m monai.bundle run --config_file configs/pipeline.json --weight_decay 0.5`` adds
+``weight_decay`` to the *pipeline* config. :func:`config_overrides` hands every such entry (everything the
+pipeline config file does not define itself) to the runner, so no config keeps a list of forwarded keys --
+the idea of MONAI's ``PythonicWorkflow`` / ``run_workflow(**kwargs)``, where every keyword reaches the one
+workflow object. :func:`validate_overrides` then checks each override against the step configs it will
+reach, before any step starts:
+
+* the id must exist in ``common`` or one of the step configs (else the nearest valid ids are named);
+* the value must have the type of the config's default (an int for an int, a number for a float, ...;
+  ``$`` expressions and ``@`` references are left to MONAI);
+* ranges and files from :data:`SETTING_RULES` (``num_samples >= 1``, ``0 <= mc_dropout_p < 1``, an existing
+  ``dataset_dir``, a known ``method``, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+from monai_bayes.workflows.methods import check_method
+
+__all__ = ["SETTING_RULES", "config_overrides", "setting_defaults", "validate_overrides"]
+
+#: ids a config may add that are never settings of a step (MONAI's run/initialize/finalize, metadata)
+_WORKFLOW_IDS = frozenset({"_meta_", "run", "initialize", "finalize", "imports"})
+
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "a positive int (>= 1)"
+
+
+def _non_negative_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "an int >= 0"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive_number(value: Any) -> str | None:
+    return None if _number(value) and value > 0 else "a number > 0"
+
+
+def _optional_positive_number(value: Any) -> str | None:
+    return None if value is None or (_number(value) and value > 0) else "null or a number > 0"
+
+
+def _non_negative_number(value: Any) -> str | None:
+    return None if _number(value) and value >= 0 else "a number >= 0"
+
+
+def _probability(value: Any) -> str | None:
+    return None if _number(value) and 0 <= value < 1 else "a number in [0, 1)"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if _number(value) and 0 < value <= 1 else "a number in (0, 1]"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"one of {list(choices)}"
+
+    return check
+
+
+def _method(value: Any) -> str | None:
+    try:
+        check_method(value)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _existing_dir_or_empty(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+        return None
+    if not isinstance(value, str | os.PathLike):
+        return "a folder path (or empty)"
+    return None if Path(value).exists() else "an existing file or folder (or empty); it does not exist"
+
+
+#: range / choice / file checks of named settings; each returns ``None`` or what was expected
+SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
+    "method": _method,
+    "r_bayes": _fraction,
+    "ensemble_size": _positive_int,
+    "member_index": _non_negative_int,
+    "mc_dropout_p": _probability,
+    "seed": _non_negative_int,
+    "fold": _non_negative_int,
+    "num_cases": _positive_int,
+    "patch_size": _positive_int,
+    "num_raters": _positive_int,
+    "batch_size": _positive_int,
+    "num_workers": _non_negative_int,
+    "deterministic_epochs": _positive_int,
+    "bayes_epochs": _positive_int,
+    "optimizer_name": _one_of("sgd", "adam", "adamw"),
+    "lr": _positive_number,
+    "rho_lr": _optional_positive_number,
+    "weight_decay": _non_negative_number,
+    "momentum": _non_negative_number,
+    "num_samples": _positive_int,
+    "eval_samples": _positive_int,
+    "val_samples": _positive_int,
+    "val_interval": _positive_int,
+    "beta_start": _non_negative_number,
+    "beta_end": _non_negative_number,
+    "dataset_dir": _existing_dir_or_empty,
+    "input_dir": _existing_dir_or_empty,
+    "nested_groups": _positive_int,
+    "nested_always_kept": _non_negative_int,
+    "nested_num_samples": _positive_int,
+    "nested_prior_keep": _fraction,
+    "temperature_start": _positive_number,
+    "temperature_min": _positive_number,
+    "temperature_decay": _fraction,
+}
+
+
+def _calling_parser() -> ConfigParser:
+    """The :class:`~monai.bundle.ConfigParser` whose expression is being evaluated up the call stack."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, ConfigParser):
+                return candidate
+            frame = frame.f_back
+    finally:
+        del frame
+    raise RuntimeError("config_overrides() must be called from a bundle config expression ('$...').")
+
+
+def config_overrides(own_config: str | os.PathLike, parser: ConfigParser | None = None) -> dict[str, Any]:
+    """The settings given to a pipeline config on top of its own file (e.g. ``--weight_decay 0.5``).
+
+    Parameters
+    ----------
+    own_config : str or os.PathLike
+        The pipeline / sweep config file; the ids it defines itself are not forwarded.
+    parser : ConfigParser, optional
+        The parser holding the run's config; default: the parser evaluating the calling expression
+        (a config entry ``"$monai_bayes.bundle.config_overrides(...)"``).
+
+    Returns
+    -------
+    dict
+        ``{id: raw value}`` of every top-level entry that the file does not define (values unevaluated:
+        a ``$`` expression is evaluated by the step that receives it).
+
+    Raises
+    ------
+    ValueError
+        If ``own_config`` is missing or not a JSON object.
+    """
+    path = Path(own_config)
+    if not path.is_file():
+        raise ValueError(f"pipeline config {str(path)!r} not found; pass --bundle_root <bundle folder>.")
+    own = ConfigParser.load_config_file(str(path))
+    if not isinstance(own, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(own).__name__}.")
+    config = (parser if parser is not None else _calling_parser()).get()
+    return {k: v for k, v in config.items() if k not in own and k not in _WORKFLOW_IDS}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def setting_defaults(config_files: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """Every top-level id of the given config files with its (raw) default, later files winning.
+
+    Parameters
+    ----------
+    config_files : iterable of str or os.PathLike
+        JSON configs, e.g. ``common.json`` and every step config of a pipeline.
+
+    Returns
+    -------
+    dict
+        ``{id: raw default}`` without MONAI's workflow ids (``run``, ``initialize``, ...).
+    """
+    defaults: dict[str, Any] = {}
+    for f in config_files:
+        defaults.update({k: v for k, v in _read(Path(f)).items() if k not in _WORKFLOW_IDS})
+    return defaults
+
+
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("$", "@", "%"))
+
+
+def _type_error(value: Any, default: Any) -> str | None:
+    """What type was expected, if ``value`` does not have the type of ``default``."""
+    if default is None or _is_expression(default) or _is_expression(value):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an int"
+    if isinstance(default, float):
+        return None if _number(value) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, list):
+        return None if isinstance(value, list | tuple) else "a list"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "a JSON object"
+    return None
+
+
+def _exists(config: Mapping[str, Any], setting_id: str) -> bool:
+    node: Any = config
+    for part in setting_id.replace("::", "#").split("#"):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _nested_default(config: Mapping[str, Any], setting_id: str) -> Any:
+    node: Any = config
+    for part in setting_id.replace("::", "#").split("#"):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def validate_overrides(
+    overrides: Mapping[str, Any], config_files: Iterable[str | os.PathLike], *, where: str = "pipeline"
+) -> None:
+    """Check every override against the configs it will reach, before anything runs.
+
+    Parameters
+    ----------
+    overrides : Mapping
+        ``{id: value}``; ids may be nested (``network_def#channels``).
+    config_files : iterable of str or os.PathLike
+        ``common.json`` and the step configs of the run.
+    where : str
+        Named in the error (``"pipeline"``, ``"sweep"``).
+
+    Raises
+    ------
+    ValueError
+        Listing every unknown id (with the nearest valid ids), every value of the wrong type (with the
+        default's type) and every value out of range or naming a missing file.
+    """
+    files = [Path(f) for f in config_files]
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged.update(_read(f))
+    defaults = setting_defaults(files)
+    problems: list[str] = []
+    for key, value in overrides.items():
+        if key in ("bundle_root",):
+            continue
+        if not _exists(merged, key):
+            near = difflib.get_close_matches(key.split("#")[0], sorted(defaults), n=3, cutoff=0.6)
+            hint = f"; nearest valid: {', '.join(repr(n) for n in near)}" if near else ""
+            problems.append(f"unknown setting {key!r} (not an id of {', '.join(f.name for f in files)}){hint}")
+            continue
+        expected = _type_error(value, _nested_default(merged, key))
+        if expected is None and key in SETTING_RULES and not _is_expression(value):
+            expected = SETTING_RULES[key](value)
+        if expected is not None:
+            problems.append(f"--{key} must be {expected}, got {value!r}")
+    if problems:
+        raise ValueError(f"{where}: invalid settings, nothing was run:\n  " + "\n  ".join(problems))
