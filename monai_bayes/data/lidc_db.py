@@ -261,6 +261,10 @@ class LidcAnnotationDb:
         """Database ids of all scans, ordered by patient id then id."""
         return [r[0] for r in self._con.execute("SELECT id FROM scans ORDER BY patient_id, id")]
 
+    def annotated_scan_ids(self) -> list[int]:
+        """Database ids of the scans with at least one annotation, in id order."""
+        return [r[0] for r in self._con.execute("SELECT DISTINCT scan_id FROM annotations ORDER BY scan_id")]
+
     def __len__(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM scans").fetchone()[0])
 

@@ -499,7 +499,7 @@ def select_scans(db: LidcAnnotationDb, num_scans: int | None, seed: int = 0) -> 
     ValueError
         ``num_scans`` < 1 or more than the annotated scans.
     """
-    ids = [r[0] for r in db._con.execute("SELECT DISTINCT scan_id FROM annotations ORDER BY scan_id")]
+    ids = db.annotated_scan_ids()
     if num_scans is None:
         return [s for s in db.scan_ids() if s in set(ids)]
     if not 1 <= num_scans <= len(ids):
