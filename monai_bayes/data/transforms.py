@@ -126,13 +126,17 @@ class MajorityVoted(MapTransform):
     readers_key
         Key of a length-``R`` sequence of bools (which channels are readers of the structure);
         ``None`` counts all ``R`` channels.
+    readers_fallback
+        What to do when ``readers_key`` is absent from a sample: ``None`` raises; ``"nonempty"``
+        counts the channels whose mask is non-empty in this sample (the only reader information
+        of the LIDC crop pickle and of caches written before the ``readers`` entry existed).
     allow_missing_keys
         Don't raise when a key is absent.
 
     Raises
     ------
     KeyError
-        ``readers_key`` is set but absent from the data.
+        ``readers_key`` is set but absent from the data and there is no ``readers_fallback``.
     ValueError
         ``data[readers_key]`` does not have one entry per channel.
     """
@@ -145,20 +149,28 @@ class MajorityVoted(MapTransform):
         threshold: float = 0.5,
         inclusive: bool = False,
         readers_key: str | None = None,
+        readers_fallback: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if readers_fallback not in (None, "nonempty"):
+            raise ValueError(f"readers_fallback must be None or 'nonempty', got {readers_fallback!r}")
         self.threshold = threshold
         self.inclusive = inclusive
         self.readers_key = readers_key
+        self.readers_fallback = readers_fallback
 
-    def _weights(self, d: Mapping[Hashable, Any], n: int) -> np.ndarray:
+    def _weights(self, d: Mapping[Hashable, Any], x: NdarrayOrTensor) -> np.ndarray:
         """``(R,)`` float: 1 for the channels that vote."""
+        n = int(x.shape[0])
         if self.readers_key is None:
             return np.ones(n)
         if self.readers_key not in d:
+            if self.readers_fallback == "nonempty":
+                flat = x.reshape(n, -1)
+                return np.array([bool((flat[i] != 0).any()) for i in range(n)], dtype=np.float64)
             raise KeyError(f"MajorityVoted: readers_key {self.readers_key!r} is not in the data (keys {list(d)})")
         flags = np.asarray(
             d[self.readers_key].cpu() if isinstance(d[self.readers_key], torch.Tensor) else d[self.readers_key]
@@ -174,7 +186,7 @@ class MajorityVoted(MapTransform):
         for key in self.key_iterator(d):
             x = d[key]
             _check(x, key, type(self).__name__)
-            w = self._weights(d, int(x.shape[0]))
+            w = self._weights(d, x)
             total = max(float(w.sum()), 1.0)
             if isinstance(x, torch.Tensor):
                 wt = torch.as_tensor(w, dtype=torch.float32, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))

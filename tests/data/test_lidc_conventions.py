@@ -174,6 +174,11 @@ def test_majority_readers_key_errors() -> None:
         MajorityVoted("label", readers_key="readers")({"label": lab})
     with pytest.raises(ValueError, match="one per rater"):
         MajorityVoted("label", readers_key="readers")({"label": lab, "readers": [True, False]})
+    with pytest.raises(ValueError, match="readers_fallback"):
+        MajorityVoted("label", readers_key="readers", readers_fallback="all")
+    lab[1, 0, 0] = lab[2, 0, :2] = 1  # two non-empty channels: 1 of 2 marks (0, 1), 2 of 2 mark (0, 0)
+    voted = MajorityVoted("label", threshold=0.5, inclusive=True, readers_key="readers", readers_fallback="nonempty")
+    np.testing.assert_array_equal(voted({"label": lab})["label"][0], (lab[1] | lab[2]).astype(np.uint8))
 
 
 def test_unknown_options_are_named(raw: Path) -> None:
