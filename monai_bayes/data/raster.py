@@ -17,6 +17,16 @@ LIDC ``edgeMap`` elements. On a slice of shape ``(H, W)``:
 
 A single point (LIDC's "nodule < 3 mm" mark) therefore rasterises to that one pixel.
 
+pylidc's rule (the LIDC reader's default, :func:`rasterize_rois_pylidc`)
+-----------------------------------------------------------------------
+pylidc's ``Annotation.boolean_mask()`` tests pixel centres ``(row, col)`` against each outline
+with matplotlib's ``Path.contains_points`` (the crossing test of :func:`points_in_polygon_mpl`;
+points exactly on an edge fall inside or outside by that test's tie rule), then clears the
+outline's own vertices; exclusion outlines clear their inside and their vertices. Outlines with
+fewer than two distinct vertices (the "< 3 mm" centre mark) give an empty mask. The outline
+pixels therefore do *not* belong to the nodule: the LIDC reading instructions put the outline
+just outside the nodule.
+
 :func:`trace_outline` is the inverse used by the synthetic writer: for an 8-connected mask without
 holes, ``rasterize_outline(trace_outline(m), m.shape) == m`` exactly.
 """
@@ -28,7 +38,14 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["mask_to_outlines", "rasterize_outline", "rasterize_rois", "trace_outline"]
+__all__ = [
+    "mask_to_outlines",
+    "points_in_polygon_mpl",
+    "rasterize_outline",
+    "rasterize_rois",
+    "rasterize_rois_pylidc",
+    "trace_outline",
+]
 
 # 8-neighbourhood in clockwise order on screen (row axis pointing down), starting west.
 _DIRS = np.array([(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)])
@@ -128,6 +145,91 @@ def rasterize_rois(
         else:
             excl |= rasterize_outline(xy, shape, True)
     return incl & ~excl
+
+
+def points_in_polygon_mpl(vertices: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Crossing-number point-in-polygon test with matplotlib's tie rules (``Path.contains_points``).
+
+    For each edge ``(x0, y0) -> (x1, y1)`` of the closed polygon, a point ``(tx, ty)`` toggles when
+    ``(y0 >= ty) != (y1 >= ty)`` and ``((y1 - ty)(x0 - x1) >= (x1 - tx)(y0 - y1)) == (y1 >= ty)``
+    (a ray towards +x). With integer inputs every product is exact, so the answer equals
+    matplotlib's voxel for voxel, including points on edges and vertices.
+
+    Parameters
+    ----------
+    vertices : np.ndarray
+        ``(N, 2)`` polygon vertices ``(x, y)``; a repeated closing vertex is dropped. Fewer than two
+        vertices (after dropping) gives all ``False``, as matplotlib does for paths of < 3 vertices.
+    px, py : np.ndarray
+        Broadcastable arrays of the test points' x and y.
+
+    Returns
+    -------
+    np.ndarray
+        Bool array of the broadcast shape of ``px`` and ``py``.
+    """
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
+    if len(v) > 1 and np.array_equal(v[0], v[-1]):
+        v = v[:-1]
+    px, py = np.broadcast_arrays(np.asarray(px, np.float64), np.asarray(py, np.float64))
+    inside = np.zeros(px.shape, dtype=bool)
+    if len(v) < 2:
+        return inside
+    for (x0, y0), (x1, y1) in zip(v, np.roll(v, -1, axis=0)):
+        f0, f1 = y0 >= py, y1 >= py
+        crosses = f0 != f1
+        if not crosses.any():
+            continue
+        hit = ((y1 - py) * (x0 - x1) >= (x1 - px) * (y0 - y1)) == f1
+        inside ^= crosses & hit
+    return inside
+
+
+def rasterize_rois_pylidc(outlines: Iterable[tuple[np.ndarray, bool]], shape: tuple[int, int]) -> np.ndarray:
+    """One reader's mask on one slice by pylidc's rule (module docstring), contour order kept.
+
+    Parameters
+    ----------
+    outlines : iterable of (np.ndarray, bool)
+        ``(ij, inclusion)`` pairs in the reader's order; ``ij`` is ``(N, 2)`` integer
+        ``(row, column)`` (pylidc's order, i.e. the XML's ``(yCoord, xCoord)``).
+    shape : tuple[int, int]
+        ``(H, W)`` of the slice (or of a box whose origin the coordinates are relative to).
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` bool: inclusion insides OR-ed in order, each contour's vertices cleared right
+        after it; then exclusion insides and vertices cleared. Vertices outside ``shape`` are
+        ignored.
+    """
+    outlines = [(np.asarray(ij, dtype=np.int64).reshape(-1, 2), bool(inc)) for ij, inc in outlines]
+    mask = np.zeros(shape, dtype=bool)
+
+    def inside(ij: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
+        # only pixels within the outline's bounding box can be inside (the test is exact)
+        r0, c0 = np.maximum(ij.min(axis=0), 0)
+        r1, c1 = np.minimum(ij.max(axis=0) + 1, shape)
+        box = (slice(int(r0), int(max(r1, r0))), slice(int(c0), int(max(c1, c0))))
+        rows = np.arange(box[0].start, box[0].stop)[:, None]
+        cols = np.arange(box[1].start, box[1].stop)[None, :]
+        return points_in_polygon_mpl(ij, rows, cols), box
+
+    def clear_vertices(ij: np.ndarray) -> None:
+        ok = (ij[:, 0] >= 0) & (ij[:, 0] < shape[0]) & (ij[:, 1] >= 0) & (ij[:, 1] < shape[1])
+        mask[ij[ok, 0], ij[ok, 1]] = False
+
+    for ij, inclusion in outlines:
+        if inclusion:
+            m, box = inside(ij)
+            mask[box] |= m
+            clear_vertices(ij)
+    for ij, inclusion in outlines:
+        if not inclusion:
+            m, box = inside(ij)
+            mask[box] &= ~m
+            clear_vertices(ij)
+    return mask
 
 
 def trace_outline(mask: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ Multi-rater labels carry the raters as channels: ``(R, H, W[, D])``, one binary 
 (empty where a rater did not mark the structure). These transforms reduce them:
 
 * :class:`RandRaterd` — one rater drawn at random per call (training on LIDC, seed 000 §3.3);
-* :class:`MajorityVoted` — the majority vote;
+* :class:`MajorityVoted` — the majority vote (over all raters, or over the readers who marked
+  the nodule: pylidc's ``consensus(clevel=0.5)``);
 * :class:`RaterMeand` — the mean over raters (a soft label in [0, 1]).
 
 Keep all raters for evaluation by copying the stack first, e.g.
@@ -107,6 +108,13 @@ class MajorityVoted(MapTransform):
     ``inclusive=True``). With four raters and the defaults, 3 or 4 votes are needed (a 2–2 tie is
     background); raters who did not mark the structure vote background.
 
+    With ``readers_key`` the fraction is taken over the channels that ``data[readers_key]`` flags
+    (per channel: this reader marked the nodule, e.g. the ``readers`` entry of the LIDC patch
+    cache), not over all ``R``: ``MajorityVoted(threshold=0.5, inclusive=True,
+    readers_key="readers")`` is pylidc's ``consensus(anns, clevel=0.5)``, where a nodule marked by
+    one reader keeps that reader's mask and one marked by two keeps their union. A sample without
+    any flagged reader gives an empty mask.
+
     Parameters
     ----------
     keys
@@ -115,8 +123,22 @@ class MajorityVoted(MapTransform):
         Vote fraction in [0, 1].
     inclusive
         Count a fraction equal to ``threshold`` as foreground.
+    readers_key
+        Key of a length-``R`` sequence of bools (which channels are readers of the structure);
+        ``None`` counts all ``R`` channels.
+    readers_fallback
+        What to do when ``readers_key`` is absent from a sample: ``None`` raises; ``"nonempty"``
+        counts the channels whose mask is non-empty in this sample (the only reader information
+        of the LIDC crop pickle and of caches written before the ``readers`` entry existed).
     allow_missing_keys
         Don't raise when a key is absent.
+
+    Raises
+    ------
+    KeyError
+        ``readers_key`` is set but absent from the data and there is no ``readers_fallback``.
+    ValueError
+        ``data[readers_key]`` does not have one entry per channel.
     """
 
     backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -126,25 +148,53 @@ class MajorityVoted(MapTransform):
         keys: KeysCollection = "label",
         threshold: float = 0.5,
         inclusive: bool = False,
+        readers_key: str | None = None,
+        readers_fallback: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if readers_fallback not in (None, "nonempty"):
+            raise ValueError(f"readers_fallback must be None or 'nonempty', got {readers_fallback!r}")
         self.threshold = threshold
         self.inclusive = inclusive
+        self.readers_key = readers_key
+        self.readers_fallback = readers_fallback
+
+    def _weights(self, d: Mapping[Hashable, Any], x: NdarrayOrTensor) -> np.ndarray:
+        """``(R,)`` float: 1 for the channels that vote."""
+        n = int(x.shape[0])
+        if self.readers_key is None:
+            return np.ones(n)
+        if self.readers_key not in d:
+            if self.readers_fallback == "nonempty":
+                flat = x.reshape(n, -1)
+                return np.array([bool((flat[i] != 0).any()) for i in range(n)], dtype=np.float64)
+            raise KeyError(f"MajorityVoted: readers_key {self.readers_key!r} is not in the data (keys {list(d)})")
+        flags = np.asarray(
+            d[self.readers_key].cpu() if isinstance(d[self.readers_key], torch.Tensor) else d[self.readers_key]
+        ).reshape(-1)
+        if len(flags) != n:
+            raise ValueError(
+                f"MajorityVoted: data[{self.readers_key!r}] has {len(flags)} entries, expected one per rater ({n})"
+            )
+        return flags.astype(bool).astype(np.float64)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             x = d[key]
             _check(x, key, type(self).__name__)
+            w = self._weights(d, x)
+            total = max(float(w.sum()), 1.0)
             if isinstance(x, torch.Tensor):
-                frac = (x != 0).float().mean(dim=0, keepdim=True)
+                wt = torch.as_tensor(w, dtype=torch.float32, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+                frac = ((x != 0).float() * wt).sum(dim=0, keepdim=True) / total
                 vote = frac >= self.threshold if self.inclusive else frac > self.threshold
                 d[key] = vote.to(x.dtype)
             else:
-                frac = (x != 0).mean(axis=0, keepdims=True)
+                frac = ((x != 0) * w.reshape(-1, *([1] * (x.ndim - 1)))).sum(axis=0, keepdims=True) / total
                 vote = frac >= self.threshold if self.inclusive else frac > self.threshold
                 d[key] = vote.astype(x.dtype)
         return d

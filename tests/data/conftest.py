@@ -8,6 +8,7 @@ import pytest
 
 from monai_bayes.data.lidc import prepare_lidc_dataset
 from monai_bayes.data.synthetic import write_lidc_cases
+from monai_bayes.data.synthetic.lidc import SYNTHETIC_READER_CONVENTIONS
 
 #: Small volumes keep the suite fast; the anatomy shrinks to fit the field of view.
 TEST_SHAPE = (24, 160, 160)
@@ -25,8 +26,16 @@ def lidc_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lidc_cache(lidc_raw: Path) -> Path:
-    """The 20 cases converted by the real reader (native spacing, 64² patches)."""
-    return prepare_lidc_dataset(lidc_raw, lidc_raw.parent / "cache", patch_size=64, seed=SEED, show_progress=False)
+    """The 20 cases converted by the real reader (native spacing, 64² patches), under the conventions the
+    generator writes its outlines for."""
+    return prepare_lidc_dataset(
+        lidc_raw,
+        lidc_raw.parent / "cache",
+        patch_size=64,
+        seed=SEED,
+        show_progress=False,
+        **SYNTHETIC_READER_CONVENTIONS,
+    )
 
 
 @pytest.fixture(scope="session")

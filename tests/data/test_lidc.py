@@ -22,6 +22,7 @@ from monai_bayes.data import (
     prepare_lidc_dataset,
 )
 from monai_bayes.data.synthetic import load_lidc_manifest
+from monai_bayes.data.synthetic.lidc import SYNTHETIC_READER_CONVENTIONS
 
 
 def _load(datalist: Path) -> dict:
@@ -100,7 +101,7 @@ def test_nodules_and_readers_grouped_like_the_generator(lidc_raw: Path, lidc_cac
 
 
 def test_resampled_patches_keep_physical_size(lidc_raw: Path) -> None:
-    reader = LIDCReader(lidc_raw)
+    reader = LIDCReader(lidc_raw, **SYNTHETIC_READER_CONVENTIONS)
     scan = reader.read_scan(reader.index()[0])
     from monai_bayes.data.lidc import extract_patches
 
@@ -198,7 +199,9 @@ def test_patient_folds_seeded_and_order_free() -> None:
 
 def test_finished_cache_is_reused(lidc_raw: Path, lidc_cache: Path) -> None:
     before = lidc_cache.stat().st_mtime_ns
-    again = prepare_lidc_dataset(lidc_raw, lidc_cache.parent, patch_size=64, seed=5, show_progress=False)
+    again = prepare_lidc_dataset(
+        lidc_raw, lidc_cache.parent, patch_size=64, seed=5, show_progress=False, **SYNTHETIC_READER_CONVENTIONS
+    )
     assert again == lidc_cache and lidc_cache.stat().st_mtime_ns == before
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from monai_bayes.data import LIDCReader
 from monai_bayes.data.synthetic import load_lidc_manifest, write_lidc_cases
+from monai_bayes.data.synthetic.lidc import SYNTHETIC_READER_CONVENTIONS
 
 SHAPE = (12, 96, 96)
 
@@ -61,6 +62,6 @@ def test_valid_ct_image_storage_with_patient_identity(lidc_small_raw: Path) -> N
 def test_xml_without_namespace_reads_alike(tmp_path: Path) -> None:
     cases = write_lidc_cases(tmp_path / "raw", num_cases=1, seed=8, shape=(16, 128, 128), xml_namespace=None)
     assert 'xmlns="' not in cases[0].xml_path.read_text()
-    reader = LIDCReader(tmp_path / "raw")
+    reader = LIDCReader(tmp_path / "raw", **SYNTHETIC_READER_CONVENTIONS)
     scan = reader.read_scan(reader.index()[0])
     assert len(scan.nodules) == len(cases[0].nodules)

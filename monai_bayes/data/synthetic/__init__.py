@@ -55,7 +55,9 @@ def prepare_synthetic_lidc(
         Further arguments of :func:`write_lidc_cases` (e.g. ``shape``).
     **prepare_kwargs
         Arguments of :func:`~monai_bayes.data.lidc.prepare_lidc_dataset` (``patch_size``,
-        ``pixel_spacing_mm``, ``num_folds``, ``show_progress`` …).
+        ``pixel_spacing_mm``, ``num_folds``, ``show_progress`` …). The reader conventions default
+        to :data:`~monai_bayes.data.synthetic.lidc.SYNTHETIC_READER_CONVENTIONS` (those the
+        generator's outlines are written for), not to pylidc's.
 
     Returns
     -------
@@ -63,10 +65,13 @@ def prepare_synthetic_lidc(
         The datalist JSON of the patch cache.
     """
     from monai_bayes.data.lidc import prepare_lidc_dataset
+    from monai_bayes.data.synthetic.lidc import SYNTHETIC_READER_CONVENTIONS
 
     root = Path(cache_dir)
     write_lidc_cases(root / "lidc_raw", num_cases, seed, **(synth_kwargs or {}))
     prepare_kwargs.setdefault("seed", seed)
+    for key, value in SYNTHETIC_READER_CONVENTIONS.items():
+        prepare_kwargs.setdefault(key, value)
     return prepare_lidc_dataset(root / "lidc_raw", root / "lidc_patches", **prepare_kwargs)
 
 

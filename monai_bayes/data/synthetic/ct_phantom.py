@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ChestGeometry", "NoduleSpec", "make_chest_ct", "nodule_membership", "sample_nodules"]
+__all__ = ["ChestGeometry", "NoduleSpec", "lung_membership", "make_chest_ct", "nodule_membership", "sample_nodules"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -239,6 +239,7 @@ def make_chest_ct(
     calcified: Sequence[NoduleSpec] = (),
     noise_hu: float = 15.0,
     num_vessels: int = 24,
+    t_range: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the phantom.
 
@@ -260,6 +261,9 @@ def make_chest_ct(
         Standard deviation of the correlated noise.
     num_vessels
         Vessel tubes per lung.
+    t_range
+        Relative heights in the chest (0 = lung base, 1 = apex) of the first and last slice; a
+        window cut from a longer scan passes its own part so the lungs keep their size.
 
     Returns
     -------
@@ -275,7 +279,7 @@ def make_chest_ct(
     X, Y = (g.astype(np.float32) for g in np.meshgrid(xs, ys))
     texture = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(1.0, 3.0, 3.0), truncate=3.0)
     texture *= 25.0 / max(texture.std(), 1e-6)
-    hu, lung = _render_anatomy(geom, X, Y, zs, texture)
+    hu, lung = _render_anatomy(geom, X, Y, zs, texture, t_range)
     _add_vessels(rng, hu, lung, geom, (zs, ys, xs), num_vessels)
     truth = _add_nodules(hu, X, Y, xs, ys, zs, dz, nodules, calcified)
     noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma=(0.3, 0.7, 0.7), truncate=3.0)
@@ -283,8 +287,26 @@ def make_chest_ct(
     return hu.astype(np.float32), lung, truth
 
 
+def lung_membership(g: ChestGeometry, X: np.ndarray, Y: np.ndarray, t: float) -> np.ndarray:
+    """Soft lung membership in [0, 1] on the plane at relative height ``t`` (grids ``X``, ``Y`` in mm):
+    the two lung ellipses minus the mediastinum (heart and spine band)."""
+    sc = g.scale
+    m_lung = np.zeros_like(X)
+    for cx, cy, a, b in g.lung_params(t):
+        m_lung = np.maximum(m_lung, _ellipse(X, Y, cx, cy, a, b, 1.2))
+    heart_r = g.heart_r * (0.6 + 0.4 * (1 - t))
+    heart = _ellipse(X, Y, 12 * sc, -18 * sc, heart_r, heart_r * 0.85, 1.0)
+    spine_band = _ellipse(X, Y, 0, 0, 25 * sc, g.body_b * 0.8, 1.0)
+    return m_lung * (1 - np.maximum(heart, spine_band))
+
+
 def _render_anatomy(
-    g: ChestGeometry, X: np.ndarray, Y: np.ndarray, zs: np.ndarray, texture: np.ndarray
+    g: ChestGeometry,
+    X: np.ndarray,
+    Y: np.ndarray,
+    zs: np.ndarray,
+    texture: np.ndarray,
+    t_range: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Body, fat, muscle, ribs, lungs, mediastinum, aortas, spine, sternum; returns (HU, lung membership)."""
     nz, (ny, nx) = len(zs), X.shape
@@ -308,26 +330,19 @@ def _render_anatomy(
         (15.0, ell(0, bb / sc - 16, 7, 7, 0.6)),
     ]
     sternum = ell(0, -bb / sc + 16, 12, 5, 0.6)
-    spine_band = ell(0, 0, 25, bb / sc * 0.8, 1.0)
     ribs = []
     for i in range(len(g.rib_phase)):
         ang = np.pi * (0.15 + 0.7 * (i % 6) / 5) * (1 if i < 6 else -1)
         rx, ry = np.cos(ang) * (ab - g.fat - 7 * sc), np.sin(ang) * (bb - g.fat - 7 * sc)
         ribs.append((ell(rx / sc, ry / sc, 7, 4.5, 0.6), ell(rx / sc, ry / sc, 5, 2.8, 0.6)))
     for k, z in enumerate(zs):
-        t = k / max(nz - 1, 1)
+        t = t_range[0] + (t_range[1] - t_range[0]) * k / max(nz - 1, 1)
         h = body.copy()
         # ribs: intermittent along z, on an ellipse inside the fat layer
         for (outer, inner), ph in zip(ribs, g.rib_phase):
             if np.cos(2 * np.pi * z / g.rib_period + ph) >= 0.3:
                 h = _mix(_mix(h, 650.0, outer), 250.0, inner)
-        # lungs (minus mediastinum)
-        m_lung = np.zeros_like(h)
-        for cx, cy, a, b in g.lung_params(t):
-            m_lung = np.maximum(m_lung, _ellipse(X, Y, cx, cy, a, b, 1.2))
-        heart_r = g.heart_r * (0.6 + 0.4 * (1 - t))
-        m_med = np.maximum(ell(12, -18, heart_r / sc, heart_r / sc * 0.85, 1.0), spine_band)
-        m_lung = m_lung * (1 - m_med)
+        m_lung = lung_membership(g, X, Y, t)
         h = _mix(h, -860.0 + texture[k], m_lung)
         for value, m in overlays:
             h = _mix(h, value, m)

@@ -46,6 +46,7 @@ from monai_bayes.utils.atomic import atomic_write_json, finished_cache, staging_
 
 __all__ = [
     "MANIFEST_NAME",
+    "SYNTHETIC_READER_CONVENTIONS",
     "ReaderModel",
     "SyntheticLidcCase",
     "load_lidc_manifest",
@@ -54,6 +55,11 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 NUM_READERS = 4
+#: :class:`~monai_bayes.data.lidc.LIDCReader` options under which the outlines written here read
+#: back exactly as the simulated readers' masks: the outline pixels belong to the mask (they are
+#: traced from it), "< 3 mm" marks are kept as one pixel, and nodules are grouped by overlap /
+#: centroid distance, one annotation per reader (the generator's own grouping).
+SYNTHETIC_READER_CONVENTIONS: dict[str, Any] = {"mask_rule": "outline", "include_small": True, "grouping": "distance"}
 
 
 @dataclass
