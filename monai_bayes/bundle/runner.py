@@ -24,8 +24,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai_bayes.bundle.distributed import barrier, init_distributed, is_main_process
 from monai_bayes.bundle.layout import RunLayout, check_method
 from monai_bayes.bundle.steps import publish_model
-from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
+from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.visualize import plot_method_comparison
 
 __all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_steps", "run_sweep"]

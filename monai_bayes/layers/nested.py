@@ -244,7 +244,7 @@ def log_uniform_neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
     (a double exponential) the approximation departs from a Monte-Carlo estimate of eq. 16 by up to
     0.18 nats on the fit range ``log α ∈ [-5, 0.5]`` (best constant ``C``), read as
     ``e^{a4}·(a2 + a3 log α)²`` -- the form in the authors' released code -- by at most 0.072 nats; we
-    use the latter (``tests/nested`` checks both numbers).
+    use the latter (``tests/layers/test_nested_math.py`` checks both numbers).
     """
     a1, a2, a3, a4 = EQ17_COEFFICIENTS
     return a1 * torch.exp(-math.exp(a4) * (a2 + a3 * log_alpha) ** 2) - 0.5 * F.softplus(-log_alpha)

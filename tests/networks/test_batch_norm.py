@@ -8,9 +8,9 @@ from ignite.engine import Engine
 from monai.networks.nets import UNet
 from torch import nn
 
-from monai_bayes.handlers import BNRecalibrationHandler, recalibrate_batch_norm
+from monai_bayes.handlers import BNRecalibrationHandler
 from monai_bayes.layers import NestedDropoutConv2d, nested_layers, sampling_mode
-from monai_bayes.networks import extract_width, to_nested
+from monai_bayes.networks import extract_width, recalibrate_batch_norm, to_nested
 
 
 def _batches(n: int, shape=(4, 1, 16, 16), seed: int = 0) -> list[dict[str, torch.Tensor]]:
