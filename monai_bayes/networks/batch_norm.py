@@ -72,13 +72,14 @@ def recalibrate_batch_norm(
     """Re-estimate the running statistics of every batch norm of ``network`` from ``data``.
 
     This is the idea of :func:`torch.optim.swa_utils.update_bn` (reset the statistics, set
-    ``momentum=None`` for a cumulative average, run the data forward); ours differs where
-    stochastic networks need it: ``update_bn`` puts the *whole* model in training mode, so dropout
-    and MC dropout are active and drop activations during the passes, while here only the batch
-    norms train and everything else is in eval mode; the passes run at a fixed nested ``width`` and
-    stochastic ``mode``, under ``no_grad``, for at most ``num_batches`` MONAI dict batches (via
-    ``prepare_batch``; ``update_bn`` takes tensors or ``(input, ...)`` sequences) and with an
-    optional seeded RNG, and every flag, momentum, width and sampling mode is restored afterwards.
+    ``momentum=None`` for a cumulative average, run the data forward without gradients). We do not
+    call it because stochastic networks need more: ``update_bn`` puts the *whole* model in training
+    mode, so its dropout layers drop activations during the passes, while here only the batch norms
+    train and everything else stays in eval mode; the passes run at a fixed nested ``width`` and
+    sampling ``mode``, for at most ``num_batches`` batches, with an optional seeded RNG; batches go
+    through MONAI's ``prepare_batch`` (dict batches; ``update_bn`` takes tensors or ``(input, ...)``
+    sequences); and every module's own train/eval flag, the width and the sampling mode are restored
+    afterwards (``update_bn`` sets the whole model back to the root's flag).
 
     Parameters
     ----------

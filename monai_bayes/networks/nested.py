@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,11 +31,11 @@ from monai_bayes.layers.candidates import ModulePattern, candidate_modules
 from monai_bayes.layers.nested import (
     NestedChannelMask,
     NestedDropoutLayer,
-    WeightNoise,
-    group_boundaries,
+    NestedDropoutOptions,
     nested_dropout_class,
     nested_layers,
 )
+from monai_bayes.layers.nested_math import group_boundaries
 from monai_bayes.networks.channel_flow import analyse_channel_flow, is_plain_sequential, is_tail, out_channels
 
 __all__ = ["to_nested"]
@@ -93,46 +94,60 @@ def _insert_mask_site(model: nn.Module, name: str, layer: NestedDropoutLayer) ->
 
 def to_nested(
     model: nn.Module,
-    groups: int = 32,
+    groups: int | None = None,
     *,
-    always_kept: int = 2,
-    prior_keep: float | Sequence[float] = 0.9,
-    order_init: float | str = 0.95,
-    log_alpha_init: float = -5.0,
-    temperature: float = 1.0,
-    straight_through: bool = False,
-    rescale: bool = True,
-    weight_noise: WeightNoise = "auto",
-    kl_constant: str | float = "nonnegative",
-    remainder: str = "spread",
+    options: NestedDropoutOptions | None = None,
     include: ModulePattern | Sequence[ModulePattern] | None = None,
     exclude: ModulePattern | Sequence[ModulePattern] | None = None,
     exclude_output_layers: bool = True,
     pretrained: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
     inplace: bool = True,
+    **settings: Any,
 ) -> nn.Module:
     """Bayesian nested network (BN3, seed 001) from a (trained) MONAI ``UNet`` / ``BasicUNet`` or any supported net.
 
     Parameters
     ----------
-    model: the network; its conv / transposed conv / linear weights become the means θ.
-    groups: ``G`` ordered channel groups per layer (seed 001: 32). Every converted layer needs at least
-        ``G`` output channels.
-    always_kept, prior_keep, order_init, log_alpha_init, temperature, straight_through, rescale,
-        weight_noise, kl_constant, remainder: see :class:`~monai_bayes.layers.NestedDropoutLayer`.
-    include, exclude: restrict the converted modules by name pattern or type (as in ``to_partial_bayes``).
-    exclude_output_layers: leave the output layers plain and keep residual ties consistent (module
-        docstring). Needs a network the channel interpreter understands; with ``False`` only
-        ``include`` / ``exclude`` decide (and :func:`extract_width` may later refuse the network).
-    pretrained: a state dict or checkpoint path (a plain state dict, or one under ``"state_dict"`` /
+    model : nn.Module
+        The network; its conv / transposed conv / linear weights become the means θ.
+    groups : int, optional
+        ``G`` ordered channel groups per layer (default 32, seed 001). Every converted layer needs at
+        least ``G`` output channels.
+    options : NestedDropoutOptions, optional
+        All layer settings as one object; ``groups`` and keyword ``settings`` override its fields.
+    include, exclude : ModulePattern or sequence of ModulePattern, optional
+        Restrict the converted modules by name pattern or type (as in ``to_partial_bayes``).
+    exclude_output_layers : bool
+        Leave the output layers plain and keep residual ties consistent (module docstring). Needs a
+        network the channel interpreter understands; with ``False`` only ``include`` / ``exclude``
+        decide (and :func:`~monai_bayes.networks.extract_width` may later refuse the network).
+    pretrained : Mapping or str or os.PathLike, optional
+        A state dict or checkpoint path (a plain state dict, or one under ``"state_dict"`` /
         ``"network"`` / ``"model"``) loaded strictly into ``model`` before conversion: θ from trained weights.
-    inplace: convert ``model`` itself (default) or a deep copy.
+    inplace : bool
+        Convert ``model`` itself (default) or a deep copy.
+    **settings : Any
+        Fields of :class:`~monai_bayes.layers.NestedDropoutOptions` (``always_kept``, ``prior_keep``,
+        ``order_init``, ``log_alpha_init``, ``temperature``, ``straight_through``, ``rescale``,
+        ``weight_noise``, ``kl_constant``, ``remainder``), as bundle configs pass them.
 
     Returns
     -------
-    The converted network. Its new parameters are ``<layer>.log_alpha`` (shape of the weight) and
-    ``<layer>.order_logits`` (``K``), its new buffer ``<layer>.prior_keep``; all old keys are unchanged.
+    nn.Module
+        The converted network. Its new parameters are ``<layer>.log_alpha`` (shape of the weight) and
+        ``<layer>.order_logits`` (``K``), its new buffer ``<layer>.prior_keep``; all old keys are unchanged.
+
+    Raises
+    ------
+    ValueError
+        For invalid settings (before anything changes), a network that is already nested, a
+        pretrained state of another network, or a layer with fewer channels than groups.
+    TypeError
+        For an unknown setting.
     """
+    if groups is not None:
+        settings["groups"] = groups
+    options = NestedDropoutOptions.from_options(options, **settings)
     if not inplace:
         model = copy.deepcopy(model)
     if nested_layers(model):
@@ -146,23 +161,11 @@ def to_nested(
         raise ValueError("no conv / linear module is left to make nested (check include / exclude).")
     for name, module in targets.items():  # validate every layer before changing any
         try:
-            group_boundaries(out_channels(module), groups, remainder)
+            group_boundaries(out_channels(module), options.groups, options.remainder)
         except ValueError as err:
             raise ValueError(f"layer {name!r}: {err}") from None
     for name, module in targets.items():
         module.__class__ = nested_dropout_class(type(module))
-        module._init_nested(
-            groups=groups,
-            always_kept=always_kept,
-            prior_keep=prior_keep,
-            order_init=order_init,
-            log_alpha_init=log_alpha_init,
-            temperature=temperature,
-            straight_through=straight_through,
-            rescale=rescale,
-            weight_noise=weight_noise,
-            kl_constant=kl_constant,
-            remainder=remainder,
-        )
+        module._init_nested(options)
         _insert_mask_site(model, name, module)
     return model

@@ -32,8 +32,8 @@ def look_up(name: str, value: str | E, options: type[E]) -> E:
     Raises
     ------
     ValueError
-        ``"<name>: Unsupported option '<value>', Available options are [...]"`` (MONAI's message,
-        with a "did you mean" hint for near misses).
+        ``"<name>: "`` followed by MONAI's message, which names the value, lists the available
+        options and suggests the closest one for a near miss.
     """
     try:
         return look_up_option(value, options)

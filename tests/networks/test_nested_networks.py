@@ -14,6 +14,7 @@ from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import (
     NestedChannelMask,
     NestedDropoutLayer,
+    NestedDropoutOptions,
     StochasticLayer,
     draw_noise,
     fixed_noise,
@@ -157,6 +158,25 @@ def test_to_nested_bad_input():
         to_nested(spread, groups=8)
     with pytest.raises(ValueError, match="does not match the network"):
         to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), groups=4, pretrained={"bogus": torch.zeros(1)})
+    untouched = UNet(2, 1, 2, channels=(8, 16), strides=(2,))
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+        to_nested(untouched, groups=4, temperature=0.0, pretrained={"bogus": torch.zeros(1)})  # before loading
+    with pytest.raises(TypeError, match="unknown nested-dropout option"):
+        to_nested(untouched, groups=4, prior=0.9)
+    assert not nested_layers(untouched)
+
+
+def test_to_nested_takes_an_options_object_or_keywords():
+    options = NestedDropoutOptions(groups=4, always_kept=1, kl_constant="zero_at_infinity")
+    torch.manual_seed(0)
+    a = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), options=options)
+    torch.manual_seed(0)
+    b = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), 4, always_kept=1, kl_constant="zero_at_infinity")
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert {layer.kl_constant for _, layer in nested_layers(a)} == {"zero_at_infinity"}
+    c = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), 2, options=options)  # groups overrides
+    assert {layer.nested_groups for _, layer in nested_layers(c)} == {2}
 
 
 def test_pretrained_state_dict_gives_the_means(tmp_path):
