@@ -241,3 +241,46 @@ def test_elbo_training_step_updates_ordering_and_noise_levels():
     assert ELBOLoss(net, "ce", kl_reduction="parameters").kl_divisor(2) == sum(
         layer.log_alpha.numel() for _, layer in nested_layers(net)
     )
+
+
+class _TwoBranch(nn.Module):
+    """A block the interpreter does not know: ``head(x) + shortcut(x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.shortcut = nn.Conv2d(1, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x) + self.shortcut(x)
+
+
+def test_a_registered_container_walker_teaches_the_interpreter_a_new_block():
+    from monai_bayes.networks import register_container_walker
+    from monai_bayes.networks.channel_flow import CONTAINER_WALKERS, join_name
+
+    net = nn.Sequential(_TwoBranch(), nn.Conv2d(8, 2, 1))
+    with pytest.raises(ValueError, match="cannot follow channels through module '0' of type _TwoBranch"):
+        analyse_channel_flow(net)
+
+    @register_container_walker(_TwoBranch)
+    def _walk(walker, module, name, flow):
+        head = walker.walk(module.head, join_name(name, "head"), flow)
+        shortcut = walker.walk(module.shortcut, join_name(name, "shortcut"), flow)
+        return walker.visitor.combine(name, head, shortcut)
+
+    try:
+        report = analyse_channel_flow(net)
+        assert report.output_layers == {"1"}
+        assert {"0.head.0", "0.shortcut"} in report.ties  # the addition ties both convs
+        nested = to_nested(net, groups=4, always_kept=1, inplace=False)
+        assert {name for name, _ in nested_layers(nested)} == {"0.head.0", "0.shortcut"}
+        x = torch.randn(2, 1, 6, 6)
+        with torch.no_grad(), nested_width(nested, 2), sampling_mode(nested, "mean"):
+            masked = nested(x)
+        small = extract_width(nested, 2)
+        assert small[0].shortcut.out_channels == 4 and small[1].in_channels == 4
+        with torch.no_grad():
+            assert torch.allclose(small(x), masked, atol=TOL)
+    finally:
+        CONTAINER_WALKERS.pop(_TwoBranch)
