@@ -38,7 +38,9 @@ from monai_bayes.layers.nested import nested_layers, nested_width
 from monai_bayes.metrics import PairwiseIoU, compute_pairwise_iou, ged_from_pairwise_iou, hm_iou_from_pairwise_iou
 from monai_bayes.metrics.hungarian import check_hm_iou_options
 from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
+from monai_bayes.uncertainty import Activation
 from monai_bayes.utils.atomic import atomic_path
+from monai_bayes.utils.options import look_up
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = [
@@ -210,8 +212,7 @@ def evaluate_width_sweep(
         (the recalibration passes use ``seed``).
     device: where to run (default: the network's device).
     """
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
+    activation = look_up("activation", activation, Activation).value
     width_list = _check_sweep_args(network, widths, num_samples)
     samples_list = sorted(set(num_samples))
     device = device or next(network.parameters()).device

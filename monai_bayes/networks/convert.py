@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.utils import StrEnum
 from torch import nn
 
 from monai_bayes.layers.base import stochastic_layers
@@ -32,13 +33,24 @@ from monai_bayes.layers.partial import (
     DEFAULT_SIGMA_RELATIVE_SCALE,
     partial_bayes_class,
 )
+from monai_bayes.utils.options import look_up
 
 __all__ = [
+    "DropoutPlacement",
     "to_deterministic",
     "to_full_bayes",
     "to_mc_dropout",
     "to_partial_bayes",
 ]
+
+
+class DropoutPlacement(StrEnum):
+    """Where :func:`to_mc_dropout` puts MC dropout (see its docstring)."""
+
+    AUTO = "auto"
+    EXISTING = "existing"
+    AFTER = "after"
+
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -170,7 +182,7 @@ def to_mc_dropout(
     model: nn.Module,
     p: float = 0.1,
     *,
-    placement: str = "auto",
+    placement: DropoutPlacement | str = DropoutPlacement.AUTO,
     channel_wise: bool = False,
     include: ModulePattern | Sequence[ModulePattern] | None = None,
     exclude: ModulePattern | Sequence[ModulePattern] | None = None,
@@ -196,12 +208,11 @@ def to_mc_dropout(
     """
     if not 0.0 <= float(p) < 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}.")
-    if placement not in ("auto", "existing", "after"):
-        raise ValueError(f"placement must be 'auto', 'existing' or 'after', got {placement!r}.")
+    placement = look_up("placement", placement, DropoutPlacement)
     model = _maybe_copy(model, inplace)
     if placement == "auto":
         has_dropout = any(type(m) in _DROPOUT_TYPES for m in model.modules())
-        placement = "existing" if has_dropout else "after"
+        placement = DropoutPlacement.EXISTING if has_dropout else DropoutPlacement.AFTER
     if placement == "existing":
         targets = candidate_modules(model, include, exclude, supported=_DROPOUT_TYPES, what="MC dropout")
         if not targets:

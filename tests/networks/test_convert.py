@@ -238,3 +238,5 @@ def test_mc_dropout_bad_p_and_placement():
         to_mc_dropout(_unet(2), p=1.0)
     with pytest.raises(ValueError, match="no dropout module"):
         to_mc_dropout(_resnet(2), p=0.1, placement="existing")
+    with pytest.raises(ValueError, match=r"(?s)placement: .*'before'(?=.*'existing')(?=.*'after')"):
+        to_mc_dropout(_unet(2), p=0.1, placement="before")
