@@ -35,7 +35,18 @@ logger = logging.getLogger(__name__)
 
 
 def batch_norm_layers(network: nn.Module) -> list[tuple[str, _BatchNorm]]:
-    """Batch norms of ``network`` that keep running statistics, as ``(name, module)``."""
+    """Batch norms of ``network`` that keep running statistics.
+
+    Parameters
+    ----------
+    network : nn.Module
+        Any network.
+
+    Returns
+    -------
+    list of (str, _BatchNorm)
+        ``(qualified name, module)`` in module order.
+    """
     return [(n, m) for n, m in network.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 

@@ -82,14 +82,50 @@ _PASSTHROUGH_MODULES = ("torch.nn.modules.activation", "torch.nn.modules.pooling
 
 
 def is_conv_like(module: nn.Module) -> bool:
+    """Whether ``module`` is a conv / transposed conv / linear layer (or a stochastic variant of one).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module to classify.
+
+    Returns
+    -------
+    bool
+        The answer.
+    """
     return isinstance(module, SUPPORTED_TYPES)
 
 
 def is_plain_sequential(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Sequential`` that keeps ``nn.Sequential.forward``.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module to classify.
+
+    Returns
+    -------
+    bool
+        The answer.
+    """
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
 def is_channel_norm(module: nn.Module) -> bool:
+    """Whether ``module`` normalises each channel on its own (batch / instance norm).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module to classify.
+
+    Returns
+    -------
+    bool
+        The answer.
+    """
     return isinstance(module, (_BatchNorm, _InstanceNorm))
 
 
@@ -110,7 +146,18 @@ def _is_passthrough(module: nn.Module) -> bool:
 
 
 def is_tail(module: nn.Module) -> bool:
-    """Part of the norm / dropout / activation run after a conv (e.g. MONAI ``ADN``)."""
+    """Whether ``module`` belongs to the norm / dropout / activation run after a conv (e.g. MONAI ``ADN``).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module to classify.
+
+    Returns
+    -------
+    bool
+        The answer.
+    """
     if is_channel_norm(module) or isinstance(module, nn.PReLU):
         return True
     if is_plain_sequential(module):
@@ -119,20 +166,64 @@ def is_tail(module: nn.Module) -> bool:
 
 
 def in_channels(module: nn.Module) -> int:
+    """Input channels (features for ``Linear``) of a conv-like module.
+
+    Parameters
+    ----------
+    module : nn.Module
+        A conv / transposed conv / linear module.
+
+    Returns
+    -------
+    int
+        ``in_channels`` or ``in_features``.
+    """
     return module.in_features if isinstance(module, nn.Linear) else module.in_channels
 
 
 def out_channels(module: nn.Module) -> int:
+    """Output channels (features for ``Linear``) of a conv-like module.
+
+    Parameters
+    ----------
+    module : nn.Module
+        A conv / transposed conv / linear module.
+
+    Returns
+    -------
+    int
+        ``out_channels`` or ``out_features``.
+    """
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def join_name(prefix: str, name: str) -> str:
+    """Qualified module name ``prefix.name`` (``name`` alone at the root).
+
+    Parameters
+    ----------
+    prefix : str
+        Qualified name of the parent (``""`` for the root).
+    name : str
+        Name of the child.
+
+    Returns
+    -------
+    str
+        The child's qualified name, as in ``model.named_modules()``.
+    """
     return f"{prefix}.{name}" if prefix else name
 
 
 # ----------------------------------------------------------------------------------------- interpreter
 class ChannelVisitor:
-    """What the channel interpreter does at each kind of node; a flow is a list with one item per channel."""
+    """What the channel interpreter does at each kind of node.
+
+    A *flow* is a list with one item per channel of the tensor at that point; each method receives the
+    node's qualified name, the module and the incoming flow and returns the outgoing flow. Subclasses
+    choose the items (producer names in :func:`analyse_channel_flow`, kept / dropped states in
+    :func:`~monai_bayes.networks.extract_width`).
+    """
 
     def conv(self, name: str, module: nn.Module, flow: list) -> list:
         raise NotImplementedError
@@ -151,13 +242,41 @@ class ChannelVisitor:
 
 
 class ChannelWalker:
-    """Follows the channels of a tensor through a network's forward, structurally (no forward pass)."""
+    """Follows the channels of a tensor through a network's forward, structurally (no forward pass).
+
+    Parameters
+    ----------
+    visitor : ChannelVisitor
+        What happens at each node.
+    """
 
     def __init__(self, visitor: ChannelVisitor) -> None:
         self.visitor = visitor
         self._visited: set[int] = set()
 
     def walk(self, module: nn.Module, name: str, flow: list) -> list:
+        """The flow after ``module`` for the incoming ``flow``.
+
+        Parameters
+        ----------
+        module : nn.Module
+            A layer, a known channel-wise module, a plain ``nn.Sequential`` or a registered container.
+        name : str
+            Qualified name of ``module`` (``""`` for the root).
+        flow : list
+            One item per incoming channel.
+
+        Returns
+        -------
+        list
+            One item per outgoing channel.
+
+        Raises
+        ------
+        ValueError
+            For a module the interpreter does not know, a module used twice, or channel counts that do
+            not match the module.
+        """
         if isinstance(module, NestedChannelMask):
             return self.visitor.mask_site(name, module, flow)
         if is_conv_like(module):
@@ -301,9 +420,11 @@ class ChannelFlowReport:
 
     Attributes
     ----------
-    output_layers: names of the conv / linear modules whose channels reach the network output without
-        another conv in between (``"<input>"`` if input channels do).
-    ties: groups of module names whose outputs are added (residual units, ``SkipConnection`` add/mul);
+    output_layers : set of str
+        Names of the conv / linear modules whose channels reach the network output without another
+        conv in between (``"<input>"`` if input channels do).
+    ties : list of set of str
+        Groups of module names whose outputs are added (residual units, ``SkipConnection`` add/mul);
         ``"<input>"`` stands for the network input.
     """
 
@@ -349,9 +470,22 @@ class _ProvenanceVisitor(ChannelVisitor):
 
 
 def analyse_channel_flow(model: nn.Module) -> ChannelFlowReport:
-    """Output layers and residual ties of ``model`` (see :class:`ChannelFlowReport`); no forward pass is run.
+    """Output layers and residual ties of ``model``; no forward pass is run.
 
-    Raises ``ValueError`` for modules the interpreter does not know (module docstring).
+    Parameters
+    ----------
+    model : nn.Module
+        A network the interpreter can follow (module docstring).
+
+    Returns
+    -------
+    ChannelFlowReport
+        Output layers and groups of layers tied by additions.
+
+    Raises
+    ------
+    ValueError
+        For modules the interpreter does not know.
     """
     visitor = _ProvenanceVisitor()
     out = ChannelWalker(visitor).walk(model, "", [frozenset({INPUT})] * input_channels(model))

@@ -24,10 +24,25 @@ __all__ = ["bayes_masks_from_state_dict", "load_checkpoint", "load_stochastic_st
 
 
 def bayes_masks_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Boolean masks ``{param name: mask}`` of the Bayesian entries stored in a partial-Bayes checkpoint.
+    """Boolean masks of the Bayesian entries stored in a partial-Bayes checkpoint.
 
-    Raises ``ValueError`` if an index in the checkpoint does not fit the model's parameter (a
-    checkpoint from another network).
+    Parameters
+    ----------
+    model : nn.Module
+        The network the checkpoint belongs to (deterministic or converted).
+    state_dict : Mapping of str to torch.Tensor
+        The checkpoint; ``<param>_bayes_index`` (empty for a fully Bayesian parameter) and
+        ``<param>_rho`` mark the Bayesian entries.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``{parameter name: bool mask shaped like the parameter}``; empty for a deterministic checkpoint.
+
+    Raises
+    ------
+    ValueError
+        If an index or ρ in the checkpoint does not fit the model's parameter (a checkpoint of another network).
     """
     params = dict(model.named_parameters())
     masks: dict[str, torch.Tensor] = {}
@@ -57,10 +72,27 @@ def bayes_masks_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch
 
 
 def load_stochastic_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a (partial/full-Bayes or deterministic) checkpoint into a deterministic ``model``.
+    """Load a (partial/full-Bayes or deterministic) checkpoint into ``model``.
 
-    If the checkpoint holds Bayesian entries, ``model`` is first converted (in place) to the same
-    partial-Bayes structure; then the state is loaded strictly. Errors name the mismatching keys.
+    If the checkpoint holds Bayesian entries and ``model`` is still deterministic, it is first converted
+    (in place) to the same partial-Bayes structure; then the state is loaded strictly.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (modified in place).
+    state_dict : Mapping of str to torch.Tensor
+        The checkpoint's state dict.
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+
+    Raises
+    ------
+    ValueError
+        Naming the mismatching keys, if the checkpoint belongs to another network.
     """
     masks = bayes_masks_from_state_dict(model, state_dict)
     if masks and not any(isinstance(m, PartialBayesLayer) for m in model.modules()):

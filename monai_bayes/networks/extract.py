@@ -184,16 +184,25 @@ def extract_width(model: nn.Module, width: int) -> nn.Module:
 
     Parameters
     ----------
-    model: a network converted by :func:`to_nested` (not modified; a deep copy is sliced).
-    width: number of kept groups, an int in ``[1, G]``.
+    model : nn.Module
+        A network converted by :func:`~monai_bayes.networks.to_nested` (not modified; a deep copy is sliced).
+    width : int
+        Number of kept groups, in ``[1, G]``.
 
     Returns
     -------
-    A network of the same class with narrower modules and no monai_bayes layers. Its output equals
-    ``model``'s in mean mode at ``width`` (:func:`~monai_bayes.layers.nested_width` +
-    ``sampling_mode(model, "mean")``), batch norms included (their running statistics are sliced, so
-    recalibrate them at that width first: :func:`~monai_bayes.networks.recalibrate_batch_norm`).
-    Container attributes such as ``UNet.channels`` still describe the full network.
+    nn.Module
+        A network of the same class with narrower modules and no monai_bayes layers. Its output equals
+        ``model``'s in mean mode at ``width`` (:func:`~monai_bayes.layers.nested_width` +
+        ``sampling_mode(model, "mean")``), batch norms included (their running statistics are sliced, so
+        recalibrate them at that width first: :func:`~monai_bayes.networks.recalibrate_batch_norm`).
+        Container attributes such as ``UNet.channels`` still describe the full network.
+
+    Raises
+    ------
+    ValueError
+        For a network without nested layers, a bad ``width``, or a network whose width-``w`` version is
+        not a slice of the full one (group norm, a nested output layer, unreached nested layers).
     """
     layers = nested_layers(model)
     if not layers:
