@@ -79,8 +79,8 @@ def check_lidc_bundle(book: nbformat.NotebookNode, work: Path) -> None:
     dice = float(re.search(r"^Dice\s+([0-9.]+) ±", printed, re.M)[1])
     assert dice == pytest.approx(summary["metrics"]["Dice"]["mean"], abs=5e-5) and 0 <= dice <= 1
     assert f"Bayesian parameters: {bayes} of" in printed
-    n_cases = int(re.match(r"(\d+) cases;", _text(_cell(book, "publish_model(bundle, layout)")))[1])
-    assert n_cases == summary["num_cases"] == len(list(layout.inference_dir.glob("*_total.nii.gz")))
+    n_cases = int(re.search(r"^(\d+) cases;", _text(_cell(book, "publish_model(bundle, layout)")), re.M)[1])
+    assert n_cases >= 1 and n_cases == len(list(layout.inference_dir.glob("*_total.nii.gz")))
     assert _images(book) == 2  # cases.png and reliability.png
 
 
