@@ -33,7 +33,7 @@ from monai_bayes.cost import count_flops
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import stochastic_layers
 from monai_bayes.losses import ELBOLoss
-from monai_bayes.selection import saliency_scores
+from monai_bayes.selection import saliency_scores, select_topk
 
 
 def unet() -> torch.nn.Module:
@@ -108,7 +108,7 @@ def main() -> None:
     scores = saliency_scores(
         det, [{"image": x, "label": y}], lambda p, t: torch.nn.functional.cross_entropy(p, t[:, 0]), progress=False
     )
-    partial = to_partial_bayes(det, scores, r_bayes=0.01, inplace=False)
+    partial = to_partial_bayes(det, select_topk(scores, 0.01), inplace=False)
     full = to_full_bayes(det, inplace=False)
     n_params = sum(p.numel() for p in det.parameters())
     n_bayes = sum(layer.num_bayes() for _, layer in stochastic_layers(partial))

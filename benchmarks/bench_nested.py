@@ -40,10 +40,9 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from monai_bayes.evaluation import SWEEP_METRICS, evaluate_width_sweep, write_width_sweep_report
-from monai_bayes.handlers import recalibrate_batch_norm
 from monai_bayes.layers import nested_layers, set_nested_temperature
 from monai_bayes.losses import ELBOLoss
-from monai_bayes.networks import extract_width, to_nested
+from monai_bayes.networks import extract_width, recalibrate_batch_norm, to_nested
 
 
 # ----------------------------------------------------------------------------------------- data

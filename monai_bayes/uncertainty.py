@@ -20,9 +20,10 @@ Two output conventions (``activation``):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
+from monai.utils import StrEnum
+
+from monai_bayes.utils.options import look_up
 
 __all__ = [
     "Activation",
@@ -34,12 +35,16 @@ __all__ = [
     "uncertainty_maps",
 ]
 
-Activation = Literal["softmax", "sigmoid"]
+
+class Activation(StrEnum):
+    """How the network's channels turn into probabilities (module docstring)."""
+
+    SOFTMAX = "softmax"
+    SIGMOID = "sigmoid"
 
 
-def _check(probs: torch.Tensor, activation: str) -> None:
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
+def _check(probs: torch.Tensor, activation: Activation | str) -> None:
+    look_up("activation", activation, Activation)
     if probs.dim() < 3:
         raise ValueError(f"probs must have shape (B, S, C, *spatial), got {tuple(probs.shape)}.")
 
@@ -49,30 +54,29 @@ def predictive_mean(probs: torch.Tensor) -> torch.Tensor:
     return probs.mean(dim=1)
 
 
-def entropy(p: torch.Tensor, activation: Activation = "softmax", channel_dim: int = 1) -> torch.Tensor:
+def entropy(p: torch.Tensor, activation: Activation | str = Activation.SOFTMAX, channel_dim: int = 1) -> torch.Tensor:
     """Entropy in nats of categorical (``softmax``, summed over ``channel_dim``, kept as size 1) or
     per-channel Bernoulli (``sigmoid``) probabilities ``p``."""
+    activation = look_up("activation", activation, Activation)
     if activation == "softmax":
         return -torch.special.xlogy(p, p).sum(dim=channel_dim, keepdim=True)
-    if activation == "sigmoid":
-        q = 1.0 - p
-        return -(torch.special.xlogy(p, p) + torch.special.xlogy(q, q))
-    raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
+    q = 1.0 - p  # sigmoid
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(q, q))
 
 
-def predictive_entropy(probs: torch.Tensor, activation: Activation = "softmax") -> torch.Tensor:
+def predictive_entropy(probs: torch.Tensor, activation: Activation | str = Activation.SOFTMAX) -> torch.Tensor:
     """Total uncertainty ``H[p̄]``. ``probs``: ``(B, S, C, *sp)`` → ``(B, 1 or C, *sp)``."""
     _check(probs, activation)
     return entropy(predictive_mean(probs), activation, channel_dim=1)
 
 
-def expected_entropy(probs: torch.Tensor, activation: Activation = "softmax") -> torch.Tensor:
+def expected_entropy(probs: torch.Tensor, activation: Activation | str = Activation.SOFTMAX) -> torch.Tensor:
     """Aleatoric uncertainty ``E_s[H[p_s]]``. ``probs``: ``(B, S, C, *sp)`` → ``(B, 1 or C, *sp)``."""
     _check(probs, activation)
     return entropy(probs, activation, channel_dim=2).mean(dim=1)
 
 
-def mutual_information(probs: torch.Tensor, activation: Activation = "softmax") -> torch.Tensor:
+def mutual_information(probs: torch.Tensor, activation: Activation | str = Activation.SOFTMAX) -> torch.Tensor:
     """Epistemic uncertainty ``H[p̄] − E_s[H[p_s]]``, clamped at 0 against round-off.
 
     ``probs``: ``(B, S, C, *sp)`` → ``(B, 1 or C, *sp)``.
@@ -80,7 +84,7 @@ def mutual_information(probs: torch.Tensor, activation: Activation = "softmax") 
     return uncertainty_maps(probs, activation)["epistemic"]
 
 
-def uncertainty_maps(probs: torch.Tensor, activation: Activation = "softmax") -> dict[str, torch.Tensor]:
+def uncertainty_maps(probs: torch.Tensor, activation: Activation | str = Activation.SOFTMAX) -> dict[str, torch.Tensor]:
     """All four summaries at once (each entropy computed once).
 
     Parameters

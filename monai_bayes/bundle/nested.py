@@ -32,17 +32,17 @@ import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from torch import nn
-from tqdm import tqdm
 
 from monai_bayes.bundle.layout import RunLayout
 from monai_bayes.bundle.overrides import validate_overrides
 from monai_bayes.bundle.runner import PipelineStep, _clean, bundle_config, run_steps
 from monai_bayes.evaluation.nested import SWEEP_METRICS, WidthSweepResult, write_width_sweep_report
-from monai_bayes.handlers.progress import stderr_is_terminal
 from monai_bayes.layers.nested import nested_layers, set_nested_width
-from monai_bayes.networks.nested import extract_width, to_nested
+from monai_bayes.networks.checkpoint import load_checkpoint
+from monai_bayes.networks.extract import extract_width
+from monai_bayes.networks.nested import to_nested
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
-from monai_bayes.workflows.sparse_bayes import load_checkpoint
+from monai_bayes.utils.progress import progress_bar
 
 __all__ = [
     "DEFAULT_WIDTH_FRACTIONS",
@@ -251,8 +251,7 @@ class ProgressPasses:
         if self.labels:
             desc = f"{desc} {self.labels[index % len(self.labels)]} ({index % len(self.labels) + 1}/{len(self.labels)})"
         total = len(self.data) if hasattr(self.data, "__len__") else None  # type: ignore[arg-type]
-        quiet = not stderr_is_terminal()
-        yield from tqdm(self.data, desc=desc.strip(), total=total, leave=False, dynamic_ncols=True, disable=quiet)
+        yield from progress_bar(self.data, desc=desc.strip(), total=total, leave=False, dynamic_ncols=True)
 
 
 def _fmt(mean: float, std: float) -> str:

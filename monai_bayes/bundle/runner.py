@@ -25,8 +25,9 @@ from monai_bayes.bundle.distributed import barrier, init_distributed, is_main_pr
 from monai_bayes.bundle.layout import RunLayout
 from monai_bayes.bundle.overrides import setting_defaults, validate_overrides
 from monai_bayes.bundle.steps import publish_model
-from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
+from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.visualize import plot_method_comparison
 from monai_bayes.workflows.methods import check_method, method_spec
 

@@ -22,13 +22,13 @@ from torch import nn
 
 from monai_bayes.bundle.distributed import barrier, is_main_process
 from monai_bayes.bundle.layout import RunLayout
-from monai_bayes.handlers.saliency_selection import select_bayesian_weights
-from monai_bayes.networks.convert import load_stochastic_state_dict, to_full_bayes, to_mc_dropout
+from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
+from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import format_selection_report, selection_report
+from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
 from monai_bayes.workflows.methods import METHOD_REGISTRY, method_spec
-from monai_bayes.workflows.sparse_bayes import load_checkpoint, save_checkpoint
 
 __all__ = [
     "PUBLISHED_EXTRAS",

@@ -203,21 +203,21 @@ def index_dicom_tree(
     report
         Unreadable files are recorded here as skipped; without a report they raise.
     show_progress
-        Show a tqdm bar while reading headers.
+        Show a progress bar while reading headers (on a terminal only).
 
     Returns
     -------
     dict
         ``{series_uid: DicomSeriesIndex}``.
     """
-    from tqdm.auto import tqdm
+    from monai_bayes.utils.progress import progress_bar
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     files, _ = _list_dicom_files(root, recursive=True)
     out: dict[str, DicomSeriesIndex] = {}
-    for p in tqdm(files, desc="indexing DICOM", unit="file", disable=not show_progress):
+    for p in progress_bar(files, desc="indexing DICOM", unit="file", enabled=None if show_progress else False):
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
             uid = str(ds.SeriesInstanceUID)

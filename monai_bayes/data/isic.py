@@ -264,7 +264,7 @@ def prepare_isic_dataset(
     overwrite
         Replace a different existing cache.
     show_progress
-        tqdm bar.
+        progress bar (drawn on a terminal only).
 
     Returns
     -------
@@ -274,7 +274,7 @@ def prepare_isic_dataset(
     """
     import json
 
-    from tqdm.auto import tqdm
+    from monai_bayes.utils.progress import progress_bar
 
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
     on_error = check_on_error(on_error)
@@ -296,7 +296,7 @@ def prepare_isic_dataset(
     with staging_dir(cache_dir, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         datalist: dict[str, Any] = {"name": "isic2018", "config": config, "official_split": pairs["official"]}
-        bar = tqdm(total=total, desc="ISIC images", unit="img", disable=not show_progress)
+        bar = progress_bar(total=total, desc="ISIC images", unit="img", enabled=None if show_progress else False)
         for split in SPLITS:
             items = []
             for p in pairs.get(split, []):

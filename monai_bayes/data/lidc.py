@@ -511,7 +511,7 @@ class LIDCReader:
     on_error
         ``"raise"`` on the first bad scan, or ``"skip"`` it and list it in :attr:`report`.
     show_progress
-        tqdm bars.
+        progress bars (drawn on a terminal only).
     """
 
     def __init__(
@@ -761,7 +761,7 @@ def prepare_lidc_dataset(
     overwrite
         Replace an existing cache built with other settings.
     show_progress
-        tqdm bar over scans.
+        progress bar over scans (drawn on a terminal only).
 
     Returns
     -------
@@ -771,7 +771,7 @@ def prepare_lidc_dataset(
         (``(1, P, P)`` float32 .npy), ``label`` (``(R, P, P)`` uint8 .npy), ``fold``,
         ``patient_id``, ``series_uid``, ``nodule_id``, ``slice_index``, ``z_mm``, ``raters``….
     """
-    from tqdm.auto import tqdm
+    from monai_bayes.utils.progress import progress_bar
 
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
     config = {
@@ -806,7 +806,7 @@ def prepare_lidc_dataset(
         raise DataFormatError("no annotated CT series (DICOM + LidcReadMessage XML) found", raw_dir)
     with staging_dir(cache_dir, overwrite=True if overwrite else _stale_ok(cache_dir)) as tmp:
         items: list[dict[str, Any]] = []
-        for entry in tqdm(entries, desc="LIDC scans", unit="scan", disable=not show_progress):
+        for entry in progress_bar(entries, desc="LIDC scans", unit="scan", enabled=None if show_progress else False):
             scan = reader.try_read_scan(entry)
             if scan is None:
                 continue

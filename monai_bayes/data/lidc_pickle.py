@@ -214,7 +214,7 @@ def convert_lidc_pickle(
         ``cache_dir/datalist.json`` (same schema as the raw-DICOM conversion; ``nodule_id`` is the
         pickle key, ``slice_index`` / ``z_mm`` are ``None``).
     """
-    from tqdm.auto import tqdm
+    from monai_bayes.utils.progress import progress_bar
 
     path, cache_dir = Path(path), Path(cache_dir)
     config = {
@@ -237,7 +237,9 @@ def convert_lidc_pickle(
     num_raters = max(len(r["masks"]) for r in records)
     with staging_dir(cache_dir, overwrite=overwrite) as tmp:
         items = []
-        for i, r in enumerate(tqdm(records, desc="LIDC pickle", unit="patch", disable=not show_progress)):
+        for i, r in enumerate(
+            progress_bar(records, desc="LIDC pickle", unit="patch", enabled=None if show_progress else False)
+        ):
             label = np.zeros((num_raters, *r["image"].shape), dtype=np.uint8)
             label[: len(r["masks"])] = r["masks"]
             patch = LidcPatch(

@@ -122,7 +122,13 @@ def load_datalist(datalist: str | os.PathLike[str] | Mapping[str, Any]) -> tuple
 
 
 def resolve_paths(items: Iterable[Mapping[str, Any]], base_dir: str | os.PathLike[str] | None) -> list[dict[str, Any]]:
-    """Copies of ``items`` with relative ``image`` / ``label`` paths joined to ``base_dir``."""
+    """Copies of ``items`` with relative ``image`` / ``label`` paths joined to ``base_dir``.
+
+    :func:`monai.data.load_decathlon_datalist` does this for datalist *files*; it is not used here
+    because it also rewrites every other string field that happens to name an existing path under
+    ``base_dir`` (its ``check_path=True`` for non-image keys; our items carry patient and case ids that
+    must stay as written), normalises the paths, and cannot take an already loaded datalist dict.
+    """
     out = []
     for it in items:
         it = dict(it)

@@ -9,11 +9,13 @@ from monai_bayes.evaluation.nested import (
     write_width_sweep_report,
     write_width_sweep_table,
 )
+from monai_bayes.evaluation.tables import metric_table_rows
 
 __all__ = [
     "SWEEP_METRICS",
     "WidthSweepResult",
     "evaluate_width_sweep",
+    "metric_table_rows",
     "plot_width_sweep",
     "rater_masks",
     "write_width_sweep_report",

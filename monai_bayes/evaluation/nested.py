@@ -6,7 +6,7 @@ the sample diversity ``E[d(S, S')]`` -- all computed by :mod:`monai_bayes.metric
 :class:`~monai_bayes.inferers.MonteCarloInferer` at each fixed width (weight noise only, see
 :mod:`monai_bayes.layers.nested`); the ``S`` of every smaller sample count are the first ``S`` of the
 largest, so the sample counts are compared on the same draws. Batch norms can be recalibrated for each
-width first (:func:`~monai_bayes.handlers.recalibrate_batch_norm`); the network's own statistics, width,
+width first (:func:`~monai_bayes.networks.recalibrate_batch_norm`); the network's own statistics, width,
 mode and train/eval flag are restored afterwards.
 
 Baselines (deterministic UNet, MC dropout, ensembles) go through the same function with ``widths=None``
@@ -32,12 +32,15 @@ import torch.nn.functional as F
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from monai_bayes.handlers.bn_recalibration import batch_norm_layers, recalibrate_batch_norm
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
 from monai_bayes.layers.base import stochastic_layers
 from monai_bayes.layers.nested import nested_layers, nested_width
-from monai_bayes.metrics import compute_ged, compute_hm_iou
+from monai_bayes.metrics import PairwiseIoU, compute_pairwise_iou, ged_from_pairwise_iou, hm_iou_from_pairwise_iou
+from monai_bayes.metrics.hungarian import check_hm_iou_options
+from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
+from monai_bayes.uncertainty import Activation
 from monai_bayes.utils.atomic import atomic_path
+from monai_bayes.utils.options import look_up
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = [
@@ -202,15 +205,14 @@ def evaluate_width_sweep(
     inferer: inner inferer of the :class:`~monai_bayes.inferers.MonteCarloInferer` (e.g. sliding window).
     chunk_size: MC samples per forward pass (memory bound).
     recalibration_data, recalibration_batches, recalibration_mode: if data are given, batch-norm
-        statistics are re-estimated for every width first (:func:`~monai_bayes.handlers.recalibrate_batch_norm`).
+        statistics are re-estimated for every width first (:func:`~monai_bayes.networks.recalibrate_batch_norm`).
     include_background, empty_policy: passed to :func:`~monai_bayes.metrics.compute_ged` /
         :func:`~monai_bayes.metrics.compute_hm_iou`.
     seed: noise seed; batch ``i`` uses ``seed + i`` so the draws are reproducible but differ per batch
         (the recalibration passes use ``seed``).
     device: where to run (default: the network's device).
     """
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
+    activation = look_up("activation", activation, Activation).value
     width_list = _check_sweep_args(network, widths, num_samples)
     samples_list = sorted(set(num_samples))
     device = device or next(network.parameters()).device
@@ -220,7 +222,8 @@ def evaluate_width_sweep(
         method = "BN3" if groups is not None else type(network).__name__
     result = WidthSweepResult(method, groups, width_list, samples_list)
     collected: dict[str, dict[Key, list[torch.Tensor]]] = {m: {} for m in SWEEP_METRICS}
-    metric_kwargs = {"include_background": include_background, "empty_policy": empty_policy, "binarize": binarize}
+    check_hm_iou_options("mean", empty_policy)
+    pairwise_kwargs = {"include_background": include_background, "empty_policy": empty_policy, "binarize": binarize}
     for width in width_list:
         with ExitStack() as stack:
             if width is not None:
@@ -241,11 +244,9 @@ def evaluate_width_sweep(
                 )  # fmt: skip
                 label = as_plain_tensor(torch.as_tensor(batch[label_key])).to(device)
                 raters = rater_masks(label, probs.shape[2], probs.dim())
+                pairwise = compute_pairwise_iou(probs, raters, **pairwise_kwargs)  # once for the largest S
                 for samples in samples_list:
-                    pred = probs[:, :samples]
-                    ged = compute_ged(pred, raters, **metric_kwargs)
-                    hm = compute_hm_iou(pred, raters, **metric_kwargs)
-                    values = {"ged": ged.ged, "hm_iou": hm, "sample_diversity": ged.sample_diversity}
+                    values = _sweep_values(pairwise, samples)
                     for metric, v in values.items():
                         collected[metric].setdefault((width, samples), []).append(v.reshape(v.shape[0], -1).mean(1))
     for metric, per_key in collected.items():
@@ -253,6 +254,36 @@ def evaluate_width_sweep(
     if not result.values["ged"]:
         raise ValueError("evaluate_width_sweep: data yielded no batch.")
     return result
+
+
+def _sweep_values(pairwise: PairwiseIoU, samples: int) -> dict[str, torch.Tensor]:
+    """GED, HM-IoU and sample diversity of the first ``samples`` samples from the pairwise IoU of all of them.
+
+    The IoU of a pair does not depend on the other samples, so the first ``S`` samples' IoU are the
+    leading ``S`` rows / columns of the matrices computed once for the largest sample count.
+
+    Parameters
+    ----------
+    pairwise : PairwiseIoU
+        ``compute_pairwise_iou(..., within_sets=True)`` of all drawn samples: (B, K, S_max, R),
+        (B, K, S_max, S_max) and (B, K, R, R).
+    samples : int
+        Sample count ``S <= S_max``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``{"ged", "hm_iou", "sample_diversity"}``, each (B, K).
+    """
+    assert pairwise.sample_sample is not None
+    subset = PairwiseIoU(
+        pairwise.sample_rater[..., :samples, :],
+        pairwise.sample_sample[..., :samples, :samples],
+        pairwise.rater_rater,
+    )
+    ged = ged_from_pairwise_iou(subset)
+    hm = hm_iou_from_pairwise_iou(subset.sample_rater)
+    return {"ged": ged.ged, "hm_iou": hm, "sample_diversity": ged.sample_diversity}
 
 
 def _draw_samples(

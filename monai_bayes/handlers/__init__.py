@@ -1,6 +1,6 @@
-"""Ignite / MONAI handlers (``attach(engine)``)."""
+"""Ignite / MONAI handlers (``attach(engine)``): glue around library functions that live in their own rooms."""
 
-from monai_bayes.handlers.bn_recalibration import BNRecalibrationHandler, recalibrate_batch_norm
+from monai_bayes.handlers.bn_recalibration import BNRecalibrationHandler
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler, kl_beta
 from monai_bayes.handlers.metric_handlers import (
@@ -15,7 +15,7 @@ from monai_bayes.handlers.metric_handlers import (
 )
 from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
 from monai_bayes.handlers.report import EvaluationReportHandler
-from monai_bayes.handlers.saliency_selection import SaliencySelectionHandler, add_new_parameters
+from monai_bayes.handlers.saliency_selection import SaliencySelectionHandler
 
 __all__ = [
     "BNRecalibrationHandler",
@@ -32,8 +32,6 @@ __all__ = [
     "SaliencySelectionHandler",
     "SoftDice",
     "TrainingCostHandler",
-    "add_new_parameters",
     "first_loss",
     "kl_beta",
-    "recalibrate_batch_norm",
 ]

@@ -22,15 +22,25 @@ from collections.abc import Callable
 
 from ignite.engine import Engine, Events
 from monai.handlers import ParamSchedulerHandler
+from monai.utils import StrEnum
 
-__all__ = ["KLAnnealingHandler", "kl_beta"]
+from monai_bayes.utils.options import look_up
 
-SCHEDULES = ("seed", "linear", "constant", "cyclical")
+__all__ = ["KLAnnealingHandler", "KLSchedule", "kl_beta"]
+
+
+class KLSchedule(StrEnum):
+    """β schedules of :func:`kl_beta` (module docstring)."""
+
+    SEED = "seed"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+    CYCLICAL = "cyclical"
 
 
 def kl_beta(
     step: int,
-    schedule: str,
+    schedule: KLSchedule | str,
     total_steps: int,
     start: float = 0.2,
     end: float = 0.01,
@@ -43,17 +53,16 @@ def kl_beta(
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}.")
+    schedule = look_up("schedule", schedule, KLSchedule)
     if schedule == "seed":
         return end - (end - start) * step / total_steps
     if schedule == "linear":
         return start + (end - start) * min(step / total_steps, 1.0)
     if schedule == "constant":
         return start
-    if schedule == "cyclical":
-        length = cycle_length or total_steps
-        ramp = max(1.0, ramp_fraction * length)
-        return start + (end - start) * min((step % length) / ramp, 1.0)
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    length = cycle_length or total_steps  # cyclical
+    ramp = max(1.0, ramp_fraction * length)
+    return start + (end - start) * min((step % length) / ramp, 1.0)
 
 
 class KLAnnealingHandler(ParamSchedulerHandler):
@@ -76,7 +85,7 @@ class KLAnnealingHandler(ParamSchedulerHandler):
     def __init__(
         self,
         loss: object | Callable[[float], None],
-        schedule: str = "linear",
+        schedule: KLSchedule | str = KLSchedule.LINEAR,
         total_steps: int | None = None,
         start: float = 0.2,
         end: float = 0.01,
@@ -85,8 +94,7 @@ class KLAnnealingHandler(ParamSchedulerHandler):
         ramp_fraction: float = 0.5,
         name: str | None = None,
     ) -> None:
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+        schedule = look_up("schedule", schedule, KLSchedule).value
         if total_steps is not None and total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
         setter = loss if callable(loss) and not hasattr(loss, "set_beta") else getattr(loss, "set_beta", None)

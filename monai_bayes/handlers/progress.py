@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine
+
+from monai_bayes.utils.progress import show_progress
 
 __all__ = ["ProgressBarHandler", "first_loss"]
 
@@ -42,16 +43,10 @@ class ProgressBarHandler:
         enabled: bool | None = None,
     ) -> None:
         self.output_transform = output_transform
-        self.enabled = stderr_is_terminal() if enabled is None else bool(enabled)
+        self.enabled = show_progress(enabled)
         self.bar = ProgressBar(persist=persist, desc=desc or "")
 
     def attach(self, engine: Engine) -> None:
         """Attach the bar to ``engine`` (nothing happens when the bar is disabled)."""
         if self.enabled:
             self.bar.attach(engine, output_transform=self.output_transform)
-
-
-def stderr_is_terminal() -> bool:
-    """Whether ``sys.stderr`` (where tqdm draws) is an interactive terminal."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty())

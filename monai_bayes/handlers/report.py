@@ -16,10 +16,9 @@ Attach :class:`EvaluationReportHandler` to a MONAI evaluator whose decollated ou
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,12 @@ from ignite.engine import Engine, Events
 
 from monai_bayes.uncertainty import uncertainty_maps
 from monai_bayes.utils.atomic import atomic_write_json
+from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.visualize import plot_cases, plot_reliability
 
-__all__ = ["EvaluationReportHandler", "read_json_if_exists"]
+__all__ = ["EvaluationReportHandler"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_json_if_exists(path: str | os.PathLike | None) -> Any:
-    """The parsed JSON file at ``path``, or ``None`` if there is none."""
-    if path is None or not Path(path).is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _items(output: Any) -> list[Mapping[str, Any]]:
@@ -158,26 +150,3 @@ class EvaluationReportHandler:
         if conf.numel():
             plot_reliability({str(summary.get("run", "model")): (conf, freq)}, self.output_dir / "reliability.png")
         logger.info("evaluation report written to %s", self.output_dir)
-
-
-def metric_table_rows(summaries: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Flatten summaries into table rows: run, method, metric means/stds, parameters, training FLOPs
-    (all training steps of the run, e.g. deterministic + partial-Bayes) and wall time."""
-    rows = []
-    for s in summaries:
-        row: dict[str, Any] = {"run": s.get("run"), "method": s.get("method"), "r_bayes": s.get("r_bayes")}
-        for m in metrics:
-            entry = s.get("metrics", {}).get(m, {})
-            row[m] = entry.get("mean")
-            row[f"{m}_std"] = entry.get("std")
-        costs = s.get("costs", {})
-        train_costs = [c for c in costs.values() if isinstance(c, dict)]
-        params = [c.get("parameters", {}) for c in train_costs]
-        # an ensemble keeps every member; other methods keep their last model (the largest count)
-        totals = [p.get("total", 0) for p in params]
-        row["params_total"] = (sum(totals) if s.get("method") == "ensemble" else max(totals)) if totals else None
-        row["params_bayesian"] = max((p.get("bayesian", 0) for p in params), default=None)
-        row["train_flops_total"] = sum(c.get("total_flops") or 0 for c in train_costs) or None
-        row["train_wall_seconds"] = sum(c.get("wall_seconds") or 0 for c in train_costs) or None
-        rows.append(row)
-    return rows

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer
+from monai.utils import StrEnum
 from torch import nn
 
 from monai_bayes.layers.base import (
@@ -31,7 +32,8 @@ from monai_bayes.layers.base import (
     select_noise,
     stochastic_layers,
 )
-from monai_bayes.uncertainty import uncertainty_maps
+from monai_bayes.uncertainty import Activation, uncertainty_maps
+from monai_bayes.utils.options import look_up
 from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
 
@@ -39,7 +41,15 @@ __all__ = ["MonteCarloInferer", "MonteCarloNetwork", "summarize_samples"]
 
 logger = logging.getLogger(__name__)
 
-OutputKind = Literal["samples", "mean", "uncertainty"]
+
+class OutputKind(StrEnum):
+    """What :class:`MonteCarloInferer` returns: all samples, their mean, or the uncertainty maps."""
+
+    SAMPLES = "samples"
+    MEAN = "mean"
+    UNCERTAINTY = "uncertainty"
+
+
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda t: torch.softmax(t, dim=2),
     "sigmoid": torch.sigmoid,
@@ -53,7 +63,7 @@ def summarize_samples(probs: torch.Tensor, activation: str) -> torch.Tensor:
     ``[mean_0 … mean_{C-1}, total, aleatoric, epistemic]`` (``U = 1`` for softmax; for sigmoid
     ``U = C`` and each map has one channel per class, in class order).
     """
-    maps = uncertainty_maps(probs, activation)  # type: ignore[arg-type]
+    maps = uncertainty_maps(probs, activation)
     return torch.cat([maps["mean"], maps["total"], maps["aleatoric"], maps["epistemic"]], dim=1)
 
 
@@ -108,8 +118,8 @@ class MonteCarloInferer(Inferer):
         num_samples: int = 8,
         inferer: Inferer | None = None,
         chunk_size: int | None = None,
-        activation: str | None = "softmax",
-        output: OutputKind = "samples",
+        activation: Activation | str | None = Activation.SOFTMAX,
+        output: OutputKind | str = OutputKind.SAMPLES,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -117,10 +127,9 @@ class MonteCarloInferer(Inferer):
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
-        if activation is not None and activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}.")
-        if output not in ("samples", "mean", "uncertainty"):
-            raise ValueError(f"output must be 'samples', 'mean' or 'uncertainty', got {output!r}.")
+        if activation is not None:
+            activation = look_up("activation", activation, Activation).value
+        output = look_up("output", output, OutputKind).value
         if output != "samples" and activation is None:
             raise ValueError(f"output={output!r} needs probabilities: set activation to 'softmax' or 'sigmoid'.")
         self.num_samples = num_samples

@@ -12,6 +12,7 @@ from monai_bayes.layers.base import (
     set_sampling_mode,
     stochastic_layers,
 )
+from monai_bayes.layers.candidates import ModulePattern, candidate_modules, candidate_parameters
 from monai_bayes.layers.dropout import (
     MCDropout,
     MCDropoutConv1d,
@@ -34,7 +35,9 @@ from monai_bayes.layers.nested import (
     NestedDropoutConvTranspose3d,
     NestedDropoutLayer,
     NestedDropoutLinear,
+    NestedDropoutOptions,
     NestedTemperatureSetter,
+    WeightNoise,
     nested_layers,
     nested_width,
     set_nested_temperature,
@@ -64,6 +67,7 @@ __all__ = [
     "MCDropoutConvTranspose3d",
     "MCDropoutLayer",
     "MCDropoutLinear",
+    "ModulePattern",
     "NestedChannelMask",
     "NestedDropoutConv1d",
     "NestedDropoutConv2d",
@@ -73,6 +77,7 @@ __all__ = [
     "NestedDropoutConvTranspose3d",
     "NestedDropoutLayer",
     "NestedDropoutLinear",
+    "NestedDropoutOptions",
     "NestedTemperatureSetter",
     "PartialBayesConv1d",
     "PartialBayesConv2d",
@@ -83,6 +88,9 @@ __all__ = [
     "PartialBayesLayer",
     "PartialBayesLinear",
     "StochasticLayer",
+    "WeightNoise",
+    "candidate_modules",
+    "candidate_parameters",
     "draw_noise",
     "fixed_noise",
     "gaussian_kl",

@@ -68,13 +68,13 @@ protocol's standard-normal noise as ``g = -log(-log Φ(ε))``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from monai.utils import StrEnum
 from torch import nn
 from torch.nn.modules.conv import _ConvTransposeNd
 
@@ -86,9 +86,22 @@ from monai_bayes.layers.functional import (
     make_layer_variants,
     variant_for,
 )
+from monai_bayes.layers.nested_math import (
+    KLConstant,
+    Remainder,
+    chain_mask_probabilities,
+    downhill_sample,
+    group_boundaries,
+    gumbel_from_normal,
+    initial_order_logits,
+    keep_probabilities,
+    ordering_kl,
+    prior_keep_vector,
+    weight_kl,
+)
+from monai_bayes.utils.options import look_up
 
 __all__ = [
-    "EQ17_COEFFICIENTS",
     "NestedChannelMask",
     "NestedDropoutConv1d",
     "NestedDropoutConv2d",
@@ -98,35 +111,28 @@ __all__ = [
     "NestedDropoutConvTranspose3d",
     "NestedDropoutLayer",
     "NestedDropoutLinear",
+    "NestedDropoutOptions",
     "NestedTemperatureSetter",
-    "chain_mask_probabilities",
-    "downhill_sample",
-    "group_boundaries",
-    "gumbel_from_normal",
-    "keep_probabilities",
-    "log_uniform_neg_kl",
+    "WeightNoise",
     "nested_dropout_class",
     "nested_layers",
     "nested_width",
-    "ordering_kl",
     "set_nested_temperature",
     "set_nested_width",
-    "weight_kl",
 ]
 
-#: a1, a2, a3, a4 of eq. 17
-EQ17_COEFFICIENTS: tuple[float, float, float, float] = (0.7294, -0.2041, 0.3492, 0.5387)
-#: max over log α of eq. 17 with C = 0 (attained at log α ≈ 1.0334); see :func:`weight_kl`
-EQ17_MAXIMUM = 0.5471246912
 #: log α is clamped to this range in sampling and KL (eq. 17 was fitted on [-5, 0.5])
 LOG_ALPHA_RANGE: tuple[float, float] = (-10.0, 4.0)
 #: added to the variance of eq. 19 before the square root (finite gradients where δ = 0, e.g. padding)
 LOCAL_VARIANCE_EPS = 1e-8
 
-WeightNoise = Literal["auto", "local", "weight"]
-WEIGHT_NOISE_MODES: tuple[str, ...] = ("auto", "local", "weight")
-REMAINDER_RULES: tuple[str, ...] = ("spread", "error")
-KL_CONSTANTS: tuple[str, ...] = ("nonnegative", "zero_at_infinity")
+
+class WeightNoise(StrEnum):
+    """How weight noise is drawn (module docstring): per activation (``local``), per weight sample, or by mode."""
+
+    AUTO = "auto"
+    LOCAL = "local"
+    WEIGHT = "weight"
 
 
 class _NoPending:
@@ -139,168 +145,126 @@ class _NoPending:
 _NO_PENDING = _NoPending()
 
 
-# ----------------------------------------------------------------------------------------- math
-def group_boundaries(channels: int, groups: int, remainder: str = "spread") -> tuple[int, ...]:
-    """Channel boundaries ``(b_0 = 0, b_1, …, b_G = C)`` of ``G`` ordered groups; group ``g`` is ``[b_{g-1}, b_g)``.
+# ----------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class NestedDropoutOptions:
+    """Settings of a nested-dropout layer, validated once on construction (seed 001 §2–3).
+
+    The same settings reach a layer three ways -- the layer constructor (keywords, ``nested_groups`` for
+    ``groups`` because convolutions have their own ``groups``), :func:`monai_bayes.networks.to_nested`
+    and bundle configs (keywords) -- and all of them build one of these.
 
     Parameters
     ----------
-    channels: ``C``, the layer's output channels (or features).
-    groups: ``G``, with ``1 <= G <= C``.
-    remainder: what to do when ``G`` does not divide ``C``: ``"spread"`` (default) gives the first
-        ``C mod G`` groups one extra channel (sizes differ by at most one, earlier groups are never
-        smaller); ``"error"`` raises.
+    groups : int
+        ``G`` ordered channel groups (seed 001 uses 32).
+    always_kept : int
+        Number of leading groups that are never dropped (they form node 1, ``π_1 = 1``).
+    prior_keep : float or sequence of float
+        ``π_2 … π_K`` of the Bernoulli-chain prior (eq. 1): one value or ``K - 1`` values in (0, 1).
+    order_init : float or str
+        Initial β: a keep probability ρ in (0, 1) (β = chain with constant ρ, default 0.95),
+        ``"prior"`` (β = p(v), so Φ1 starts at 0) or ``"uniform"``.
+    log_alpha_init : float
+        Initial ``log α`` of every weight (-5: noise std 8 % of |θ|).
+    temperature : float
+        Downhill / Gumbel-softmax temperature τ > 0 (anneal with :class:`NestedTemperatureSetter`).
+    straight_through : bool
+        Hard one-hot tail sample in the forward pass, relaxed gradient.
+    rescale : bool
+        Multiply output channels by their keep probability in mean mode and at a fixed width.
+    weight_noise : WeightNoise or str
+        ``"auto"``, ``"local"`` or ``"weight"`` (module docstring).
+    kl_constant : KLConstant, str or float
+        The constant of eq. 17, see :func:`~monai_bayes.layers.nested_math.weight_kl`.
+    remainder : Remainder or str
+        ``"spread"`` or ``"error"`` when ``G`` does not divide the channels, see
+        :func:`~monai_bayes.layers.nested_math.group_boundaries`.
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, for any value outside its domain.
     """
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}.")
-    if groups > channels:
-        raise ValueError(f"groups={groups} exceeds the {channels} output channels; use groups <= {channels}.")
-    if remainder not in REMAINDER_RULES:
-        raise ValueError(f"remainder must be one of {REMAINDER_RULES}, got {remainder!r}.")
-    base, extra = divmod(channels, groups)
-    if extra and remainder == "error":
-        raise ValueError(
-            f"groups={groups} does not divide the {channels} output channels (remainder {extra}); "
-            "use remainder='spread' or a divisor of the channel count."
-        )
-    bounds = [0]
-    for g in range(groups):
-        bounds.append(bounds[-1] + base + (1 if g < extra else 0))
-    return tuple(bounds)
 
+    groups: int = 32
+    always_kept: int = 2
+    prior_keep: float | Sequence[float] = 0.9
+    order_init: float | str = 0.95
+    log_alpha_init: float = -5.0
+    temperature: float = 1.0
+    straight_through: bool = False
+    rescale: bool = True
+    weight_noise: WeightNoise | str = WeightNoise.AUTO
+    kl_constant: KLConstant | str | float = KLConstant.NONNEGATIVE
+    remainder: Remainder | str = Remainder.SPREAD
 
-def gumbel_from_normal(eps: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise from standard-normal noise: ``u = Φ(ε) ~ U(0, 1)``, ``g = -log(-log u)``.
+    def __post_init__(self) -> None:
+        groups = self.groups
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}.")
+        if not isinstance(self.always_kept, int) or not 1 <= self.always_kept <= groups:
+            raise ValueError(f"always_kept must be an int in [1, groups={groups}], got {self.always_kept!r}.")
+        object.__setattr__(self, "weight_noise", look_up("weight_noise", self.weight_noise, WeightNoise))
+        weight_kl(torch.zeros(1), self.kl_constant)  # validates kl_constant
+        object.__setattr__(self, "remainder", look_up("remainder", self.remainder, Remainder))
+        object.__setattr__(self, "temperature", _check_temperature(self.temperature))
+        initial_order_logits(self.order_init, prior_keep_vector(self.prior_keep, self.num_nodes))  # validates both
 
-    Uses ``log Φ`` directly so that large ``|ε|`` stay finite. Footnote 3 of seed 001 draws
-    ``g = -log(-log ε_z)`` from a uniform ``ε_z``; going through ``Φ`` lets the ordering noise be
-    frozen with the protocol's normal noise.
-    """
-    neg_log_u = -torch.special.log_ndtr(eps)
-    return -torch.log(neg_log_u.clamp_min(torch.finfo(neg_log_u.dtype).tiny))
+    @property
+    def num_nodes(self) -> int:
+        """``K = G - always_kept + 1``: the number of ordered masks ``v_1 … v_K``."""
+        return self.groups - self.always_kept + 1
 
+    @classmethod
+    def from_options(cls, options: NestedDropoutOptions | None = None, **kwargs: Any) -> NestedDropoutOptions:
+        """``options`` (or the defaults) with the keyword settings ``kwargs`` replacing its fields.
 
-def downhill_sample(
-    log_beta: torch.Tensor, temperature: float, gumbel: torch.Tensor, straight_through: bool = False
-) -> torch.Tensor:
-    """Ordered masks from the Downhill distribution, Property 1 of seed 001 (§2.3, Definition 1 / eq. 3).
+        Parameters
+        ----------
+        options : NestedDropoutOptions, optional
+            Starting point (default: ``NestedDropoutOptions()``).
+        **kwargs : Any
+            Field values (``groups``, ``always_kept``, ...).
 
-    ``c = softmax((log β + g) / τ)`` (Gumbel-softmax, footnote 3), then ``z_i = 1 - Σ_{j<i} c_j``,
-    so ``z_1 = 1`` and ``z`` is non-increasing in ``[0, 1]``. As ``τ → 0`` the samples become the
-    ordered 0/1 masks ``v_j`` with ``P(v_j) = β_j`` (Property 2).
+        Returns
+        -------
+        NestedDropoutOptions
+            The validated settings.
 
-    Parameters
-    ----------
-    log_beta: ``(K,)`` log-probabilities of the tail index.
-    temperature: ``τ > 0``.
-    gumbel: ``(S, K)`` standard Gumbel noise, one row per sample.
-    straight_through: use the hard one-hot ``c`` in the forward pass and the relaxed one's gradient.
+        Raises
+        ------
+        TypeError
+            If a keyword is not a setting.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown nested-dropout option(s) {unknown}; expected some of {sorted(names)}.")
+        return replace(options, **kwargs) if options is not None else cls(**kwargs)
 
-    Returns
-    -------
-    ``(S, K)`` masks ``z``, differentiable w.r.t. ``log_beta``.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
-    c = torch.softmax((log_beta + gumbel) / temperature, dim=-1)
-    z = _masks_from_tail_sample(c)
-    if straight_through:
-        hard = _masks_from_tail_sample(F.one_hot(c.argmax(dim=-1), c.shape[-1]).to(c.dtype))
-        z = hard + (z - z.detach())  # exactly the hard mask forward, the relaxed gradient backward
-    return z
+    @classmethod
+    def pop_layer_keywords(cls, options: NestedDropoutOptions | None, kwargs: dict[str, Any]) -> NestedDropoutOptions:
+        """Take the nested-dropout keywords out of a layer constructor's ``kwargs`` (in place).
 
+        Parameters
+        ----------
+        options : NestedDropoutOptions, optional
+            Settings passed as an object (keywords override its fields).
+        kwargs : dict of str to Any
+            The constructor's keyword arguments; ``nested_groups`` and the other settings are removed,
+            the base layer's arguments stay.
 
-def _masks_from_tail_sample(c: torch.Tensor) -> torch.Tensor:
-    """Property 1: ``z_i = 1 - Σ_{j<i} c_j`` (so ``z_1 = 1``), clamped to [0, 1] against rounding."""
-    exclusive = torch.cat([torch.zeros_like(c[..., :1]), torch.cumsum(c, dim=-1)[..., :-1]], dim=-1)
-    return (1.0 - exclusive).clamp(0.0, 1.0)
-
-
-def chain_mask_probabilities(prior_keep: torch.Tensor) -> torch.Tensor:
-    """``p(v_j) = (1 - π_{j+1}) Π_{k≤j} π_k`` with ``π_{K+1} = 0`` -- eq. 10 (from eq. 1–2).
-
-    ``prior_keep``: ``(K,)`` conditional keep probabilities ``π`` (``π_1 = 1``). Returns ``(K,)``, sums to 1.
-    """
-    cumulative = torch.cumprod(prior_keep, dim=0)
-    following = torch.cat([prior_keep[1:], prior_keep.new_zeros(1)])
-    return (1.0 - following) * cumulative
-
-
-def keep_probabilities(beta: torch.Tensor) -> torch.Tensor:
-    """``q(z_j = 1) = Σ_{k≥j} β_k = (J_L^T β)_j`` for ``τ → 0``: the probability that node ``j`` is kept. ``(K,)``."""
-    return torch.flip(torch.cumsum(torch.flip(beta, dims=(-1,)), dim=-1), dims=(-1,)).clamp(max=1.0)
-
-
-def ordering_kl(log_beta: torch.Tensor, prior_mask_probabilities: torch.Tensor) -> torch.Tensor:
-    """``Φ1 = Σ_j KL[q(v_j) ‖ p(v_j)] = β^T (log β - log p(v))`` -- eq. 11 with ``q(v_j) = β_j`` (eq. 10)."""
-    return (log_beta.exp() * (log_beta - torch.log(prior_mask_probabilities))).sum()
-
-
-def log_uniform_neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
-    """Eq. 17 with ``C = 0``: ``a1 exp(-e^{a4} (a2 + a3 log α)²) - ½ log(1 + α⁻¹)``, the approximation of eq. 16.
-
-    Eq. 16 is ``-KL[q(w | θ, α) ‖ p(log|w|) = const] = ½ log α - E_{ε~N(1, α)} log|ε| + C``.
-    The seed's text typesets the first term's exponent as ``e^{a4·(a2 + a3 log α)²}``; read that way
-    (a double exponential) the approximation departs from a Monte-Carlo estimate of eq. 16 by up to
-    0.18 nats on the fit range ``log α ∈ [-5, 0.5]`` (best constant ``C``), read as
-    ``e^{a4}·(a2 + a3 log α)²`` -- the form in the authors' released code -- by at most 0.072 nats; we
-    use the latter (``tests/nested`` checks both numbers).
-    """
-    a1, a2, a3, a4 = EQ17_COEFFICIENTS
-    return a1 * torch.exp(-math.exp(a4) * (a2 + a3 * log_alpha) ** 2) - 0.5 * F.softplus(-log_alpha)
-
-
-def weight_kl(log_alpha: torch.Tensor, constant: str | float = "nonnegative") -> torch.Tensor:
-    """Per-weight ``K¹ = KL[q(w | z = 1) ‖ p(w | z = 1)] = -(eq. 17 + C)`` for the log-uniform prior (eq. 16–17).
-
-    The seed leaves the constant ``C`` of eq. 16–17 open. It does not change the gradient w.r.t. α, but
-    through ``Φ2 = Σ_j q(z_j = 1) Σ_{i ∈ j} K¹_i`` it sets how much a kept weight costs relative to a
-    dropped one, i.e. the strength of the ordered ℓ0 regularisation of eq. 13.
-
-    Parameters
-    ----------
-    log_alpha: any shape.
-    constant: ``"nonnegative"`` (default) -- ``C = -max(eq. 17) = -0.5471``, so ``K¹ ≥ 0`` with its
-        minimum 0 at ``log α ≈ 1.03``: keeping a node never lowers the KL (eq. 13's "larger
-        sub-networks have greater penalization"); ``"zero_at_infinity"`` -- ``C = 0`` (``K¹ → 0`` as
-        ``α → ∞``, the convention of Molchanov et al. and of the authors' code; ``K¹`` is then
-        negative around ``log α ≈ 1``); or a number ``C``.
-    """
-    if isinstance(constant, str):
-        if constant not in KL_CONSTANTS:
-            raise ValueError(f"kl_constant must be one of {KL_CONSTANTS} or a number, got {constant!r}.")
-        c = -EQ17_MAXIMUM if constant == "nonnegative" else 0.0
-    else:
-        c = float(constant)
-    return -(log_uniform_neg_kl(log_alpha) + c)
-
-
-def _prior_keep_vector(prior_keep: float | Sequence[float], nodes: int) -> torch.Tensor:
-    """``π`` of eq. 1 as a ``(K,)`` tensor with ``π_1 = 1``: from one value or ``K - 1`` values ``π_2 … π_K``."""
-    if isinstance(prior_keep, (int, float)):
-        tail = [float(prior_keep)] * (nodes - 1)
-    else:
-        tail = [float(p) for p in prior_keep]
-        if len(tail) != nodes - 1:
-            raise ValueError(f"prior_keep needs {nodes - 1} values π_2…π_K (K = {nodes} nodes), got {len(tail)}.")
-    if any(not 0.0 < p < 1.0 for p in tail):
-        raise ValueError(f"prior_keep probabilities must lie in (0, 1), got {prior_keep!r}.")
-    return torch.tensor([1.0, *tail])
-
-
-def _initial_order_logits(order_init: float | str, prior: torch.Tensor) -> torch.Tensor:
-    """log β at initialisation: ``"prior"`` (β = p(v), Φ1 = 0), ``"uniform"``, or a chain keep probability ρ."""
-    if order_init == "prior":
-        beta = chain_mask_probabilities(prior)
-    elif order_init == "uniform":
-        beta = torch.full_like(prior, 1.0 / prior.numel())
-    elif isinstance(order_init, (int, float)) and 0.0 < float(order_init) < 1.0:
-        chain = torch.full_like(prior, float(order_init))
-        chain[0] = 1.0
-        beta = chain_mask_probabilities(chain)
-    else:
-        raise ValueError(f"order_init must be 'prior', 'uniform' or a keep probability in (0, 1), got {order_init!r}.")
-    return torch.log(beta.clamp_min(1e-12))
+        Returns
+        -------
+        NestedDropoutOptions
+            The validated settings.
+        """
+        names = {f.name for f in fields(cls)} - {"groups"}
+        taken = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+        if "nested_groups" in kwargs:
+            taken["groups"] = kwargs.pop("nested_groups")
+        return cls.from_options(options, **taken)
 
 
 # ----------------------------------------------------------------------------------------- layer
@@ -310,104 +274,56 @@ class NestedDropoutLayer(StochasticLayer):
     Concrete classes are ``NestedDropout<Base>`` (e.g. :class:`NestedDropoutConv2d`); the converter
     :func:`monai_bayes.networks.to_nested` swaps the class of trained modules in place (``weight`` = θ
     keeps its name). Constructing one directly takes the base layer's arguments (``groups`` stays the
-    convolution's own) plus the keywords below.
+    convolution's own) plus the settings of :class:`NestedDropoutOptions`, either as an object or as
+    keywords (``nested_groups`` for ``groups``).
 
     Parameters
     ----------
-    nested_groups: ``G`` ordered channel groups (seed 001 uses 32).
-    always_kept: number of leading groups that are never dropped (they form node 1, ``π_1 = 1``).
-    prior_keep: ``π_2 … π_K`` of the Bernoulli-chain prior (eq. 1): one value or ``K - 1`` values.
-    order_init: initial β: a keep probability ρ (β = chain with constant ρ, default 0.95),
-        ``"prior"`` (β = p(v), so Φ1 starts at 0) or ``"uniform"``.
-    log_alpha_init: initial ``log α`` of every weight (-5: noise std 8 % of |θ|).
-    temperature: Downhill / Gumbel-softmax temperature τ (anneal with :class:`NestedTemperatureSetter`).
-    straight_through: hard one-hot tail sample in the forward pass, relaxed gradient.
-    rescale: multiply output channels by their keep probability in mean mode and at a fixed width.
-    weight_noise: ``"auto"``, ``"local"`` or ``"weight"`` (module docstring).
-    kl_constant: the constant of eq. 17, see :func:`weight_kl`.
-    remainder: ``"spread"`` or ``"error"`` when ``G`` does not divide the channels, see
-        :func:`group_boundaries`.
+    *args : Any
+        The base layer's positional arguments.
+    nested_options : NestedDropoutOptions, optional
+        The nested-dropout settings; keywords below override its fields.
+    **kwargs : Any
+        The base layer's keyword arguments, and the settings ``nested_groups``, ``always_kept``,
+        ``prior_keep``, ``order_init``, ``log_alpha_init``, ``temperature``, ``straight_through``,
+        ``rescale``, ``weight_noise``, ``kl_constant``, ``remainder`` (see :class:`NestedDropoutOptions`).
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        nested_groups: int = 32,
-        always_kept: int = 2,
-        prior_keep: float | Sequence[float] = 0.9,
-        order_init: float | str = 0.95,
-        log_alpha_init: float = -5.0,
-        temperature: float = 1.0,
-        straight_through: bool = False,
-        rescale: bool = True,
-        weight_noise: WeightNoise = "auto",
-        kl_constant: str | float = "nonnegative",
-        remainder: str = "spread",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, nested_options: NestedDropoutOptions | None = None, **kwargs: Any) -> None:
+        options = NestedDropoutOptions.pop_layer_keywords(nested_options, kwargs)
         super().__init__(*args, **kwargs)
-        self._init_nested(
-            groups=nested_groups,
-            always_kept=always_kept,
-            prior_keep=prior_keep,
-            order_init=order_init,
-            log_alpha_init=log_alpha_init,
-            temperature=temperature,
-            straight_through=straight_through,
-            rescale=rescale,
-            weight_noise=weight_noise,
-            kl_constant=kl_constant,
-            remainder=remainder,
-        )
+        self._init_nested(options)
 
     # ------------------------------------------------------------------------------ set-up
-    def _init_nested(
-        self,
-        *,
-        groups: int = 32,
-        always_kept: int = 2,
-        prior_keep: float | Sequence[float] = 0.9,
-        order_init: float | str = 0.95,
-        log_alpha_init: float = -5.0,
-        temperature: float = 1.0,
-        straight_through: bool = False,
-        rescale: bool = True,
-        weight_noise: WeightNoise = "auto",
-        kl_constant: str | float = "nonnegative",
-        remainder: str = "spread",
-    ) -> None:
+    def _init_nested(self, options: NestedDropoutOptions) -> None:
         """Register ``order_logits``, ``log_alpha`` and ``prior_keep``; θ = the current ``weight``."""
         channels = self.out_features if isinstance(self, nn.Linear) else self.out_channels
-        bounds = group_boundaries(channels, groups, remainder)
-        if not isinstance(always_kept, int) or not 1 <= always_kept <= groups:
-            raise ValueError(f"always_kept must be an int in [1, groups={groups}], got {always_kept!r}.")
-        if weight_noise not in WEIGHT_NOISE_MODES:
-            raise ValueError(f"weight_noise must be one of {WEIGHT_NOISE_MODES}, got {weight_noise!r}.")
-        weight_kl(torch.zeros(1), kl_constant)  # validates kl_constant
+        groups, always_kept = options.groups, options.always_kept
+        bounds = group_boundaries(channels, groups, options.remainder)
         self._init_stochastic_state()
         self.nested_groups = groups
         self.always_kept = always_kept
         self.group_bounds = bounds
-        self.remainder = remainder
-        self.temperature = _check_temperature(temperature)
-        self.straight_through = bool(straight_through)
-        self.rescale = bool(rescale)
-        self.weight_noise = weight_noise
-        self.kl_constant = kl_constant
+        self.remainder = str(options.remainder.value)
+        self.temperature = options.temperature
+        self.straight_through = bool(options.straight_through)
+        self.rescale = bool(options.rescale)
+        self.weight_noise = str(options.weight_noise.value)
+        self.kl_constant = options.kl_constant
         self.batched_strategy: BatchedStrategy = "auto"
         self._width: int | None = None
         self.has_mask_site = False
         self._pending_mask: torch.Tensor | _NoPending | None = _NO_PENDING
-        nodes = groups - always_kept + 1
+        nodes = options.num_nodes
         ref = self.weight
         group_of_channel = torch.repeat_interleave(torch.arange(groups), torch.tensor(bounds).diff())
         node_of_channel = (group_of_channel - always_kept + 1).clamp_min(0)
         self.register_buffer("_channel_node", node_of_channel.to(ref.device), persistent=False)
-        prior = _prior_keep_vector(prior_keep, nodes).to(device=ref.device, dtype=ref.dtype)
+        prior = prior_keep_vector(options.prior_keep, nodes).to(device=ref.device, dtype=ref.dtype)
         self.register_buffer("prior_keep", prior)
-        logits = _initial_order_logits(order_init, prior)
+        logits = initial_order_logits(options.order_init, prior)
         self.register_parameter("order_logits", nn.Parameter(logits))
-        self.register_parameter("log_alpha", nn.Parameter(torch.full_like(ref.detach(), float(log_alpha_init))))
+        self.register_parameter("log_alpha", nn.Parameter(torch.full_like(ref.detach(), float(options.log_alpha_init))))
 
     # ------------------------------------------------------------------------------ structure
     @property

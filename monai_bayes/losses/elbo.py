@@ -34,14 +34,31 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
+from monai.utils import StrEnum
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
 from monai_bayes.layers.base import kl_divergence, stochastic_layers
+from monai_bayes.utils.options import look_up
 
-__all__ = ["ELBOLoss", "WeightedCrossEntropyLoss", "make_nll"]
+__all__ = ["ELBOLoss", "KLReduction", "NLLName", "WeightedCrossEntropyLoss", "make_nll"]
 
-KL_REDUCTIONS = ("dataset", "batch", "sum", "parameters")
+
+class KLReduction(StrEnum):
+    """What the KL is divided by in the ELBO (module docstring)."""
+
+    DATASET = "dataset"
+    BATCH = "batch"
+    SUM = "sum"
+    PARAMETERS = "parameters"
+
+
+class NLLName(StrEnum):
+    """Task losses :func:`make_nll` builds by name."""
+
+    CE = "ce"
+    DICE_CE = "dice_ce"
+    BCE = "bce"
 
 
 class WeightedCrossEntropyLoss(_Loss):
@@ -65,15 +82,32 @@ class WeightedCrossEntropyLoss(_Loss):
 
 
 def make_nll(name: str, class_weights: Sequence[float] | None = None) -> nn.Module:
-    """A task loss by name: ``"ce"`` (weighted cross-entropy), ``"dice_ce"``, ``"bce"``."""
+    """A task loss by name: ``"ce"`` (weighted cross-entropy), ``"dice_ce"``, ``"bce"``.
+
+    Parameters
+    ----------
+    name : NLLName or str
+        The loss.
+    class_weights : sequence of float, optional
+        Class weights (CE / Dice-CE) or the positive-class weight (BCE).
+
+    Returns
+    -------
+    nn.Module
+        ``loss(logits (B, C, *sp), target)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name`` (named ``nll`` in the message: the ELBO's argument).
+    """
+    name = look_up("nll", name, NLLName)
     if name == "ce":
         return WeightedCrossEntropyLoss(class_weights)
     if name == "dice_ce":
         return DiceCELoss(to_onehot_y=True, softmax=True, weight=class_weights)
-    if name == "bce":
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        return nn.BCEWithLogitsLoss(pos_weight=weight)
-    raise ValueError(f"nll must be 'ce', 'dice_ce', 'bce' or a loss module, got {name!r}.")
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    return nn.BCEWithLogitsLoss(pos_weight=weight)
 
 
 class ELBOLoss(_Loss):
@@ -104,10 +138,10 @@ class ELBOLoss(_Loss):
     ) -> None:
         super().__init__()
         if isinstance(kl_reduction, str):
-            if kl_reduction not in KL_REDUCTIONS:
-                raise ValueError(
-                    f"kl_reduction must be one of {KL_REDUCTIONS} or a positive number, got {kl_reduction!r}."
-                )
+            try:
+                kl_reduction = look_up("kl_reduction", kl_reduction, KLReduction).value
+            except ValueError as err:
+                raise ValueError(f"{err} Or pass a positive number.") from None
             if kl_reduction == "dataset" and (dataset_size is None or int(dataset_size) < 1):
                 raise ValueError(
                     f"kl_reduction='dataset' needs dataset_size >= 1 (training items), got {dataset_size!r}."

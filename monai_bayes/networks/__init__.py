@@ -1,27 +1,33 @@
-"""Network converters: deterministic ↔ partial / full Bayes / MC dropout / nested (BN3)."""
+"""Network converters: deterministic ↔ partial / full Bayes / MC dropout / nested (BN3), and checkpoints."""
 
-from monai_bayes.networks.convert import (
+from monai_bayes.layers.candidates import candidate_modules, candidate_parameters
+from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
+from monai_bayes.networks.channel_flow import ChannelFlowReport, analyse_channel_flow, register_container_walker
+from monai_bayes.networks.checkpoint import (
     bayes_masks_from_state_dict,
-    candidate_modules,
-    candidate_parameters,
+    load_checkpoint,
     load_stochastic_state_dict,
-    to_deterministic,
-    to_full_bayes,
-    to_mc_dropout,
-    to_partial_bayes,
+    save_checkpoint,
 )
+from monai_bayes.networks.convert import to_deterministic, to_full_bayes, to_mc_dropout, to_partial_bayes
 from monai_bayes.networks.ensemble import DeepEnsemble
-from monai_bayes.networks.nested import ChannelFlowReport, analyse_channel_flow, extract_width, to_nested
+from monai_bayes.networks.extract import extract_width
+from monai_bayes.networks.nested import to_nested
 
 __all__ = [
     "ChannelFlowReport",
     "DeepEnsemble",
     "analyse_channel_flow",
+    "batch_norm_layers",
     "bayes_masks_from_state_dict",
     "candidate_modules",
     "candidate_parameters",
     "extract_width",
+    "load_checkpoint",
     "load_stochastic_state_dict",
+    "recalibrate_batch_norm",
+    "register_container_walker",
+    "save_checkpoint",
     "to_deterministic",
     "to_full_bayes",
     "to_mc_dropout",

@@ -1,4 +1,4 @@
-"""Choosing which weights become Bayesian: scores and Top-k masks (seed 000, step 2)."""
+"""Choosing which weights become Bayesian: scores, Top-k masks and the selection step (seed 000, step 2)."""
 
 from monai_bayes.selection.report import LayerSelection, format_selection_report, selection_report
 from monai_bayes.selection.saliency import (
@@ -8,12 +8,14 @@ from monai_bayes.selection.saliency import (
     random_scores,
     saliency_scores,
 )
+from monai_bayes.selection.select import SelectionSettings, select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_selected, select_topk
 
 __all__ = [
     "LayerSelection",
     "ScoreMethod",
     "SelectionScope",
+    "SelectionSettings",
     "check_r_bayes",
     "compute_scores",
     "format_selection_report",
@@ -21,6 +23,7 @@ __all__ = [
     "num_selected",
     "random_scores",
     "saliency_scores",
+    "select_bayesian_weights",
     "select_topk",
     "selection_report",
 ]

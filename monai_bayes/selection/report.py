@@ -6,9 +6,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-# module import (not ``from … import``): networks.convert imports selection.topk, so this package
-# may be initialised while networks.convert is still loading
-import monai_bayes.networks.convert as convert
+from monai_bayes.layers.candidates import candidate_modules
 from monai_bayes.layers.partial import PartialBayesLayer
 
 __all__ = ["LayerSelection", "format_selection_report", "selection_report"]
@@ -51,7 +49,7 @@ def selection_report(network: nn.Module) -> list[LayerSelection]:
 
 def _plain_candidates(network: nn.Module) -> set[str]:
     try:
-        return set(convert.candidate_modules(network))
+        return set(candidate_modules(network))
     except ValueError:
         return set()
 

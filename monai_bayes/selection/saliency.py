@@ -18,23 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from monai.engines.utils import default_prepare_batch
+from monai.utils import StrEnum
 from torch import nn
-from tqdm.auto import tqdm
 
-# module import (not ``from … import``): networks.convert imports selection.topk, so this package
-# may be initialised while networks.convert is still loading
-import monai_bayes.networks.convert as convert
 from monai_bayes.layers.base import sampling_mode
+from monai_bayes.layers.candidates import ModulePattern, candidate_parameters
+from monai_bayes.utils.options import look_up
+from monai_bayes.utils.progress import progress_bar
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = ["ScoreMethod", "compute_scores", "magnitude_scores", "random_scores", "saliency_scores"]
 
-ScoreMethod = Literal["saliency", "saliency_sq", "magnitude", "random"]
+
+class ScoreMethod(StrEnum):
+    """How weights are scored for selection (see the module docstring)."""
+
+    SALIENCY = "saliency"
+    SALIENCY_SQ = "saliency_sq"
+    MAGNITUDE = "magnitude"
+    RANDOM = "random"
 
 
 def _world_size() -> int:
@@ -71,8 +78,8 @@ def saliency_scores(
     squared: bool = False,
     device: torch.device | str | None = None,
     prepare_batch: Callable[..., Any] = default_prepare_batch,
-    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
-    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    include: ModulePattern | Sequence[ModulePattern] | None = None,
+    exclude: ModulePattern | Sequence[ModulePattern] | None = None,
     all_reduce: bool = True,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
@@ -87,7 +94,7 @@ def saliency_scores(
     squared: accumulate ``∇θ²`` instead of ``|∇θ|``.
     device: where to run (default: the network's device).
     prepare_batch: MONAI ``prepare_batch`` callable turning a batch into ``(inputs, targets)``.
-    include, exclude: restrict candidate modules (see :func:`~monai_bayes.networks.candidate_modules`).
+    include, exclude: restrict candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
     all_reduce: under ``torch.distributed``, average each batch's gradients over the ranks before
         taking their magnitude (see :func:`_average_over_ranks`); all ranks then hold identical scores.
     progress: show a progress bar.
@@ -96,7 +103,7 @@ def saliency_scores(
     -------
     ``{parameter name: scores}`` (float32, on the network's device).
     """
-    params = convert.candidate_parameters(network, include, exclude)
+    params = candidate_parameters(network, include, exclude)
     device = torch.device(device) if device is not None else next(network.parameters()).device
     scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = network.training
@@ -111,7 +118,9 @@ def saliency_scores(
     seen = 0
     try:
         with sampling_mode(network, "mean"):
-            for batch in tqdm(batches, total=total, desc="saliency", disable=not progress, leave=False):
+            for batch in progress_bar(
+                batches, enabled=None if progress else False, total=total, desc="saliency", leave=False
+            ):
                 inputs, targets = (as_plain_tensor(t) for t in prepare_batch(batch, device, False)[:2])
                 grads = torch.autograd.grad(loss_function(network(inputs), targets), list(params.values()))
                 if all_reduce:
@@ -137,29 +146,29 @@ def _safe_len(loader: Iterable[Any]) -> int | None:
 
 def magnitude_scores(
     network: nn.Module,
-    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
-    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    include: ModulePattern | Sequence[ModulePattern] | None = None,
+    exclude: ModulePattern | Sequence[ModulePattern] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``|θ|`` for every candidate parameter (largest-magnitude ablation)."""
-    return {n: p.detach().abs().float() for n, p in convert.candidate_parameters(network, include, exclude).items()}
+    return {n: p.detach().abs().float() for n, p in candidate_parameters(network, include, exclude).items()}
 
 
 def random_scores(
     network: nn.Module,
     seed: int = 0,
-    include: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
-    exclude: convert.ModulePattern | Sequence[convert.ModulePattern] | None = None,
+    include: ModulePattern | Sequence[ModulePattern] | None = None,
+    exclude: ModulePattern | Sequence[ModulePattern] | None = None,
 ) -> dict[str, torch.Tensor]:
     """I.i.d. ``U(0, 1)`` scores from a generator seeded with ``seed`` (random ablation)."""
     gen = torch.Generator().manual_seed(seed)
     return {
         n: torch.rand(p.shape, generator=gen).to(p.device)
-        for n, p in convert.candidate_parameters(network, include, exclude).items()
+        for n, p in candidate_parameters(network, include, exclude).items()
     }
 
 
 def compute_scores(
-    method: ScoreMethod,
+    method: ScoreMethod | str,
     network: nn.Module,
     loader: Iterable[Any] | None = None,
     loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -167,14 +176,40 @@ def compute_scores(
     seed: int = 0,
     **kwargs: Any,
 ) -> Mapping[str, torch.Tensor]:
-    """Scores by ``method`` with one interface (extra keyword arguments go to the scorer)."""
-    if method in ("saliency", "saliency_sq"):
+    """Scores by ``method`` with one interface.
+
+    Parameters
+    ----------
+    method : ScoreMethod or str
+        ``"saliency"``, ``"saliency_sq"``, ``"magnitude"`` or ``"random"``.
+    network : nn.Module
+        The trained network.
+    loader : Iterable, optional
+        Training batches (saliency methods only).
+    loss_function : Callable, optional
+        Task loss (saliency methods only).
+    seed : int
+        Seed of the ``"random"`` scores.
+    **kwargs : Any
+        Further options of the scorer (``include``, ``exclude``; for saliency also ``num_batches``,
+        ``device``, ``prepare_batch``, ``progress``, ...).
+
+    Returns
+    -------
+    Mapping of str to torch.Tensor
+        ``{parameter name: scores shaped like the parameter}``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``, or a saliency method without ``loader`` / ``loss_function``.
+    """
+    method = look_up("method", method, ScoreMethod)
+    if method in (ScoreMethod.SALIENCY, ScoreMethod.SALIENCY_SQ):
         if loader is None or loss_function is None:
-            raise ValueError(f"method={method!r} needs a data loader and a loss_function.")
-        return saliency_scores(network, loader, loss_function, squared=method == "saliency_sq", **kwargs)
+            raise ValueError(f"method={method.value!r} needs a data loader and a loss_function.")
+        return saliency_scores(network, loader, loss_function, squared=method == ScoreMethod.SALIENCY_SQ, **kwargs)
     include, exclude = kwargs.get("include"), kwargs.get("exclude")
-    if method == "magnitude":
+    if method == ScoreMethod.MAGNITUDE:
         return magnitude_scores(network, include, exclude)
-    if method == "random":
-        return random_scores(network, seed, include, exclude)
-    raise ValueError(f"method must be 'saliency', 'saliency_sq', 'magnitude' or 'random', got {method!r}.")
+    return random_scores(network, seed, include, exclude)

@@ -11,13 +11,20 @@ deterministic function of the scores.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
+from monai.utils import StrEnum
+
+from monai_bayes.utils.options import look_up
 
 __all__ = ["SelectionScope", "check_r_bayes", "num_selected", "select_topk"]
 
-SelectionScope = Literal["global", "layer"]
+
+class SelectionScope(StrEnum):
+    """Where the Top-k entries compete: over the whole network (the seed's choice) or within each layer."""
+
+    GLOBAL = "global"
+    LAYER = "layer"
 
 
 def check_r_bayes(r_bayes: float) -> float:
@@ -52,7 +59,7 @@ def _topk_flat(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
 
 
 def select_topk(
-    scores: Mapping[str, torch.Tensor], r_bayes: float, scope: SelectionScope = "global"
+    scores: Mapping[str, torch.Tensor], r_bayes: float, scope: SelectionScope | str = SelectionScope.GLOBAL
 ) -> dict[str, torch.Tensor]:
     """Boolean masks of the Top-k scored entries.
 
@@ -68,20 +75,19 @@ def select_topk(
     ``{parameter name: bool tensor}``, same keys and shapes as ``scores``.
     """
     check_r_bayes(r_bayes)
+    scope = look_up("scope", scope, SelectionScope)
     if not scores:
         raise ValueError("scores is empty: there are no parameters to select from.")
     names = list(scores)
-    if scope == "global":
+    if scope == SelectionScope.GLOBAL:
         total = sum(scores[n].numel() for n in names)
         masks = _topk_flat([scores[n] for n in names], num_selected(r_bayes, total))
         return dict(zip(names, masks))
-    if scope == "layer":
-        groups: dict[str, list[str]] = {}
-        for n in names:
-            groups.setdefault(_module_of(n), []).append(n)
-        out: dict[str, torch.Tensor] = {}
-        for members in groups.values():
-            total = sum(scores[n].numel() for n in members)
-            out.update(zip(members, _topk_flat([scores[n] for n in members], num_selected(r_bayes, total))))
-        return {n: out[n] for n in names}
-    raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}.")
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(_module_of(n), []).append(n)
+    out: dict[str, torch.Tensor] = {}
+    for members in groups.values():
+        total = sum(scores[n].numel() for n in members)
+        out.update(zip(members, _topk_flat([scores[n] for n in members], num_selected(r_bayes, total))))
+    return {n: out[n] for n in names}

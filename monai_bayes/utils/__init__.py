@@ -1,4 +1,5 @@
-"""Shared helpers: atomic writes, seeding, tensor utilities and optional-extra checks."""
+"""Shared helpers: atomic writes, seeding, tensors, progress bars, string options, optimizers, JSON files,
+optional-extra checks."""
 
 from monai_bayes.utils.atomic import (
     atomic_path,
@@ -8,19 +9,29 @@ from monai_bayes.utils.atomic import (
     finished_cache,
     staging_dir,
 )
+from monai_bayes.utils.files import read_json_if_exists
+from monai_bayes.utils.optim import add_new_parameters
 from monai_bayes.utils.optional import MissingExtraError, require_extra
+from monai_bayes.utils.options import look_up
+from monai_bayes.utils.progress import progress_bar, show_progress, stderr_is_terminal
 from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
 
 __all__ = [
     "MissingExtraError",
+    "add_new_parameters",
     "as_plain_tensor",
     "atomic_path",
     "atomic_save_npy",
     "atomic_write_json",
     "atomic_write_text",
     "finished_cache",
+    "look_up",
+    "progress_bar",
+    "read_json_if_exists",
     "require_extra",
     "seeded_global_rng",
+    "show_progress",
     "staging_dir",
+    "stderr_is_terminal",
 ]

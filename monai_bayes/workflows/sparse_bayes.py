@@ -9,7 +9,7 @@
    ``sparse_bayes.pt``.
 
 Each step is also a public function (:func:`train_deterministic`,
-:func:`~monai_bayes.handlers.saliency_selection.select_bayesian_weights`,
+:func:`~monai_bayes.selection.select_bayesian_weights`,
 :func:`train_bayesian`). With ``output_dir`` set, every finished step leaves its checkpoint and a
 rerun resumes after the last finished step (``resume=True``). Baselines go through the same
 entry point (``method=``): ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"`` (r_bayes = 1:
@@ -40,23 +40,22 @@ from torch import nn
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler
 from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
-from monai_bayes.handlers.saliency_selection import select_bayesian_weights
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
 from monai_bayes.losses.elbo import ELBOLoss, make_nll
-from monai_bayes.networks.convert import load_stochastic_state_dict, to_full_bayes, to_mc_dropout
+from monai_bayes.networks.checkpoint import load_checkpoint, save_checkpoint
+from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import LayerSelection
 from monai_bayes.selection.saliency import ScoreMethod
+from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes
-from monai_bayes.utils.atomic import atomic_path, atomic_write_json
+from monai_bayes.utils.atomic import atomic_write_json
 from monai_bayes.workflows.methods import METHODS, method_spec
 
 __all__ = [
     "METHODS",
     "OptimizerSettings",
     "RecipeResult",
-    "load_checkpoint",
-    "save_checkpoint",
     "train_bayesian",
     "train_deterministic",
     "train_sparse_bayes",
@@ -103,34 +102,6 @@ class RecipeResult:
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> TrainingCostHandler summary
     selection: list[LayerSelection] | None = None
     checkpoints: dict[str, Path] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(network: nn.Module, path: str | os.PathLike) -> Path:
-    """Save ``network.state_dict()`` atomically (temporary file, then rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(network.state_dict(), tmp)
-    return Path(path)
-
-
-def load_checkpoint(network: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a state dict saved by :func:`save_checkpoint` or MONAI's ``CheckpointSaver`` into ``network``
-    (``torch.load(..., weights_only=True)``: no code from the file runs).
-
-    A partial/full-Bayes checkpoint converts a deterministic ``network`` to the same structure
-    first. A checkpoint of another network raises ``ValueError`` naming the file.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}.")
-    # MONAI CheckpointSaver / Ignite Checkpoint files: {"network": state_dict} (or "model", "state_dict")
-    for key in ("state_dict", "network", "model"):
-        if len(state) == 1 and isinstance(state.get(key), dict):
-            state = state[key]
-    try:
-        return load_stochastic_state_dict(network, state)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
 
 
 # ------------------------------------------------------------------------------------ trainers

@@ -212,12 +212,17 @@ def test_unrelated_folder_is_not_overwritten(lidc_small_raw: Path, tmp_path: Pat
     assert (tmp_path / "mine.txt").read_text() == "keep"
 
 
-def test_progress_bar_and_monai_loading(lidc_small_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_progress_bar_and_monai_loading(
+    lidc_small_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from monai.data import Dataset
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from monai_bayes.data import RandRaterd
 
+    prepare_lidc_dataset(lidc_small_raw, tmp_path / "log", patch_size=32, show_progress=True)
+    assert "LIDC scans" not in capsys.readouterr().err  # not a terminal (a log file): no bar
+    monkeypatch.setattr("monai_bayes.utils.progress.stderr_is_terminal", lambda: True)
     dl = prepare_lidc_dataset(lidc_small_raw, tmp_path / "c", patch_size=32, show_progress=True)
     assert "LIDC scans" in capsys.readouterr().err
     train, _ = get_fold_split(dl, 0)

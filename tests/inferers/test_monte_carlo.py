@@ -109,6 +109,10 @@ def test_sigmoid_multilabel_and_bad_arguments(partial_unet):
         MonteCarloInferer(2, activation=None, output="mean")
     with pytest.raises(ValueError, match="chunk_size"):
         MonteCarloInferer(2, chunk_size=0)
+    with pytest.raises(ValueError, match=r"(?s)output: .*'averages'(?=.*'samples')(?=.*'uncertainty')"):
+        MonteCarloInferer(2, output="averages")
+    with pytest.raises(ValueError, match=r"(?s)activation: .*'relu'(?=.*'softmax')(?=.*'sigmoid')"):
+        MonteCarloInferer(2, activation="relu")
 
 
 def test_metatensor_batches_keep_their_metadata(partial_unet):

@@ -47,9 +47,9 @@ def test_weighted_ce_and_single_sample_layout(partial_net):
 def test_bad_arguments(partial_net):
     with pytest.raises(ValueError, match="needs dataset_size"):
         ELBOLoss(partial_net, "ce")
-    with pytest.raises(ValueError, match="kl_reduction must be one of"):
+    with pytest.raises(ValueError, match=r"(?s)kl_reduction: .*'mean'.*positive number"):
         ELBOLoss(partial_net, "ce", kl_reduction="mean")
-    with pytest.raises(ValueError, match="nll must be"):
+    with pytest.raises(ValueError, match=r"(?s)nll: .*'hinge'"):
         ELBOLoss(partial_net, "hinge", kl_reduction="sum")
     plain = ELBOLoss(nn.Conv2d(1, 2, 1), "ce", kl_reduction="sum")
     with pytest.raises(ValueError, match="no stochastic layer"):

@@ -18,6 +18,7 @@ from monai_bayes.layers import (
     stochastic_layers,
 )
 from monai_bayes.networks import candidate_parameters, load_stochastic_state_dict
+from monai_bayes.selection import select_topk
 
 
 def _unet(nd: int) -> nn.Module:
@@ -68,7 +69,7 @@ def _random_scores(net: nn.Module) -> dict[str, torch.Tensor]:
 def test_partial_bayes_mean_mode_equals_deterministic(trained_net):
     net, x = trained_net
     ref = net(x)
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.05, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.05), inplace=False)
     assert stochastic_layers(pb), "some layer must have become Bayesian"
     with sampling_mode(pb, "mean"):
         torch.testing.assert_close(pb(x), ref, rtol=0, atol=1e-6)
@@ -104,7 +105,7 @@ def _rebuild(net: nn.Module) -> nn.Module:
 
 def test_batched_mc_on_network_matches_sequential(trained_net):
     net, x = trained_net
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.1, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.1), inplace=False)
     from monai_bayes.layers import draw_noise, fixed_noise, select_noise
 
     noise = draw_noise(pb, 3, torch.Generator().manual_seed(0))
@@ -134,7 +135,7 @@ def test_mc_dropout_mean_mode_and_sampling(trained_net):
 def test_to_deterministic_round_trip(trained_net):
     net, x = trained_net
     ref = net(x)
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.05, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.05), inplace=False)
     plain = to_deterministic(pb)
     assert not any(isinstance(m, StochasticLayer) for m in plain.modules())
     assert stochastic_layers(pb), "to_deterministic works on a copy by default"
@@ -145,7 +146,7 @@ def test_to_deterministic_round_trip(trained_net):
 def test_load_stochastic_state_dict_rebuilds_structure():
     torch.manual_seed(0)
     net = _unet(2).eval()
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.02, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.02), inplace=False)
     fresh = load_stochastic_state_dict(_unet(2).eval(), pb.state_dict())
     for (n1, a), (n2, b) in zip(stochastic_layers(pb), stochastic_layers(fresh)):
         assert n1 == n2 and torch.equal(a.bayes_mask("weight"), b.bayes_mask("weight"))
@@ -156,7 +157,7 @@ def test_load_stochastic_state_dict_rebuilds_structure():
 
 def test_load_stochastic_state_dict_rejects_other_network():
     net = _unet(2)
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.02, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.02), inplace=False)
     other = UNet(2, 1, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=2)
     with pytest.raises(ValueError, match=r"does not match|does not fit|no matching"):
         load_stochastic_state_dict(other, pb.state_dict())
@@ -180,7 +181,7 @@ def test_include_exclude_by_name_and_type():
 
 def test_kl_is_sum_of_layers_and_zero_for_mc_dropout():
     net = _unet(2)
-    pb = to_partial_bayes(net, _random_scores(net), r_bayes=0.05, inplace=False)
+    pb = to_partial_bayes(net, select_topk(_random_scores(net), 0.05), inplace=False)
     expected = sum(layer.kl() for _, layer in stochastic_layers(pb))
     torch.testing.assert_close(kl_divergence(pb), expected)
     md = to_mc_dropout(net, 0.1, inplace=False)
@@ -200,7 +201,7 @@ def test_bad_mask_shape_names_parameter():
 def test_bad_r_bayes(r_bayes):
     net = _unet(2)
     with pytest.raises(ValueError, match=r"r_bayes must be a fraction in \(0, 1\]"):
-        to_partial_bayes(net, _random_scores(net), r_bayes=r_bayes, inplace=False)
+        select_topk(_random_scores(net), r_bayes)
 
 
 def test_unsupported_layer_named_in_include():
@@ -221,8 +222,10 @@ def test_unknown_parameter_and_empty_selection():
     empty = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in candidate_parameters(net).items()}
     with pytest.raises(ValueError, match="marks no parameter"):
         to_partial_bayes(net, empty, inplace=False)
-    with pytest.raises(ValueError, match="pass r_bayes"):
+    with pytest.raises(ValueError, match=r"must hold boolean masks.*select_topk"):
         to_partial_bayes(net, _random_scores(net), inplace=False)
+    with pytest.raises(ValueError, match="to_full_bayes selects every entry; do not pass 'scope'"):
+        to_full_bayes(net, scope="layer")
 
 
 def test_network_without_selectable_parameters():
@@ -235,3 +238,5 @@ def test_mc_dropout_bad_p_and_placement():
         to_mc_dropout(_unet(2), p=1.0)
     with pytest.raises(ValueError, match="no dropout module"):
         to_mc_dropout(_resnet(2), p=0.1, placement="existing")
+    with pytest.raises(ValueError, match=r"(?s)placement: .*'before'(?=.*'existing')(?=.*'after')"):
+        to_mc_dropout(_unet(2), p=0.1, placement="before")

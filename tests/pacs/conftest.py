@@ -344,7 +344,8 @@ def make_bundle(
     from monai.networks.blocks import Convolution
 
     from monai_bayes import to_partial_bayes
-    from monai_bayes.workflows import save_checkpoint
+    from monai_bayes.networks import save_checkpoint
+    from monai_bayes.selection import select_topk
 
     network_def = {
         "_target_": "monai.networks.blocks.Convolution",
@@ -364,7 +365,7 @@ def make_bundle(
             conv.weight[(ch, 0, *centre)] = 20.0 * sg
             conv.bias[ch] = -10.0 * sg
     scores = {name: p.detach().abs() for name, p in net.named_parameters()}
-    net = to_partial_bayes(net, scores, r_bayes=R_BAYES, sigma_init=2.0)
+    net = to_partial_bayes(net, select_topk(scores, R_BAYES), sigma_init=2.0)
     (root / "configs").mkdir(parents=True, exist_ok=True)
     save_checkpoint(net, root / "models" / "model.pt")
     inner = (
@@ -377,8 +378,7 @@ def make_bundle(
         "bundle_root": ".",
         "device": "$torch.device('cpu')",
         "network_def": network_def,
-        "network": "$monai_bayes.workflows.load_checkpoint(@network_def, @bundle_root + '/models/model.pt')"
-        ".to(@device)",
+        "network": "$monai_bayes.networks.load_checkpoint(@network_def, @bundle_root + '/models/model.pt').to(@device)",
         "inferer": {
             "_target_": "monai_bayes.inferers.MonteCarloInferer",
             "num_samples": num_samples,

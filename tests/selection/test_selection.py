@@ -8,11 +8,15 @@ from torch import nn
 
 from monai_bayes.networks import to_partial_bayes
 from monai_bayes.selection import (
+    ScoreMethod,
+    SelectionScope,
+    SelectionSettings,
     compute_scores,
     format_selection_report,
     magnitude_scores,
     random_scores,
     saliency_scores,
+    select_bayesian_weights,
     select_topk,
     selection_report,
 )
@@ -130,3 +134,28 @@ def test_empty_loader_and_no_selectable_parameters():
         saliency_scores(nn.Sequential(nn.BatchNorm1d(2)), [_batch([1, 2], [1, 1])], _weighted_sum, progress=False)
     with pytest.raises(ValueError, match="needs a data loader"):
         compute_scores("saliency", net)
+
+
+def test_selection_settings_validate_once_and_keywords_override():
+    settings = SelectionSettings(r_bayes=0.5, method="magnitude", scope="layer")
+    assert settings.method is ScoreMethod.MAGNITUDE and settings.scope is SelectionScope.LAYER
+    assert not settings.needs_data and SelectionSettings().needs_data
+    assert SelectionSettings.from_options(settings, r_bayes=0.25).r_bayes == 0.25
+    with pytest.raises(ValueError, match=r"(?s)scope: .*'module'"):
+        SelectionSettings(scope="module")
+    with pytest.raises(ValueError, match=r"(?s)method: .*'gradient'"):
+        SelectionSettings(method="gradient")
+    with pytest.raises(ValueError, match=r"r_bayes must be a fraction in \(0, 1\]"):
+        SelectionSettings(r_bayes=0)
+    with pytest.raises(TypeError, match=r"unknown selection option\(s\) \['rbayes'\]"):
+        SelectionSettings.from_options(rbayes=0.1)
+
+
+def test_select_bayesian_weights_is_scores_then_topk_then_conversion():
+    """The one-call step equals compute_scores -> select_topk -> to_partial_bayes(masks)."""
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    manual = to_partial_bayes(net, select_topk(magnitude_scores(net), 0.2, "layer"), inplace=False)
+    rows = select_bayesian_weights(net, SelectionSettings(method="magnitude", scope="layer"), r_bayes=0.2)
+    assert [r.num_bayes for r in rows] == [r.num_bayes for r in selection_report(manual)]
+    for name, buffer in manual.named_buffers():
+        assert torch.equal(buffer, dict(net.named_buffers())[name])

@@ -10,8 +10,8 @@ from monai.networks.nets import UNet
 from monai_bayes import train_sparse_bayes
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import sampling_mode, stochastic_layers
-from monai_bayes.networks import DeepEnsemble
-from monai_bayes.workflows import OptimizerSettings, load_checkpoint
+from monai_bayes.networks import DeepEnsemble, load_checkpoint
+from monai_bayes.workflows import OptimizerSettings
 
 
 def _discs(n: int, size: int = 32, seed: int = 0) -> list[dict[str, torch.Tensor]]:

@@ -610,7 +610,7 @@ def write_lidc_cases(
     overwrite
         Replace an existing, different ``out_dir``.
     show_progress
-        tqdm bar.
+        progress bar (drawn on a terminal only).
     num_workers
         Processes writing cases in parallel (``None``: one per CPU core, at most 4; ``0``/``1``:
         in this process, the default). Worker processes are *spawned* and import the package
@@ -624,7 +624,7 @@ def write_lidc_cases(
         array order, XML path, ground-truth ``.npz`` and the nodule list; also recorded in
         ``out_dir/manifest.json``.
     """
-    from tqdm.auto import tqdm
+    from monai_bayes.utils.progress import progress_bar
 
     root = Path(out_dir)
     config = {
@@ -665,7 +665,9 @@ def write_lidc_cases(
             )
             for i in range(num_cases)
         ]
-        bar = tqdm(total=num_cases, desc="synthetic LIDC", unit="case", disable=not show_progress)
+        bar = progress_bar(
+            total=num_cases, desc="synthetic LIDC", unit="case", enabled=None if show_progress else False
+        )
         if workers <= 1:
             cases = []
             for a in args:

@@ -18,7 +18,7 @@ from _nested_reference import (
 from scipy.stats import chisquare
 
 from monai_bayes.layers import NestedDropoutConv2d, NestedDropoutConvTranspose2d, NestedDropoutLinear
-from monai_bayes.layers.nested import (
+from monai_bayes.layers.nested_math import (
     EQ17_MAXIMUM,
     chain_mask_probabilities,
     downhill_sample,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from ignite.engine import Engine
 from monai.networks.nets import UNet
 from torch import nn
 
-from monai_bayes.handlers import BNRecalibrationHandler, recalibrate_batch_norm
+from monai_bayes.handlers import BNRecalibrationHandler
 from monai_bayes.layers import NestedDropoutConv2d, nested_layers, sampling_mode
-from monai_bayes.networks import extract_width, to_nested
+from monai_bayes.networks import extract_width, recalibrate_batch_norm, to_nested
 
 
 def _batches(n: int, shape=(4, 1, 16, 16), seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -92,3 +94,28 @@ def test_bad_input():
     with pytest.raises(ValueError, match="event"):
         BNRecalibrationHandler(_batches(1), event="NOT_AN_EVENT")
     assert recalibrate_batch_norm(nn.Sequential(nn.Conv2d(1, 1, 1)), _batches(1)) == 0
+
+
+def test_differs_from_torch_update_bn_only_where_documented():
+    """Same statistics as torch.optim.swa_utils.update_bn without dropout; with dropout ours stays in eval."""
+    from torch.optim.swa_utils import update_bn
+
+    data = _batches(3, shape=(4, 2, 8, 8))
+    images = [b["image"] for b in data]
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)).eval()
+    ours, theirs = copy.deepcopy(plain), copy.deepcopy(plain)
+    recalibrate_batch_norm(ours, data)
+    update_bn(images, theirs)
+    assert torch.allclose(ours[1].running_mean, theirs[1].running_mean, atol=1e-6)
+    assert torch.allclose(ours[1].running_var, theirs[1].running_var, atol=1e-6)
+    with_dropout = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)).eval()
+    ours, theirs = copy.deepcopy(with_dropout), copy.deepcopy(with_dropout)
+    recalibrate_batch_norm(ours, data)
+    torch.manual_seed(0)
+    update_bn(images, theirs)
+    with torch.no_grad():  # the statistics of the network as evaluated: dropout off
+        expected = torch.stack([with_dropout[1](x).mean(dim=(0, 2, 3)) for x in images]).mean(0)
+    assert torch.allclose(ours[2].running_mean, expected, atol=1e-5)
+    assert not torch.allclose(theirs[2].running_mean, expected, atol=1e-3)  # update_bn ran with dropout on
+    assert not theirs.training and not ours.training

@@ -10,7 +10,9 @@ import torch
 from monai.networks.nets import UNet
 
 from monai_bayes.evaluation import evaluate_width_sweep, rater_masks, write_width_sweep_report
+from monai_bayes.evaluation.nested import _sweep_values
 from monai_bayes.layers import nested_layers
+from monai_bayes.metrics import compute_ged, compute_hm_iou, compute_pairwise_iou
 from monai_bayes.networks import to_nested
 
 
@@ -98,3 +100,21 @@ def test_bad_sweep_arguments():
         evaluate_width_sweep(net, _data(1), num_samples=())
     with pytest.raises(ValueError, match="no batch"):
         evaluate_width_sweep(net, [], num_samples=(1,))
+
+
+@pytest.mark.parametrize("empty_policy", ["match", "mismatch"])
+def test_one_pairwise_pass_per_batch_equals_separate_ged_and_hm_iou_per_sample_count(empty_policy):
+    """The sweep slices one pairwise-IoU pass of S_max samples; that equals compute_ged / compute_hm_iou per S."""
+    gen = torch.Generator().manual_seed(3)
+    samples = (torch.rand(3, 6, 1, 12, 12, generator=gen) > 0.6).float()
+    samples[0, 2] = 0  # an empty sample: the empty-pair policy matters
+    raters = (torch.rand(3, 3, 1, 12, 12, generator=gen) > 0.6).float()
+    raters[1] = 0
+    pairwise = compute_pairwise_iou(samples, raters, empty_policy=empty_policy)
+    for s in (1, 2, 3, 6):
+        values = _sweep_values(pairwise, s)
+        ged = compute_ged(samples[:, :s], raters, empty_policy=empty_policy)
+        hm = compute_hm_iou(samples[:, :s], raters, empty_policy=empty_policy)
+        assert torch.allclose(values["ged"], ged.ged)
+        assert torch.allclose(values["sample_diversity"], ged.sample_diversity)
+        assert torch.allclose(values["hm_iou"], hm)

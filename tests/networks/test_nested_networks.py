@@ -14,6 +14,7 @@ from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import (
     NestedChannelMask,
     NestedDropoutLayer,
+    NestedDropoutOptions,
     StochasticLayer,
     draw_noise,
     fixed_noise,
@@ -157,6 +158,25 @@ def test_to_nested_bad_input():
         to_nested(spread, groups=8)
     with pytest.raises(ValueError, match="does not match the network"):
         to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), groups=4, pretrained={"bogus": torch.zeros(1)})
+    untouched = UNet(2, 1, 2, channels=(8, 16), strides=(2,))
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+        to_nested(untouched, groups=4, temperature=0.0, pretrained={"bogus": torch.zeros(1)})  # before loading
+    with pytest.raises(TypeError, match="unknown nested-dropout option"):
+        to_nested(untouched, groups=4, prior=0.9)
+    assert not nested_layers(untouched)
+
+
+def test_to_nested_takes_an_options_object_or_keywords():
+    options = NestedDropoutOptions(groups=4, always_kept=1, kl_constant="zero_at_infinity")
+    torch.manual_seed(0)
+    a = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), options=options)
+    torch.manual_seed(0)
+    b = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), 4, always_kept=1, kl_constant="zero_at_infinity")
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert {layer.kl_constant for _, layer in nested_layers(a)} == {"zero_at_infinity"}
+    c = to_nested(UNet(2, 1, 2, channels=(8, 16), strides=(2,)), 2, options=options)  # groups overrides
+    assert {layer.nested_groups for _, layer in nested_layers(c)} == {2}
 
 
 def test_pretrained_state_dict_gives_the_means(tmp_path):
@@ -221,3 +241,46 @@ def test_elbo_training_step_updates_ordering_and_noise_levels():
     assert ELBOLoss(net, "ce", kl_reduction="parameters").kl_divisor(2) == sum(
         layer.log_alpha.numel() for _, layer in nested_layers(net)
     )
+
+
+class _TwoBranch(nn.Module):
+    """A block the interpreter does not know: ``head(x) + shortcut(x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.shortcut = nn.Conv2d(1, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x) + self.shortcut(x)
+
+
+def test_a_registered_container_walker_teaches_the_interpreter_a_new_block():
+    from monai_bayes.networks import register_container_walker
+    from monai_bayes.networks.channel_flow import CONTAINER_WALKERS, join_name
+
+    net = nn.Sequential(_TwoBranch(), nn.Conv2d(8, 2, 1))
+    with pytest.raises(ValueError, match="cannot follow channels through module '0' of type _TwoBranch"):
+        analyse_channel_flow(net)
+
+    @register_container_walker(_TwoBranch)
+    def _walk(walker, module, name, flow):
+        head = walker.walk(module.head, join_name(name, "head"), flow)
+        shortcut = walker.walk(module.shortcut, join_name(name, "shortcut"), flow)
+        return walker.visitor.combine(name, head, shortcut)
+
+    try:
+        report = analyse_channel_flow(net)
+        assert report.output_layers == {"1"}
+        assert {"0.head.0", "0.shortcut"} in report.ties  # the addition ties both convs
+        nested = to_nested(net, groups=4, always_kept=1, inplace=False)
+        assert {name for name, _ in nested_layers(nested)} == {"0.head.0", "0.shortcut"}
+        x = torch.randn(2, 1, 6, 6)
+        with torch.no_grad(), nested_width(nested, 2), sampling_mode(nested, "mean"):
+            masked = nested(x)
+        small = extract_width(nested, 2)
+        assert small[0].shortcut.out_channels == 4 and small[1].in_channels == 4
+        with torch.no_grad():
+            assert torch.allclose(small(x), masked, atol=TOL)
+    finally:
+        CONTAINER_WALKERS.pop(_TwoBranch)

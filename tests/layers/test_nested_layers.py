@@ -26,7 +26,8 @@ from monai_bayes.layers import (
     set_nested_temperature,
     set_nested_width,
 )
-from monai_bayes.layers.nested import group_boundaries
+from monai_bayes.layers.nested import NestedDropoutOptions
+from monai_bayes.layers.nested_math import group_boundaries
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,7 @@ def test_group_boundaries_and_remainders():
         group_boundaries(10, 4, remainder="error")
     with pytest.raises(ValueError, match="exceeds the 3 output channels"):
         group_boundaries(3, 4)
-    with pytest.raises(ValueError, match="remainder must be"):
+    with pytest.raises(ValueError, match=r"(?s)remainder: .*'drop'(?=.*'spread')(?=.*'error')"):
         group_boundaries(8, 4, remainder="drop")
     layer = NestedDropoutConv2d(1, 10, 1, nested_groups=4, always_kept=1)
     assert [layer.channels_at_width(w) for w in (1, 2, 3, 4)] == [3, 6, 8, 10]
@@ -226,3 +227,28 @@ def test_state_dict_round_trip():
     assert set(a.state_dict()) == {"weight", "bias", "log_alpha", "order_logits", "prior_keep"}
     b.load_state_dict(a.state_dict())
     assert torch.allclose(a.kl(), b.kl())
+
+
+def test_options_object_and_keywords_build_the_same_layer():
+    options = NestedDropoutOptions(groups=4, always_kept=1, prior_keep=0.8, order_init="prior", weight_noise="weight")
+    torch.manual_seed(0)
+    by_object = NestedDropoutConv2d(2, 8, 3, nested_options=options)
+    torch.manual_seed(0)
+    by_keywords = NestedDropoutConv2d(
+        2, 8, 3, nested_groups=4, always_kept=1, prior_keep=0.8, order_init="prior", weight_noise="weight"
+    )
+    assert by_object.state_dict().keys() == by_keywords.state_dict().keys()
+    assert all(torch.equal(v, by_keywords.state_dict()[k]) for k, v in by_object.state_dict().items())
+    assert by_object.weight_noise == by_keywords.weight_noise == "weight" and by_object.nested_groups == 4
+    overridden = NestedDropoutConv2d(2, 8, 3, nested_options=options, nested_groups=2)  # keywords win
+    assert overridden.nested_groups == 2 and overridden.weight_noise == "weight"
+    assert overridden.groups == 1  # the convolution's own groups is untouched
+
+
+def test_options_are_validated_once_with_the_setting_named():
+    with pytest.raises(ValueError, match=r"(?s)weight_noise: .*'flipout'"):
+        NestedDropoutOptions(weight_noise="flipout")
+    with pytest.raises(ValueError, match="needs 2 values"):  # K = 4 - 2 + 1 nodes: π_2, π_3
+        NestedDropoutOptions(groups=4, always_kept=2, prior_keep=[0.9])
+    with pytest.raises(TypeError, match=r"unknown nested-dropout option\(s\) \['groupz'\]"):
+        NestedDropoutOptions.from_options(groupz=4)

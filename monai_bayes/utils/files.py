@@ -1,0 +1,37 @@
+"""Reading small result files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_json_if_exists"]
+
+
+def read_json_if_exists(path: str | os.PathLike | None) -> Any:
+    """The parsed JSON file at ``path``, or ``None`` if there is none.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A JSON file; ``None`` or a missing file give ``None``.
+
+    Returns
+    -------
+    Any
+        The parsed content, or ``None``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it exists but is not valid JSON.
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}).") from err
