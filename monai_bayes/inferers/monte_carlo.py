@@ -23,7 +23,6 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
 from monai_bayes.inferers.planning import AUTO, MCPlan, choose_plan, plan_candidates
-from monai_bayes.inferers.shared_prefix import shared_prefix_forward
 from monai_bayes.layers.base import (
     ModelNoise,
     draw_noise,
@@ -33,6 +32,7 @@ from monai_bayes.layers.base import (
     select_noise,
     stochastic_layers,
 )
+from monai_bayes.layers.shared_prefix import shared_prefix_forward
 from monai_bayes.uncertainty import uncertainty_maps
 from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
@@ -133,7 +133,7 @@ class MonteCarloInferer(Inferer):
         fastest plan for that shape (logged once at INFO; see :attr:`plans`). The probe costs about
         ``2 × candidates`` extra calls on the first input of each shape.
     shared_prefix: run the layers before the first stochastic layer once per pass instead of once per
-        sample (:func:`~monai_bayes.inferers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
+        sample (:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
         or ``"auto"`` (default: decided by the probe when ``chunk_size="auto"``, else ``True`` for a
         chunk of more than one sample). Same outputs either way, up to float rounding.
     activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with

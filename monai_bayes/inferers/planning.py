@@ -2,7 +2,7 @@
 
 A :class:`MCPlan` says how many samples go through one batched pass (``chunk_size``) and whether
 each pass runs the part of the network before the first stochastic layer once
-(:func:`~monai_bayes.inferers.shared_prefix.shared_prefix_forward`). Which plan is fastest depends
+(:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`). Which plan is fastest depends
 on the network, the input shape and the device: on a CPU one batch of ``S·B`` items can cost twice
 ``S`` passes of ``B`` (worse cache use), on a GPU the large batch saves kernel launches, and a long
 shared prefix favours large chunks. :func:`choose_plan` therefore *measures*: it times each

@@ -10,8 +10,8 @@ from torch import nn
 
 from monai_bayes import to_mc_dropout, to_partial_bayes
 from monai_bayes.inferers import MonteCarloInferer
-from monai_bayes.inferers.shared_prefix import MCCostSplit, mc_cost_split, shared_prefix_forward
 from monai_bayes.layers import draw_noise, fixed_noise, mc_samples, sampling_mode, select_noise
+from monai_bayes.layers.shared_prefix import MCCostSplit, mc_cost_split, shared_prefix_forward
 
 _CONV_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
