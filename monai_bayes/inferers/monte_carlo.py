@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.data import MetaTensor
@@ -23,6 +23,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import StrEnum
 from torch import nn
 
+from monai_bayes.inferers.planning import AUTO, MCPlan, choose_plan, plan_candidates
 from monai_bayes.layers.base import (
     ModelNoise,
     draw_noise,
@@ -32,6 +33,7 @@ from monai_bayes.layers.base import (
     select_noise,
     stochastic_layers,
 )
+from monai_bayes.layers.shared_prefix import shared_prefix_forward
 from monai_bayes.uncertainty import Activation, uncertainty_maps
 from monai_bayes.utils.options import look_up
 from monai_bayes.utils.random import seeded_global_rng
@@ -70,23 +72,60 @@ def summarize_samples(probs: torch.Tensor, activation: str) -> torch.Tensor:
 class _SampleStackingNetwork:
     """Callable running ``S`` samples of ``network`` on an input batch, samples side by side in channels.
 
-    ``(n, C_in, *sp)`` → network on ``(S·n, C_in, *sp)`` → ``(n, S·C_out, *sp')``.
+    ``(n, C_in, *sp)`` → ``(n, S·C_out, *sp')``. The samples run in chunks of ``chunk_size`` (one
+    batched pass each, with that chunk's slice of the frozen noise), each chunk either as one stacked
+    batch of ``c·n`` items or by :func:`shared_prefix_forward`. The plan is fixed or, with
+    ``chunk_size="auto"`` / ``shared_prefix="auto"``, chosen by a timed probe on the first call for
+    each input shape (:func:`choose_plan`).
     """
 
-    def __init__(self, network: Callable[..., torch.Tensor], num_samples: int) -> None:
+    def __init__(
+        self,
+        inferer: MonteCarloInferer,
+        network: Callable[..., torch.Tensor],
+        module: nn.Module | None,
+        noise: ModelNoise,
+    ) -> None:
+        self.inferer = inferer
         self.network = network
-        self.num_samples = num_samples
+        self.module = module
+        self.noise = noise
+        self.num_samples = inferer.num_samples
 
     def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        x = as_plain_tensor(x)  # per-sample slicing of a batched MetaTensor would try to split its metadata
+        plan = self.inferer._plan_for(x, self.module, lambda p: self.run(p, x, *args, **kwargs))
+        return self.run(plan, x, *args, **kwargs)
+
+    def run(self, plan: MCPlan, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """All ``S`` samples for ``x`` with ``plan``: ``(n, S·C_out, *sp')``."""
         S, n = self.num_samples, x.shape[0]
-        # plain tensors inside: per-sample slicing of a batched MetaTensor would try to split its metadata
-        out = self.network(torch.cat([as_plain_tensor(x)] * S), *args, **kwargs)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(
-                f"MonteCarloInferer needs a network returning one tensor, got {type(out).__name__} "
-                "(e.g. disable deep supervision for inference)."
-            )
-        return out.reshape(S, n, *out.shape[1:]).transpose(0, 1).reshape(n, S * out.shape[1], *out.shape[2:])
+        outs = []
+        for start in range(0, S, plan.chunk_size):
+            c = min(plan.chunk_size, S - start)
+            out = self._chunk(x, slice(start, start + c), plan.shared_prefix, *args, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(
+                    f"MonteCarloInferer needs a network returning one tensor, got {type(out).__name__} "
+                    "(e.g. disable deep supervision for inference)."
+                )
+            outs.append(out.reshape(c, n, *out.shape[1:]))
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        return out.transpose(0, 1).reshape(n, S * out.shape[2], *out.shape[3:])
+
+    def _chunk(self, x: torch.Tensor, samples: slice, shared: bool, *args: Any, **kwargs: Any) -> torch.Tensor:
+        c = samples.stop - samples.start
+        if self.module is None:
+            return self.network(torch.cat([x] * c), *args, **kwargs)
+        module = self.module
+        with (
+            sampling_mode(module, "sample"),
+            mc_samples(module, c),
+            fixed_noise(module, select_noise(self.noise, samples)),
+        ):
+            if shared:
+                return shared_prefix_forward(module, x, c, *args, **kwargs)
+            return self.network(torch.cat([x] * c), *args, **kwargs)
 
 
 class MonteCarloInferer(Inferer):
@@ -97,8 +136,16 @@ class MonteCarloInferer(Inferer):
     num_samples: ``S``, the number of Monte-Carlo samples (seed 000 uses 5).
     inferer: the inner inferer run for each chunk; default :class:`~monai.inferers.SimpleInferer`.
         Use :class:`~monai.inferers.SlidingWindowInferer` for 3D volumes.
-    chunk_size: samples per forward pass (default: all ``S`` at once). Lower it to bound memory:
-        a pass holds ``chunk_size × batch`` items.
+    chunk_size: samples per batched pass: an int (a pass holds ``chunk_size × batch`` items; lower it to
+        bound memory), ``None`` (all ``S`` in one pass) or ``"auto"`` (default): on the first call for
+        each input shape (per inner-inferer batch, e.g. per sliding-window batch) a short timed probe
+        compares 1, 2, 4, … ``S`` samples per pass, with and without ``shared_prefix``, and keeps the
+        fastest plan for that shape (logged once at INFO; see :attr:`plans`). The probe costs about
+        ``2 × candidates`` extra calls on the first input of each shape.
+    shared_prefix: run the layers before the first stochastic layer once per pass instead of once per
+        sample (:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
+        or ``"auto"`` (default: decided by the probe when ``chunk_size="auto"``, else ``True`` for a
+        chunk of more than one sample). Same outputs either way, up to float rounding.
     activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
         ``output="samples"``).
     output:
@@ -117,16 +164,19 @@ class MonteCarloInferer(Inferer):
         self,
         num_samples: int = 8,
         inferer: Inferer | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | Literal["auto"] | None = AUTO,
         activation: Activation | str | None = Activation.SOFTMAX,
         output: OutputKind | str = OutputKind.SAMPLES,
         seed: int | None = None,
+        shared_prefix: bool | Literal["auto"] = AUTO,
     ) -> None:
         super().__init__()
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+        if chunk_size != AUTO and chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int, None or 'auto', got {chunk_size!r}.")
+        if shared_prefix != AUTO and not isinstance(shared_prefix, bool):
+            raise ValueError(f"shared_prefix must be True, False or 'auto', got {shared_prefix!r}.")
         if activation is not None:
             activation = look_up("activation", activation, Activation).value
         output = look_up("output", output, OutputKind).value
@@ -134,11 +184,41 @@ class MonteCarloInferer(Inferer):
             raise ValueError(f"output={output!r} needs probabilities: set activation to 'softmax' or 'sigmoid'.")
         self.num_samples = num_samples
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.chunk_size = chunk_size or num_samples
+        self.chunk_size: int | Literal["auto"] = num_samples if chunk_size is None else chunk_size
+        if shared_prefix == AUTO and self.chunk_size != AUTO:
+            shared_prefix = self.chunk_size > 1
+        self.shared_prefix: bool | Literal["auto"] = shared_prefix
         self.activation = activation
         self.output = output
         self.seed = seed
         self._warned_deterministic = False  # the no-stochastic-layer warning is given once per inferer
+        #: plan chosen per (network, S, input shape, dtype, device), see ``chunk_size="auto"``
+        self.plans: dict[tuple[Any, ...], MCPlan] = {}
+
+    def _plan_for(self, x: torch.Tensor, module: nn.Module | None, run: Callable[[MCPlan], torch.Tensor]) -> MCPlan:
+        """The plan for input ``x`` (cached per shape); probes the candidates on the first call."""
+        key = (id(module), self.num_samples, tuple(x.shape), x.dtype, str(x.device))
+        plan = self.plans.get(key)
+        if plan is not None:
+            return plan
+        has_stochastic = module is not None and bool(stochastic_layers(module))
+        if module is not None and not has_stochastic and self.shared_prefix is not False:
+            plan, times = MCPlan(self.num_samples, True), {}  # nothing varies: one pass, S copies
+        else:
+            candidates = plan_candidates(self.num_samples, self.chunk_size, self.shared_prefix, module is not None)
+            plan, times = choose_plan(candidates, run, x.device)
+        probe = ", ".join(f"{p.chunk_size}{'s' if p.shared_prefix else ''}: {t * 1e3:.1f} ms" for p, t in times.items())
+        logger.info(
+            "MonteCarloInferer: S=%d, input %s on %s -> chunk_size=%d, shared_prefix=%s%s",
+            self.num_samples,
+            tuple(x.shape),
+            x.device,
+            plan.chunk_size,
+            plan.shared_prefix,
+            f" (probe, s = shared prefix: {probe})" if probe else "",
+        )
+        self.plans[key] = plan
+        return plan
 
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
@@ -161,35 +241,12 @@ class MonteCarloInferer(Inferer):
                 self.num_samples,
             )
         # the noise of all S samples is drawn once and sliced per chunk, so the samples do not depend
-        # on the chunk size (and an ensemble visits each member once)
+        # on the chunk size or the windows (and an ensemble visits each member once)
         noise = draw_noise(module, self.num_samples, self._generator(inputs.device)) if module is not None else {}
+        stacked = _SampleStackingNetwork(self, network, module, noise)
         with seeded_global_rng(self.seed, inputs.device):
-            return self._sample_chunks(inputs, network, module, noise, *args, **kwargs)
-
-    def _sample_chunks(
-        self,
-        inputs: torch.Tensor,
-        network: Callable[..., torch.Tensor],
-        module: nn.Module | None,
-        noise: ModelNoise,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        """Run the passes of ``chunk_size`` samples each with their slice of ``noise``; ``(B, S, C, *sp)``."""
-        chunks = []
-        done = 0
-        while done < self.num_samples:
-            c = min(self.chunk_size, self.num_samples - done)
-            stacked = _SampleStackingNetwork(network, c)
-            if module is None:
-                out = self.inferer(inputs, stacked, *args, **kwargs)
-            else:
-                chunk_noise = select_noise(noise, slice(done, done + c))
-                with sampling_mode(module, "sample"), mc_samples(module, c), fixed_noise(module, chunk_noise):
-                    out = self.inferer(inputs, stacked, *args, **kwargs)
-            chunks.append(out.reshape(out.shape[0], c, out.shape[1] // c, *out.shape[2:]))
-            done += c
-        return torch.cat(chunks, dim=1)
+            out = self.inferer(inputs, stacked, *args, **kwargs)
+        return out.reshape(out.shape[0], self.num_samples, out.shape[1] // self.num_samples, *out.shape[2:])
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any

@@ -54,10 +54,12 @@ from monai_bayes.layers.partial import (
     PartialBayesLinear,
     gaussian_kl,
 )
+from monai_bayes.layers.shared_prefix import MCCostSplit, SharedPrefixMode, mc_cost_split, shared_prefix_forward
 
 __all__ = [
     "SAMPLING_MODES",
     "SUPPORTED_TYPES",
+    "MCCostSplit",
     "MCDropout",
     "MCDropoutConv1d",
     "MCDropoutConv2d",
@@ -87,6 +89,7 @@ __all__ = [
     "PartialBayesConvTranspose3d",
     "PartialBayesLayer",
     "PartialBayesLinear",
+    "SharedPrefixMode",
     "StochasticLayer",
     "WeightNoise",
     "candidate_modules",
@@ -95,6 +98,7 @@ __all__ = [
     "fixed_noise",
     "gaussian_kl",
     "kl_divergence",
+    "mc_cost_split",
     "mc_samples",
     "nested_layers",
     "nested_width",
@@ -103,5 +107,6 @@ __all__ = [
     "set_nested_temperature",
     "set_nested_width",
     "set_sampling_mode",
+    "shared_prefix_forward",
     "stochastic_layers",
 ]

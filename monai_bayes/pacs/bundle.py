@@ -124,7 +124,8 @@ def configure_inferer(inferer: MonteCarloInferer, num_samples: int | None = None
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise PacsConfigError(f"num_samples must be a positive int, got {num_samples!r}")
         inferer.num_samples = num_samples
-        inferer.chunk_size = min(inferer.chunk_size, num_samples)
+        if isinstance(inferer.chunk_size, int):  # "auto" plans per call
+            inferer.chunk_size = min(inferer.chunk_size, num_samples)
     if seed is not None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise PacsConfigError(f"seed must be a non-negative int, got {seed!r}")

@@ -8,21 +8,26 @@ from monai_bayes.selection.saliency import (
     random_scores,
     saliency_scores,
 )
+from monai_bayes.selection.scopes import ScopeName, call_order, restrict_scores, scope_modules
 from monai_bayes.selection.select import SelectionSettings, select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_selected, select_topk
 
 __all__ = [
     "LayerSelection",
+    "ScopeName",
     "ScoreMethod",
     "SelectionScope",
     "SelectionSettings",
+    "call_order",
     "check_r_bayes",
     "compute_scores",
     "format_selection_report",
     "magnitude_scores",
     "num_selected",
     "random_scores",
+    "restrict_scores",
     "saliency_scores",
+    "scope_modules",
     "select_bayesian_weights",
     "select_topk",
     "selection_report",

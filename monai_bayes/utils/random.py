@@ -7,7 +7,23 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["seeded_global_rng"]
+__all__ = ["preserved_global_rng", "seeded_global_rng"]
+
+
+@contextmanager
+def preserved_global_rng(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block and restore the global RNG state afterwards (CPU and, for CUDA, ``device``'s generator).
+
+    Parameters
+    ----------
+    device : torch.device or str
+        The device whose generator the block may advance besides the CPU one.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        yield
 
 
 @contextmanager
@@ -23,11 +39,9 @@ def seeded_global_rng(seed: int | None, device: torch.device | str = "cpu") -> I
         yield
         return
     device = torch.device(device)
-    cuda = device.type == "cuda"
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
-    with torch.random.fork_rng(devices=[index] if cuda else []):
+    with preserved_global_rng(device):
         torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(index):
+        if device.type == "cuda":
+            with torch.cuda.device(device.index if device.index is not None else torch.cuda.current_device()):
                 torch.cuda.manual_seed(seed)
         yield
