@@ -34,7 +34,7 @@ from monai.networks.nets import BasicUNet, UNet
 from monai_bayes import to_partial_bayes
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import draw_noise, fixed_noise, mc_cost_split, select_noise
-from monai_bayes.selection import restrict_scores, saliency_scores, scope_modules
+from monai_bayes.selection import restrict_scores, saliency_scores, scope_modules, select_topk
 
 S = 8
 
@@ -72,7 +72,7 @@ def partial_net(det: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scope: s
     if scope == "decoder":
         include = scope_modules(det, x, "decoder")
         scores = restrict_scores(scores, include)
-    return to_partial_bayes(det, scores, r_bayes=0.01, include=include, inplace=False).eval()
+    return to_partial_bayes(det, select_topk(scores, 0.01), inplace=False).eval()
 
 
 def plain_loop(net: torch.nn.Module, x: torch.Tensor, inner: Callable[..., torch.Tensor]) -> Callable[[], object]:

@@ -15,6 +15,7 @@ from monai_bayes.selection import (
     magnitude_scores,
     restrict_scores,
     scope_modules,
+    select_topk,
     selection_report,
 )
 
@@ -38,7 +39,7 @@ def test_decoder_scope_gives_long_prefix_and_report_predicts_cost():
     decoder = scope_modules(net, x, "decoder")
     scores = restrict_scores(magnitude_scores(net), decoder)
     assert {n.rsplit(".", 1)[0] for n in scores} <= set(decoder)
-    pb = to_partial_bayes(net, scores, r_bayes=0.05, include=decoder, inplace=False).eval()
+    pb = to_partial_bayes(net, select_topk(scores, 0.05), inplace=False).eval()
     split = mc_cost_split(pb, x)
     assert split.prefix_macs > 0 and split.suffix_macs > 0
     text = format_selection_report(selection_report(pb), split, num_samples=(8,))
