@@ -5,7 +5,14 @@ This room may import ``layers``, ``networks``, ``utils``, ``losses`` and ``metri
 """
 
 from monai_bayes.reduction.compact import COMPACT_FORMAT, CompactSize, compact_state, load_compact, save_compact
-from monai_bayes.reduction.flat import DEFAULT_GAMMA0, FlatPosterior, flat_posteriors, to_flat_bayes
+from monai_bayes.reduction.flat import (
+    DEFAULT_GAMMA0,
+    FlatPosterior,
+    LayerSpikeDeltaF,
+    flat_posteriors,
+    spike_delta_f_by_layer,
+    to_flat_bayes,
+)
 from monai_bayes.reduction.free_energy import (
     DEFAULT_K_MAX,
     SpikeAndSlabPosterior,
@@ -37,6 +44,7 @@ __all__ = [
     "CompactSize",
     "FlatPosterior",
     "LayerPruneStats",
+    "LayerSpikeDeltaF",
     "PruneReport",
     "SpikeAndSlabPosterior",
     "apply_prune_masks",
@@ -53,6 +61,7 @@ __all__ = [
     "prune_report",
     "save_compact",
     "spike_and_slab_posterior",
+    "spike_delta_f_by_layer",
     "strip_prune_masks",
     "to_flat_bayes",
 ]

@@ -11,17 +11,26 @@ same model (the KL is invariant to the common rescaling), and the flat-model qua
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from monai_bayes.layers import PartialBayesLayer
 from monai_bayes.networks import to_full_bayes
 
-__all__ = ["DEFAULT_GAMMA0", "FlatPosterior", "flat_posteriors", "to_flat_bayes"]
+__all__ = [
+    "DEFAULT_GAMMA0",
+    "FlatPosterior",
+    "LayerSpikeDeltaF",
+    "flat_posteriors",
+    "spike_delta_f_by_layer",
+    "to_flat_bayes",
+]
 
 #: the seed's prior scale of the flat model (eq. 15)
 DEFAULT_GAMMA0 = 0.1
@@ -127,9 +136,7 @@ def flat_posteriors(model: nn.Module) -> list[FlatPosterior]:
     for name, module in model.named_modules():
         if not isinstance(module, PartialBayesLayer) or not module.bayes_param_names:
             continue
-        if module.prior_mu != 0.0:
-            raise ValueError(f"layer {name!r} has prior mean {module.prior_mu}; the flat model needs N(0, gamma0^2).")
-        gamma0 = float(module.prior_sigma)
+        gamma0 = _check_flat_prior(name, module)
         params = tuple(module.bayes_param_names)
         with torch.no_grad():
             mus = [module.posterior_mean(p).detach().reshape(-1) for p in params]
@@ -137,4 +144,77 @@ def flat_posteriors(model: nn.Module) -> list[FlatPosterior]:
             mu = (mus[0] if len(mus) == 1 else torch.cat(mus)) / gamma0
             sigma = (sigmas[0] if len(sigmas) == 1 else torch.cat(sigmas)) / gamma0
         out.append(FlatPosterior(name, params, tuple(m.numel() for m in mus), mu, sigma, gamma0))
+    return out
+
+
+@dataclass
+class LayerSpikeDeltaF:
+    """``ΔF(λ = 0)`` of one layer's Bayesian entries (weight entries first, then bias).
+
+    Attributes
+    ----------
+    layer : str
+        Qualified module name.
+    params : tuple of str
+        Parameters with Bayesian entries, in the order of ``delta_f0``.
+    sizes : tuple of int
+        Number of Bayesian entries of each parameter.
+    delta_f0 : torch.Tensor
+        Spike limits in nats, shape ``(k,)``.
+    """
+
+    layer: str
+    params: tuple[str, ...]
+    sizes: tuple[int, ...]
+    delta_f0: torch.Tensor
+
+
+def _check_flat_prior(name: str, module: PartialBayesLayer) -> float:
+    if module.prior_mu != 0.0:
+        raise ValueError(f"layer {name!r} has prior mean {module.prior_mu}; the flat model needs N(0, gamma0^2).")
+    return float(module.prior_sigma)
+
+
+def spike_delta_f_by_layer(model: nn.Module) -> list[LayerSpikeDeltaF]:
+    """The spike limit ``ΔF(λ = 0) = −½ (ln σ̂² + μ̂²/σ̂²)`` of every Bayesian entry, per layer.
+
+    Computed from the stored (weight-unit) posterior without materialising μ̂ and σ̂: since
+    ``μ̂/σ̂ = μ_w/σ_w`` and ``ln σ̂ = ln σ_w − ln γ₀``, ``ΔF(0) = ln γ₀ − ln σ_w − ½ (μ_w/σ_w)²``, written
+    into one buffer per layer with in-place operations (a few passes over the weights; this is
+    the bulk of a pruning pass). Equal to :func:`~monai_bayes.reduction.delta_f_spike` of
+    :func:`flat_posteriors`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network with partial / full-Bayes layers whose prior mean is 0.
+
+    Returns
+    -------
+    list of LayerSpikeDeltaF
+        One entry per layer that still has Bayesian entries, in module order.
+
+    Raises
+    ------
+    ValueError
+        If a Bayesian layer's prior mean is not 0.
+    """
+    out: list[LayerSpikeDeltaF] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, PartialBayesLayer) or not module.bayes_param_names:
+            continue
+        log_gamma0 = math.log(_check_flat_prior(name, module))
+        params = tuple(module.bayes_param_names)
+        sizes = tuple(getattr(module, f"{p}_rho").numel() for p in params)
+        ref = getattr(module, f"{params[0]}_rho")
+        buf = torch.empty(sum(sizes), dtype=ref.dtype, device=ref.device)
+        offset = 0
+        with torch.no_grad():
+            for pname, size in zip(params, sizes):
+                part = buf[offset : offset + size]
+                sigma = F.softplus(getattr(module, f"{pname}_rho").detach())
+                torch.div(module.posterior_mean(pname).detach(), sigma, out=part)
+                part.square_().mul_(-0.5).sub_(sigma.log_()).add_(log_gamma0)
+                offset += size
+        out.append(LayerSpikeDeltaF(name, params, sizes, buf))
     return out

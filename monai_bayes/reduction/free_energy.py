@@ -149,19 +149,23 @@ def spike_and_slab_posterior(
     if int(k_max) < 1:
         raise ValueError(f"k_max must be >= 1, got {k_max!r}.")
     ref = delta_f0[0]
+    counts = torch.tensor([float(d.numel()) for d in delta_f0], dtype=ref.dtype, device=ref.device)
     alpha = torch.full((len(delta_f0),), float(alpha0), dtype=ref.dtype, device=ref.device)
     beta = torch.full_like(alpha, float(beta0))
     q: list[torch.Tensor] = [torch.full_like(d, 0.5) for d in delta_f0]
+    work = [torch.empty_like(d) for d in delta_f0]  # reused buffers: no allocation per iteration
     iterations = 0
     for _ in range(int(k_max)):
         iterations += 1
         zeta = torch.special.digamma(alpha) - torch.special.digamma(beta)
-        new_q = [torch.sigmoid(zeta[i] - d) for i, d in enumerate(delta_f0)]
-        sums = torch.stack([qi.sum() for qi in new_q])
-        counts = torch.tensor([float(d.numel()) for d in delta_f0], dtype=ref.dtype, device=ref.device)
-        alpha, beta = alpha0 + sums, beta0 + (counts - sums)
-        converged = tol > 0 and all(float((a - b).abs().max()) <= tol for a, b in zip(new_q, q) if a.numel())
-        q = new_q
+        sums = []
+        for i, d in enumerate(delta_f0):
+            torch.sub(zeta[i], d, out=work[i]).sigmoid_()  # q = sigmoid(ζ_l − ΔF(0))
+            sums.append(work[i].sum())
+        converged = tol > 0 and all(float((w - qi).abs().max()) <= tol for w, qi in zip(work, q) if w.numel())
+        q, work = work, q
+        total = torch.stack(sums)
+        alpha, beta = alpha0 + total, beta0 + (counts - total)
         if converged:
             break
     return SpikeAndSlabPosterior(q=q, alpha=alpha, beta=beta, iterations=iterations)

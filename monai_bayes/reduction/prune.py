@@ -28,11 +28,10 @@ from torch import nn
 
 from monai_bayes.layers import PartialBayesLayer
 from monai_bayes.networks import load_stochastic_state_dict
-from monai_bayes.reduction.flat import flat_posteriors
+from monai_bayes.reduction.flat import flat_posteriors, spike_delta_f_by_layer
 from monai_bayes.reduction.free_energy import (
     DEFAULT_K_MAX,
     SpikeAndSlabPosterior,
-    delta_f_spike,
     spike_and_slab_posterior,
 )
 
@@ -247,16 +246,14 @@ def bmr_masks(
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
-    posts = flat_posteriors(model)
+    posts = spike_delta_f_by_layer(model)
     if not posts:
         if any(name.endswith(MASK_SUFFIX) for name, _ in model.named_buffers()):
             # every Bayesian entry was pruned by earlier passes: nothing left to decide
             empty = torch.zeros(0)
             return {}, SpikeAndSlabPosterior([], empty, empty, 0), []
         raise ValueError("the model has no Bayesian entries to reduce; convert it with to_flat_bayes first.")
-    posterior = spike_and_slab_posterior(
-        [delta_f_spike(p.mu, p.sigma) for p in posts], alpha0=alpha0, beta0=beta0, k_max=k_max
-    )
+    posterior = spike_and_slab_posterior([p.delta_f0 for p in posts], alpha0=alpha0, beta0=beta0, k_max=k_max)
     masks: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
     for post, q in zip(posts, posterior.q):
@@ -264,11 +261,18 @@ def bmr_masks(
         assert isinstance(module, PartialBayesLayer)
         keep_bayes = torch.split(q >= threshold, list(post.sizes))
         for pname, keep in zip(post.params, keep_bayes):
-            param = getattr(module, pname)
-            mask = torch.ones(param.numel(), dtype=torch.bool, device=param.device)
-            mask[module.bayes_index(pname)] = keep
-            masks[_full_name(post.layer, pname)] = mask.view_as(param)
+            masks[_full_name(post.layer, pname)] = _scatter_keep(module, pname, keep)
     return masks, posterior, [p.layer for p in posts]
+
+
+def _scatter_keep(module: PartialBayesLayer, pname: str, keep_bayes: torch.Tensor) -> torch.Tensor:
+    """A keep-mask shaped like ``pname`` from decisions on its Bayesian entries (others kept)."""
+    param = getattr(module, pname)
+    if getattr(module, f"{pname}_bayes_index").numel() == 0:  # dense: every entry Bayesian
+        return keep_bayes.reshape(param.shape)
+    mask = torch.ones(param.numel(), dtype=torch.bool, device=param.device)
+    mask[module.bayes_index(pname)] = keep_bayes
+    return mask.view_as(param)
 
 
 def baseline_masks(
@@ -327,10 +331,8 @@ def baseline_masks(
         module = modules[post.layer]
         assert isinstance(module, PartialBayesLayer)
         for pname, size in zip(post.params, post.sizes):
-            param = getattr(module, pname)
-            mask = torch.ones(param.numel(), dtype=torch.bool, device=param.device)
-            mask[module.bayes_index(pname)] = keep_all[offset : offset + size].to(param.device)
-            masks[_full_name(post.layer, pname)] = mask.view_as(param)
+            keep = keep_all[offset : offset + size].to(module.weight.device)
+            masks[_full_name(post.layer, pname)] = _scatter_keep(module, pname, keep)
             offset += size
     return masks
 
@@ -368,9 +370,10 @@ def _drop_bayes_entries(
     module: PartialBayesLayer, pname: str, keep_flat: torch.Tensor, optimizer: torch.optim.Optimizer | None
 ) -> None:
     """Remove the pruned entries of ``pname`` from the layer's Bayesian index and ρ (identity of ρ kept)."""
-    index = module.bayes_index(pname)
+    stored = getattr(module, f"{pname}_bayes_index")
+    dense = stored.numel() == 0
     rho = getattr(module, f"{pname}_rho")
-    survive = keep_flat[index]
+    survive = keep_flat if dense else keep_flat[stored]
     if bool(survive.all()):
         return
     if not bool(survive.any()):
@@ -382,7 +385,8 @@ def _drop_bayes_entries(
     with torch.no_grad():
         rho.data = rho.data[survive]
     rho.grad = None
-    module.register_buffer(f"{pname}_bayes_index", index[survive])
+    new_index = survive.nonzero().squeeze(1) if dense else stored[survive]
+    module.register_buffer(f"{pname}_bayes_index", new_index)
 
 
 def apply_prune_masks(
@@ -434,7 +438,7 @@ def apply_prune_masks(
         if old is not None:
             keep = keep & old
         with torch.no_grad():
-            param.masked_fill_(~keep, 0)
+            param.mul_(keep)
         module.register_buffer(pname + MASK_SUFFIX, keep)
         if isinstance(module, PartialBayesLayer) and pname in module.bayes_param_names:
             _drop_bayes_entries(module, pname, keep.reshape(-1), optimizer)

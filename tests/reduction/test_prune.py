@@ -19,12 +19,14 @@ from monai_bayes.reduction import (
     bmr_masks,
     bmr_prune,
     compact_state,
+    delta_f_spike,
     enforce_prune_masks,
     flat_posteriors,
     load_compact,
     load_pruned_state_dict,
     prune_report,
     save_compact,
+    spike_delta_f_by_layer,
     strip_prune_masks,
     to_flat_bayes,
 )
@@ -78,6 +80,14 @@ def test_flat_model_units_and_per_layer_gamma():
         to_flat_bayes(_net(), layer_gamma0={"1": 0.1})
     with pytest.raises(ValueError, match="prior_sigma"):
         to_flat_bayes(_net(), prior_sigma=0.2)
+
+
+def test_spike_delta_f_by_layer_equals_eq_19_spike_limit_in_flat_units():
+    net = _flat(gamma0=0.05)
+    fast = spike_delta_f_by_layer(net)
+    for post, layer in zip(flat_posteriors(net), fast):
+        assert (post.layer, post.params, post.sizes) == (layer.layer, layer.params, layer.sizes)
+        torch.testing.assert_close(layer.delta_f0, delta_f_spike(post.mu, post.sigma), rtol=1e-5, atol=1e-4)
 
 
 def test_bmr_masks_follow_eq_22_and_23():
