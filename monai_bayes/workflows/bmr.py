@@ -50,6 +50,7 @@ def train_bmr(
     *,
     loss_function: Loss | str = "ce",
     gamma0: float = DEFAULT_GAMMA0,
+    sigma_init: float | str = "relative",
     flat_epochs: int = 50,
     rounds: int = 5,
     epochs_per_round: int = 10,
@@ -77,6 +78,9 @@ def train_bmr(
         The NLL (``"ce"``, ``"dice_ce"``, ``"bce"`` or a module).
     gamma0 : float
         Prior scale γ₀ of the flat model (seed: 0.1).
+    sigma_init : float or str
+        Initial posterior σ (weight units) when ``network`` is converted here
+        (:func:`~monai_bayes.networks.to_partial_bayes`).
     flat_epochs : int
         Epochs of flat-model training before the first pass (≥ 1).
     rounds : int
@@ -108,7 +112,7 @@ def train_bmr(
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value!r}.")
     if not any(isinstance(m, PartialBayesLayer) for m in network.modules()):
-        to_flat_bayes(network, gamma0=gamma0)
+        to_flat_bayes(network, gamma0=gamma0, sigma_init=sigma_init)
     handler = BMRPruningHandler(
         network, first=flat_epochs, interval=epochs_per_round, rounds=rounds, alpha0=alpha0, beta0=beta0, k_max=k_max
     )
