@@ -281,3 +281,15 @@ def test_pruned_posterior_mean_exports_as_the_plain_network():
     reference.load_state_dict(plain.state_dict(), strict=True)
     assert torch.count_nonzero(reference[0].weight[~net[0].weight_bmr_mask]) == 0
     assert torch.jit.script(reference) is not None
+
+
+def test_pass_on_a_fully_pruned_network_changes_nothing():
+    net = _flat()
+    apply_prune_masks(
+        net, {n: torch.zeros_like(p, dtype=torch.bool) for n, p in net.named_parameters() if "rho" not in n}
+    )
+    assert flat_posteriors(net) == []
+    before = prune_report(net).as_dict()
+    result = bmr_prune(net)
+    assert result.masks == {} and result.layers == [] and result.posterior.iterations == 0
+    assert result.report.as_dict() == before and result.report.fraction == 1.0
