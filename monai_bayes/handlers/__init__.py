@@ -1,5 +1,6 @@
 """Ignite / MONAI handlers (``attach(engine)``): glue around library functions that live in their own rooms."""
 
+from monai_bayes.handlers.bmr_pruning import BMRPruningHandler
 from monai_bayes.handlers.bn_recalibration import BNRecalibrationHandler
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler, kl_beta
@@ -18,6 +19,7 @@ from monai_bayes.handlers.report import EvaluationReportHandler
 from monai_bayes.handlers.saliency_selection import SaliencySelectionHandler
 
 __all__ = [
+    "BMRPruningHandler",
     "BNRecalibrationHandler",
     "BrierScore",
     "EntropyVolume",

@@ -1,5 +1,6 @@
 """Training recipes built from MONAI trainers and monai_bayes handlers."""
 
+from monai_bayes.workflows.bmr import BMRTrainingResult, train_bmr
 from monai_bayes.workflows.methods import METHOD_REGISTRY, METHODS, MethodSpec, check_method, method_spec
 from monai_bayes.workflows.sparse_bayes import (
     OptimizerSettings,
@@ -11,6 +12,7 @@ from monai_bayes.workflows.sparse_bayes import (
 
 __all__ = [
     "METHODS",
+    "BMRTrainingResult",
     "METHOD_REGISTRY",
     "MethodSpec",
     "OptimizerSettings",
@@ -18,6 +20,7 @@ __all__ = [
     "check_method",
     "method_spec",
     "train_bayesian",
+    "train_bmr",
     "train_deterministic",
     "train_sparse_bayes",
 ]

@@ -194,9 +194,11 @@ def train_bayesian(
     device: torch.device | str | None = None,
     progress: bool = True,
     prepare_batch: Callable[..., Any] | None = None,
+    handlers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """SBN step 3: train a partial/full-Bayes network with the ELBO (``num_samples`` samples per step,
-    β annealed by ``kl_schedule``). Returns the cost summary."""
+    β annealed by ``kl_schedule``); ``handlers`` are attached to the trainer as well (e.g.
+    :class:`~monai_bayes.handlers.BMRPruningHandler`). Returns the cost summary."""
     nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
     if kl_reduction == "dataset" and dataset_size is None:
         dataset_size = _dataset_size(loader)
@@ -211,7 +213,7 @@ def train_bayesian(
         optimizer or OptimizerSettings(),
         _device(device),
         inferer,
-        handlers=[annealing],
+        handlers=[annealing, *handlers],
         progress=progress,
         prepare_batch=prepare_batch,
     )
