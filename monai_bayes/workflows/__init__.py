@@ -12,8 +12,8 @@ from monai_bayes.workflows.sparse_bayes import (
 
 __all__ = [
     "METHODS",
-    "BMRTrainingResult",
     "METHOD_REGISTRY",
+    "BMRTrainingResult",
     "MethodSpec",
     "OptimizerSettings",
     "RecipeResult",
