@@ -305,7 +305,11 @@ class PartialBayesLayer(StochasticLayer):
         bias = self.sample_parameter("bias", S) if bias_is_bayes else self.bias
         if S == 1:
             return forward_with(
-                self, x, weights[0], None if bias is None else bias.reshape(cast(torch.Tensor, self.bias).shape), output_size
+                self,
+                x,
+                weights[0],
+                None if bias is None else bias.reshape(cast(torch.Tensor, self.bias).shape),
+                output_size,
             )
         return forward_with_samples(self, x, weights, bias, self.batched_strategy, output_size)
 
