@@ -202,6 +202,7 @@ class MonteCarloInferer(Inferer):
         if plan is not None:
             return plan
         has_stochastic = module is not None and bool(stochastic_layers(module))
+        times: dict[MCPlan, float]
         if module is not None and not has_stochastic and self.shared_prefix is not False:
             plan, times = MCPlan(self.num_samples, True), {}  # nothing varies: one pass, S copies
         else:
@@ -233,7 +234,7 @@ class MonteCarloInferer(Inferer):
         """Raw network outputs of ``S`` samples, ``(B, S, C, *sp)`` (no activation applied)."""
         module = network if isinstance(network, nn.Module) else None
         warn = module is not None and self.num_samples > 1 and not self._warned_deterministic
-        if warn and not stochastic_layers(module):
+        if warn and module is not None and not stochastic_layers(module):
             self._warned_deterministic = True
             logger.warning(
                 "MonteCarloInferer: the network has no stochastic layer; all %d samples will be identical "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -46,7 +46,14 @@ SAMPLING_MODES: tuple[str, ...] = ("sample", "mean")
 ModelNoise = dict[str, dict[str, torch.Tensor]]
 
 
-class StochasticLayer:
+if TYPE_CHECKING:
+    # every stochastic layer is combined with an nn.Module subclass; tell the type checker so
+    _ModuleBase = nn.Module
+else:
+    _ModuleBase = object
+
+
+class StochasticLayer(_ModuleBase):
     """Mixin holding the state and contract shared by all stochastic layers.
 
     Subclasses implement :meth:`kl` and, if their randomness can be frozen, :meth:`noise_shapes`.
@@ -137,7 +144,7 @@ class StochasticLayer:
 
     def _reference_tensor(self) -> torch.Tensor:
         """A tensor of the layer whose device/dtype noise should have."""
-        return next(iter(self.parameters()))  # type: ignore[attr-defined]
+        return next(iter(self.parameters()))
 
     def _noise_for(self, name: str, shape: tuple[int, ...], num_samples: int, ref: torch.Tensor) -> torch.Tensor:
         """The frozen noise ``name`` when set, else fresh ``N(0, 1)`` noise of shape ``(S, *shape)``."""

@@ -16,7 +16,7 @@ drawn fresh on every call and cannot be frozen (see :meth:`StochasticLayer.noise
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,9 @@ class MCDropout(_MCDropoutState, nn.Module):
 class MCDropoutLayer(_MCDropoutState):
     """Mixin: MC dropout applied to the output of a conv / transposed conv / linear module."""
 
+    if TYPE_CHECKING:
+        _base_type: type[nn.Module]  # set by make_layer_variants
+
     def __init__(self, *args: Any, p: float = 0.1, channel_wise: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_mc_dropout(p, channel_wise)
@@ -109,7 +112,7 @@ class MCDropoutLayer(_MCDropoutState):
         """This module as its plain base type (mean mode: dropout off)."""
         for attr in ("p", "channel_wise"):
             self.__dict__.pop(attr, None)
-        self.__class__ = self._base_type
+        self.__class__ = self._base_type  # type: ignore[assignment]  # deliberate in-place swap to the plain base class
         return self
 
     def extra_repr(self) -> str:

@@ -7,7 +7,7 @@ own operator with given weights, for one weight sample or for ``S`` samples at o
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +79,9 @@ def spatial_dims(module: nn.Module) -> int:
 
 def _output_padding(module: _ConvTransposeNd, x: torch.Tensor, output_size: list[int] | None) -> list[int]:
     nd = spatial_dims(module)
-    return module._output_padding(
-        x, output_size, module.stride, module.padding, module.kernel_size, nd, module.dilation
-    )
+    stride, padding, kernel, dilation = module.stride, module.padding, module.kernel_size, module.dilation
+    # torch annotates these four as list[int] while its own ConvTranspose forward passes the tuples
+    return module._output_padding(x, output_size, stride, padding, kernel, nd, dilation)  # type: ignore[arg-type]  # tuples, see above
 
 
 def forward_with(
@@ -105,7 +105,8 @@ def forward_with(
     if isinstance(module, _ConvTransposeNd):
         fn = _CONV_T_FN[spatial_dims(module)]
         out_pad = _output_padding(module, x, output_size)
-        return fn(x, weight, bias, module.stride, module.padding, out_pad, module.groups, module.dilation)
+        padding = cast(tuple[int, ...], module.padding)  # transposed convs take no string padding
+        return fn(x, weight, bias, module.stride, padding, out_pad, module.groups, module.dilation)
     if isinstance(module, _ConvNd):
         return module._conv_forward(x, weight, bias)
     raise TypeError(f"forward_with supports conv, transposed conv and linear modules, got {type(module).__name__}.")
@@ -148,7 +149,8 @@ def forward_with_samples(
     if x.shape[0] % S:
         raise ValueError(f"input batch {x.shape[0]} is not a multiple of the {S} weight samples.")
     B = x.shape[0] // S
-    per_sample_bias = biases is not None and module.bias is not None and biases.dim() == module.bias.dim() + 1
+    module_bias = cast("torch.Tensor | None", module.bias)
+    per_sample_bias = biases is not None and module_bias is not None and biases.dim() == module_bias.dim() + 1
 
     if isinstance(module, nn.Linear):
         xs = x.reshape(S, -1, x.shape[-1])
@@ -160,7 +162,7 @@ def forward_with_samples(
     if dense_strategy(strategy, x) == "loop":
         outs = []
         for s in range(S):
-            b = biases[s] if per_sample_bias else biases
+            b = biases[s] if per_sample_bias and biases is not None else biases
             outs.append(forward_with(module, x[s * B : (s + 1) * B], weights[s], b, output_size))
         return torch.cat(outs)
     return _grouped_forward(module, x, weights, biases, per_sample_bias, output_size)
@@ -184,16 +186,18 @@ def _grouped_forward(
         bg = None
     else:
         bg = biases.reshape(-1) if per_sample_bias else biases.repeat(S)
-    groups = S * module.groups
-    nd = spatial_dims(module)
-    if isinstance(module, _ConvTransposeNd):
-        out_pad = _output_padding(module, x, output_size)
-        out = _CONV_T_FN[nd](xg, wg, bg, module.stride, module.padding, out_pad, groups, module.dilation)
-    elif module.padding_mode != "zeros":
-        xg = F.pad(xg, module._reversed_padding_repeated_twice, mode=module.padding_mode)
-        out = _CONV_FN[nd](xg, wg, bg, module.stride, 0, module.dilation, groups)
+    conv = cast(_ConvNd, module)  # Linear modules were handled by the caller
+    groups = S * conv.groups
+    nd = spatial_dims(conv)
+    if isinstance(conv, _ConvTransposeNd):
+        out_pad = _output_padding(conv, x, output_size)
+        padding = cast(tuple[int, ...], conv.padding)  # transposed convs take no string padding
+        out = _CONV_T_FN[nd](xg, wg, bg, conv.stride, padding, out_pad, groups, conv.dilation)
+    elif conv.padding_mode != "zeros":
+        xg = F.pad(xg, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        out = _CONV_FN[nd](xg, wg, bg, conv.stride, 0, conv.dilation, groups)
     else:
-        out = _CONV_FN[nd](xg, wg, bg, module.stride, module.padding, module.dilation, groups)
+        out = _CONV_FN[nd](xg, wg, bg, conv.stride, conv.padding, conv.dilation, groups)
     c_out = out.shape[1] // S
     return out.reshape(B, S, c_out, *out.shape[2:]).transpose(0, 1).reshape(S * B, c_out, *out.shape[2:])
 
@@ -211,7 +215,7 @@ def sparse_touched_channels(module: nn.Module, index: torch.Tensor) -> tuple[tor
     input channels ``I``, and for each entry its flat index into the compact kernel of shape
     ``(|A|, |I|, *k)`` (conv) or ``(|I|, |A|, *k)`` (transposed conv, whose weight is in × out).
     """
-    shape = module.weight.shape
+    shape = cast(torch.Tensor, module.weight).shape
     K = shape[2:].numel()
     first, second = index // (shape[1] * K), (index // K) % shape[1]
     kk = index % K

@@ -71,7 +71,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from monai.utils import StrEnum
@@ -289,6 +289,18 @@ class NestedDropoutLayer(StochasticLayer):
         ``rescale``, ``weight_noise``, ``kl_constant``, ``remainder`` (see :class:`NestedDropoutOptions`).
     """
 
+    if TYPE_CHECKING:
+        # set by the nn.Module base type this mixin is combined with (see make_layer_variants)
+        weight: torch.Tensor
+        bias: torch.Tensor | None
+        _base_type: type[nn.Module]
+        out_channels: int
+        # registered by _init_nested
+        _channel_node: torch.Tensor
+        prior_keep: torch.Tensor
+        order_logits: nn.Parameter
+        log_alpha: nn.Parameter
+
     def __init__(self, *args: Any, nested_options: NestedDropoutOptions | None = None, **kwargs: Any) -> None:
         options = NestedDropoutOptions.pop_layer_keywords(nested_options, kwargs)
         super().__init__(*args, **kwargs)
@@ -304,11 +316,11 @@ class NestedDropoutLayer(StochasticLayer):
         self.nested_groups = groups
         self.always_kept = always_kept
         self.group_bounds = bounds
-        self.remainder = str(options.remainder.value)
+        self.remainder = str(cast(Remainder, options.remainder).value)  # an enum after __post_init__
         self.temperature = options.temperature
         self.straight_through = bool(options.straight_through)
         self.rescale = bool(options.rescale)
-        self.weight_noise = str(options.weight_noise.value)
+        self.weight_noise = str(cast(WeightNoise, options.weight_noise).value)
         self.kl_constant = options.kl_constant
         self.batched_strategy: BatchedStrategy = "auto"
         self._width: int | None = None
@@ -530,7 +542,7 @@ class NestedDropoutLayer(StochasticLayer):
             delattr(self, name)
         for attr in _NESTED_ATTRS:
             self.__dict__.pop(attr, None)
-        self.__class__ = self._base_type
+        self.__class__ = self._base_type  # type: ignore[assignment]  # deliberate in-place swap to the plain base class
         return self
 
     def extra_repr(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,16 @@ class PartialBayesLayer(StochasticLayer):
     prior_mu, prior_sigma: Gaussian prior of the Bayesian entries (seed 000: ``N(0, 1)``).
     """
 
+    if TYPE_CHECKING:
+        # set by the nn.Module base type this mixin is combined with (see make_layer_variants)
+        weight: torch.Tensor
+        bias: torch.Tensor | None
+        _base_type: type[nn.Module]
+        in_channels: int
+        out_channels: int
+        # registered by _register_bayes_entries
+        weight_bayes_index: torch.Tensor
+
     def __init__(
         self,
         *args: Any,
@@ -153,6 +163,7 @@ class PartialBayesLayer(StochasticLayer):
             param = getattr(self, pname, None)
             if param is None:
                 continue
+            mask: torch.Tensor | None
             if isinstance(bayes_masks, str):
                 if bayes_masks != "all":
                     raise ValueError(f"bayes_masks must be 'all' or a mapping of bool masks, got {bayes_masks!r}.")
@@ -270,6 +281,7 @@ class PartialBayesLayer(StochasticLayer):
             return True
         if self.batched_strategy != "auto" or not eligible:
             return False
+        assert index is not None  # implied by eligible
         out_idx, in_idx, _ = sparse_touched_channels(self, index)
         density = len(out_idx) * len(in_idx) / (self.out_channels * self.in_channels)
         return density <= SPARSE_DENSITY_THRESHOLD
@@ -284,7 +296,7 @@ class PartialBayesLayer(StochasticLayer):
         if S > 1 and "weight" in self.bayes_param_names and self._use_sparse_strategy():
             bias_delta = None
             if bias_is_bayes:
-                bias_delta = self.sample_parameter("bias", S) - self.bias
+                bias_delta = self.sample_parameter("bias", S) - cast(torch.Tensor, self.bias)  # bias_is_bayes
             delta = self.parameter_delta("weight", S)
             return forward_with_sparse_samples(
                 self, x, self.weight, self.bias, self.weight_bayes_index, delta, bias_delta, output_size
@@ -293,7 +305,11 @@ class PartialBayesLayer(StochasticLayer):
         bias = self.sample_parameter("bias", S) if bias_is_bayes else self.bias
         if S == 1:
             return forward_with(
-                self, x, weights[0], None if bias is None else bias.reshape(self.bias.shape), output_size
+                self,
+                x,
+                weights[0],
+                None if bias is None else bias.reshape(cast(torch.Tensor, self.bias).shape),
+                output_size,
             )
         return forward_with_samples(self, x, weights, bias, self.batched_strategy, output_size)
 
@@ -328,7 +344,7 @@ class PartialBayesLayer(StochasticLayer):
         for pname in self.bayes_param_names:
             delattr(self, f"{pname}_rho")
             delattr(self, f"{pname}_bayes_index")
-        self.__class__ = self._base_type
+        self.__class__ = self._base_type  # type: ignore[assignment]  # deliberate in-place swap to the plain base class
         return self
 
     def extra_repr(self) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -225,7 +225,7 @@ def _layer_macs(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
     Conv: output elements × ``C_in/groups · k``; transposed conv: input elements × ``C_out/groups · k``
     (each input element scatters one kernel patch); linear: output elements × ``in_features``.
     """
-    w = module.weight
+    w = cast(torch.Tensor, module.weight)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return int(x[0].numel() * w[0].numel())
     if isinstance(module, nn.Linear):

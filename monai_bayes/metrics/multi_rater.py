@@ -153,9 +153,9 @@ class MultiRaterMetric(CumulativeIterationMetric):
             y_pred = torch.stack(list(y_pred))
         if isinstance(y, (list, tuple)):
             y = torch.stack(list(y))
-        check_samples_and_raters(y_pred, y)  # type: ignore[arg-type]
-        self._check_single_channel_dice(y_pred)  # type: ignore[arg-type]
-        pred, label = self._reduce(y_pred.detach(), y.detach())  # type: ignore[union-attr]
+        check_samples_and_raters(y_pred, y)  # type: ignore[arg-type]  # lists / tuples stacked above
+        self._check_single_channel_dice(y_pred)  # type: ignore[arg-type]  # lists / tuples stacked above
+        pred, label = self._reduce(y_pred.detach(), y.detach())  # type: ignore[union-attr]  # tensors: stacked above, None refused by the check
         return self.metric(pred, label, **kwargs)
 
     def _check_single_channel_dice(self, y_pred: torch.Tensor) -> None:

@@ -63,8 +63,8 @@ def _statistics_mode(network: nn.Module, norms: list[tuple[str, _BatchNorm]]) ->
     try:
         yield
     finally:
-        for m, flag in flags.items():
-            m.training = flag
+        for module, flag in flags.items():
+            module.training = flag
         for m, momentum in momenta.items():
             m.momentum = momentum
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -27,6 +28,12 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from monai_bayes.layers.dropout import MCDropout
 from monai_bayes.layers.functional import SUPPORTED_TYPES
 from monai_bayes.layers.nested import NestedChannelMask
+
+if TYPE_CHECKING:
+    from monai.networks.blocks.convolutions import ResidualUnit
+    from monai.networks.layers.simplelayers import SkipConnection
+    from monai.networks.nets.basic_unet import BasicUNet, UpCat
+    from monai.networks.nets.unet import UNet
 
 __all__ = [
     "CONTAINER_WALKERS",
@@ -97,7 +104,7 @@ def is_conv_like(module: nn.Module) -> bool:
     return isinstance(module, SUPPORTED_TYPES)
 
 
-def is_plain_sequential(module: nn.Module) -> bool:
+def is_plain_sequential(module: nn.Module) -> TypeGuard[nn.Sequential]:
     """Whether ``module`` is an ``nn.Sequential`` that keeps ``nn.Sequential.forward``.
 
     Parameters
@@ -138,7 +145,9 @@ def _is_passthrough(module: nn.Module) -> bool:
     """A parameter-free module acting on each channel separately (activation, dropout, pooling, upsampling)."""
     if isinstance(module, _MIXING_TYPES) or type(module).__name__ in ("GEGLU",):
         return False
-    if list(module.parameters()) or list(module.children()):
+    if list(module.parameters()):
+        return False
+    if list(module.children()):
         return False
     if isinstance(module, (nn.Identity, _DropoutNd, MCDropout, nn.Upsample)):
         return True
@@ -178,7 +187,7 @@ def in_channels(module: nn.Module) -> int:
     int
         ``in_channels`` or ``in_features``.
     """
-    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+    return module.in_features if isinstance(module, nn.Linear) else cast(int, module.in_channels)
 
 
 def out_channels(module: nn.Module) -> int:
@@ -194,7 +203,7 @@ def out_channels(module: nn.Module) -> int:
     int
         ``out_channels`` or ``out_features``.
     """
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    return module.out_features if isinstance(module, nn.Linear) else cast(int, module.out_channels)
 
 
 def join_name(prefix: str, name: str) -> str:
@@ -326,10 +335,11 @@ class ChannelWalker:
 
     def upcat(self, module: nn.Module, name: str, flow: list, skip: list | None) -> list:
         """Channels through a MONAI ``UpCat``: upsample ``flow``, concatenate ``skip`` in front, convolve."""
-        x0 = self.walk(module.upsample, join_name(name, "upsample"), flow)
+        up = cast("UpCat", module)
+        x0 = self.walk(up.upsample, join_name(name, "upsample"), flow)
         if skip is not None:
             x0 = skip + x0
-        return self.walk(module.convs, join_name(name, "convs"), x0)
+        return self.walk(up.convs, join_name(name, "convs"), x0)
 
 
 #: container class -> function ``(walker, module, name, flow) -> flow`` following the container's forward
@@ -360,33 +370,36 @@ def register_container_walker(container: type[nn.Module]) -> Callable[[Container
 
 def _walk_residual_unit(walker: ChannelWalker, module: nn.Module, name: str, flow: list) -> list:
     """MONAI ``ResidualUnit``: ``conv(x) + residual(x)``."""
-    res = walker.walk(module.residual, join_name(name, "residual"), flow)
-    cx = walker.walk(module.conv, join_name(name, "conv"), flow)
+    unit = cast("ResidualUnit", module)
+    res = walker.walk(unit.residual, join_name(name, "residual"), flow)
+    cx = walker.walk(unit.conv, join_name(name, "conv"), flow)
     return walker.visitor.combine(name, cx, res)
 
 
 def _walk_skip_connection(walker: ChannelWalker, module: nn.Module, name: str, flow: list) -> list:
     """MONAI ``SkipConnection``: ``cat`` / ``add`` / ``mul`` of ``x`` and ``submodule(x)`` along channels."""
-    if module.dim != 1:
-        raise ValueError(f"SkipConnection {name!r} joins along dim {module.dim}; only channel joins (dim=1).")
-    y = walker.walk(module.submodule, join_name(name, "submodule"), flow)
-    if module.mode == "cat":
+    skip = cast("SkipConnection", module)
+    if skip.dim != 1:
+        raise ValueError(f"SkipConnection {name!r} joins along dim {skip.dim}; only channel joins (dim=1).")
+    y = walker.walk(skip.submodule, join_name(name, "submodule"), flow)
+    if skip.mode == "cat":
         return flow + y
     return walker.visitor.combine(name, flow, y)
 
 
 def _walk_basic_unet(walker: ChannelWalker, module: nn.Module, name: str, flow: list) -> list:
     """MONAI ``BasicUNet.forward``: four downsamplings, four ``UpCat`` with the encoder skips, final conv."""
-    x0 = walker.walk(module.conv_0, join_name(name, "conv_0"), flow)
-    x1 = walker.walk(module.down_1, join_name(name, "down_1"), x0)
-    x2 = walker.walk(module.down_2, join_name(name, "down_2"), x1)
-    x3 = walker.walk(module.down_3, join_name(name, "down_3"), x2)
-    x4 = walker.walk(module.down_4, join_name(name, "down_4"), x3)
-    u4 = walker.upcat(module.upcat_4, join_name(name, "upcat_4"), x4, x3)
-    u3 = walker.upcat(module.upcat_3, join_name(name, "upcat_3"), u4, x2)
-    u2 = walker.upcat(module.upcat_2, join_name(name, "upcat_2"), u3, x1)
-    u1 = walker.upcat(module.upcat_1, join_name(name, "upcat_1"), u2, x0)
-    return walker.walk(module.final_conv, join_name(name, "final_conv"), u1)
+    unet = cast("BasicUNet", module)
+    x0 = walker.walk(unet.conv_0, join_name(name, "conv_0"), flow)
+    x1 = walker.walk(unet.down_1, join_name(name, "down_1"), x0)
+    x2 = walker.walk(unet.down_2, join_name(name, "down_2"), x1)
+    x3 = walker.walk(unet.down_3, join_name(name, "down_3"), x2)
+    x4 = walker.walk(unet.down_4, join_name(name, "down_4"), x3)
+    u4 = walker.upcat(unet.upcat_4, join_name(name, "upcat_4"), x4, x3)
+    u3 = walker.upcat(unet.upcat_3, join_name(name, "upcat_3"), u4, x2)
+    u2 = walker.upcat(unet.upcat_2, join_name(name, "upcat_2"), u3, x1)
+    u1 = walker.upcat(unet.upcat_1, join_name(name, "upcat_1"), u2, x0)
+    return walker.walk(unet.final_conv, join_name(name, "final_conv"), u1)
 
 
 def _register_monai_walkers() -> None:
@@ -402,7 +415,7 @@ def _register_monai_walkers() -> None:
     CONTAINER_WALKERS.setdefault(SkipConnection, _walk_skip_connection)
     CONTAINER_WALKERS.setdefault(UpCat, lambda w, m, n, f: w.upcat(m, n, f, None))
     CONTAINER_WALKERS.setdefault(BasicUNet, _walk_basic_unet)
-    CONTAINER_WALKERS.setdefault(UNet, lambda w, m, n, f: w.walk(m.model, join_name(n, "model"), f))
+    CONTAINER_WALKERS.setdefault(UNet, lambda w, m, n, f: w.walk(cast("UNet", m).model, join_name(n, "model"), f))
 
 
 def input_channels(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from monai.utils import StrEnum
@@ -26,11 +26,12 @@ from torch import nn
 
 from monai_bayes.layers.base import stochastic_layers
 from monai_bayes.layers.candidates import ModulePattern, candidate_modules, candidate_parameters, parameter_name
-from monai_bayes.layers.dropout import MCDropout, mc_dropout_class
+from monai_bayes.layers.dropout import MCDropout, MCDropoutLayer, mc_dropout_class
 from monai_bayes.layers.partial import (
     BAYES_PARAM_NAMES,
     DEFAULT_SIGMA_FLOOR,
     DEFAULT_SIGMA_RELATIVE_SCALE,
+    PartialBayesLayer,
     partial_bayes_class,
 )
 from monai_bayes.utils.options import look_up
@@ -151,7 +152,7 @@ def to_partial_bayes(
         if not any(bool(m.any()) for m in module_masks.values()):
             continue
         module.__class__ = partial_bayes_class(type(module))
-        module._init_partial_bayes(
+        cast(PartialBayesLayer, module)._init_partial_bayes(
             module_masks,
             sigma_init=sigma_init,
             sigma_relative_scale=sigma_relative_scale,
@@ -222,12 +223,14 @@ def to_mc_dropout(
         return model
     targets = candidate_modules(model, include, exclude, what="MC dropout")
     if exclude_output_layer:
-        targets.pop(_last_name(targets), None)
+        last = _last_name(targets)
+        if last is not None:
+            targets.pop(last, None)
     if not targets:
         raise ValueError("no conv/linear module is left to add MC dropout to (check include/exclude).")
     for module in targets.values():
         module.__class__ = mc_dropout_class(type(module))
-        module._init_mc_dropout(p, channel_wise)
+        cast(MCDropoutLayer, module)._init_mc_dropout(p, channel_wise)
     return model
 
 

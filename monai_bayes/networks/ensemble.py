@@ -54,10 +54,10 @@ class DeepEnsemble(StochasticLayer, nn.Module):
         S = self._num_samples
         B = self._check_batch(x.shape[0])
         if self._noise is not None:
-            members = self._noise["member"]
-            if members.shape[0] != S:
-                raise ValueError(f"frozen member indices hold {members.shape[0]} samples, the pass runs {S}.")
-            members = members.tolist()
+            frozen = self._noise["member"]
+            if frozen.shape[0] != S:
+                raise ValueError(f"frozen member indices hold {frozen.shape[0]} samples, the pass runs {S}.")
+            members = frozen.tolist()
         else:
             members = torch.randint(len(self.members), (S,)).tolist()
         return torch.cat([self.members[m](x[s * B : (s + 1) * B], *args, **kwargs) for s, m in enumerate(members)])

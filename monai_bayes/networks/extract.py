@@ -10,10 +10,11 @@ the masked full network in mean mode at width ``w``.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.conv import _ConvTransposeNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
@@ -43,13 +44,14 @@ def _sliced_plain_module(
     full_in, full_out = len(in_idx) == in_channels(module), len(out_idx) == out_channels(module)
     if getattr(module, "groups", 1) != 1 and not (full_in and full_out):
         raise ValueError(f"cannot slice grouped convolution {type(module).__name__} (groups={module.groups}).")
-    weight = module.weight.detach()
-    bias = None if module.bias is None else module.bias.detach()[out_idx]
+    weight = cast(torch.Tensor, module.weight).detach()
+    module_bias = cast("torch.Tensor | None", module.bias)
+    bias = None if module_bias is None else module_bias.detach()[out_idx]
     factory = {"device": weight.device, "dtype": weight.dtype}
     if isinstance(module, nn.Linear):
         new = base(len(in_idx), len(out_idx), bias=bias is not None, **factory)
         w = weight[out_idx][:, in_idx]
-        shape = (-1, 1)
+        shape: tuple[int, ...] = (-1, 1)
     elif isinstance(module, _ConvTransposeNd):
         new = base(
             len(in_idx), len(out_idx), module.kernel_size, module.stride, module.padding, module.output_padding,
@@ -68,9 +70,9 @@ def _sliced_plain_module(
         w = w * scale.view(shape)
         bias = None if bias is None else bias * scale
     with torch.no_grad():
-        new.weight.copy_(w)
+        cast(torch.Tensor, new.weight).copy_(w)
         if bias is not None:
-            new.bias.copy_(bias)
+            cast(torch.Tensor, new.bias).copy_(bias)
     new.train(module.training)
     return new
 
@@ -90,7 +92,7 @@ def _slice_channelwise(module: nn.Module, idx: torch.Tensor) -> None:
         b = getattr(module, bname, None)
         if isinstance(b, torch.Tensor):
             setattr(module, bname, b[idx].clone())
-    module.num_features = len(idx)
+    cast(_NormBase, module).num_features = len(idx)
 
 
 class _ExtractVisitor(ChannelVisitor):
@@ -108,7 +110,7 @@ class _ExtractVisitor(ChannelVisitor):
                 "arrive (a normalisation or non-zero-preserving activation sits between their mask and this layer); "
                 "the width-w network would not be a slice of the full one."
             )
-        device = module.weight.device
+        device = cast(torch.Tensor, module.weight).device
         in_idx = torch.tensor([i for i, s in enumerate(flow) if s == KEEP], dtype=torch.long, device=device)
         channels = out_channels(module)
         scale = None
@@ -213,9 +215,9 @@ def extract_width(model: nn.Module, width: int) -> nn.Module:
                 f"width must be an int in [1, {layer.nested_groups}] (groups of layer {name!r}), got {width!r}."
             )
     net = copy.deepcopy(model)
-    for name, layer in reversed(stochastic_layers(net)):
-        if not isinstance(layer, (NestedDropoutLayer, NestedChannelMask)):
-            net = _set_submodule(net, name, layer.deterministic_module())
+    for name, stochastic in reversed(stochastic_layers(net)):
+        if not isinstance(stochastic, (NestedDropoutLayer, NestedChannelMask)):
+            net = _set_submodule(net, name, stochastic.deterministic_module())
     out = ChannelWalker(_ExtractVisitor(net, width)).walk(net, "", [KEEP] * input_channels(net))
     if any(s != KEEP for s in out):
         raise ValueError("the network output would lose channels at this width: a nested layer produces the output.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -50,12 +50,13 @@ def _load_pretrained(model: nn.Module, pretrained: Mapping[str, torch.Tensor] | 
         pretrained = torch.load(pretrained, map_location="cpu", weights_only=True)
     if not isinstance(pretrained, Mapping):
         raise ValueError(f"pretrained must be a state dict or a checkpoint path, got {type(pretrained).__name__}.")
+    state: Mapping[str, Any] = pretrained  # a checkpoint may nest the state dict one level down
     for key in ("state_dict", "network", "model"):
-        if isinstance(pretrained.get(key), Mapping):
-            pretrained = pretrained[key]
+        if isinstance(state.get(key), Mapping):
+            state = state[key]
             break
     try:
-        model.load_state_dict(pretrained, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{where} does not match the network {type(model).__name__}: {err}") from err
 
@@ -80,7 +81,7 @@ def _insert_mask_site(model: nn.Module, name: str, layer: NestedDropoutLayer) ->
     items = list(parent._modules.items())
     position = [key for key, _ in items].index(child) + 1
     end = position
-    while end < len(items) and items[end][1] is not None and is_tail(items[end][1]):
+    while end < len(items) and (item := items[end][1]) is not None and is_tail(item):
         end += 1
     if end == position:  # no tail: the layer masks its own output (eq. 19)
         return
@@ -166,6 +167,7 @@ def to_nested(
             raise ValueError(f"layer {name!r}: {err}") from None
     for name, module in targets.items():
         module.__class__ = nested_dropout_class(type(module))
-        module._init_nested(options)
-        _insert_mask_site(model, name, module)
+        layer = cast(NestedDropoutLayer, module)
+        layer._init_nested(options)
+        _insert_mask_site(model, name, layer)
     return model

@@ -139,7 +139,7 @@ def saliency_scores(
 
 def _safe_len(loader: Iterable[Any]) -> int | None:
     try:
-        return len(loader)  # type: ignore[arg-type]
+        return len(loader)  # type: ignore[arg-type]  # a plain iterable may lack __len__: TypeError below
     except TypeError:
         return None
 
