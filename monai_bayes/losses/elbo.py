@@ -107,10 +107,9 @@ def make_nll(name: str, class_weights: Sequence[float] | None = None) -> nn.Modu
     name = look_up("nll", name, NLLName)
     if name == "ce":
         return WeightedCrossEntropyLoss(class_weights)
-    if name == "dice_ce":
-        # FIXME(typing): a list here reaches nn.CrossEntropyLoss's register_buffer and raises TypeError
-        return DiceCELoss(to_onehot_y=True, softmax=True, weight=class_weights)  # type: ignore[arg-type]  # see FIXME
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    if name == "dice_ce":
+        return DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
     return nn.BCEWithLogitsLoss(pos_weight=weight)
 
 

@@ -54,3 +54,15 @@ def test_bad_arguments(partial_net):
     plain = ELBOLoss(nn.Conv2d(1, 2, 1), "ce", kl_reduction="sum")
     with pytest.raises(ValueError, match="no stochastic layer"):
         plain(torch.randn(1, 2, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+def test_dice_ce_takes_class_weights_as_a_list():
+    """``make_nll("dice_ce", class_weights=[...])`` used to pass the list on to CrossEntropyLoss (TypeError)."""
+    from monai.losses import DiceCELoss
+
+    from monai_bayes.losses.elbo import make_nll
+
+    preds, target = torch.randn(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4))
+    loss = make_nll("dice_ce", class_weights=[0.2, 0.8])
+    reference = DiceCELoss(to_onehot_y=True, softmax=True, weight=torch.tensor([0.2, 0.8]))
+    torch.testing.assert_close(loss(preds, target), reference(preds, target))
