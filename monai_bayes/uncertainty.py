@@ -89,8 +89,10 @@ def uncertainty_maps(probs: torch.Tensor, activation: Activation | str = Activat
 
     Parameters
     ----------
-    probs: ``(B, S, C, *spatial)`` probabilities of ``S`` Monte-Carlo samples.
-    activation: ``"softmax"`` (categorical over C) or ``"sigmoid"`` (independent channels).
+    probs
+        ``(B, S, C, *spatial)`` probabilities of ``S`` Monte-Carlo samples.
+    activation
+        ``"softmax"`` (categorical over C) or ``"sigmoid"`` (independent channels).
 
     Returns
     -------

@@ -71,8 +71,10 @@ def overlay_errors(image: Any, prediction: Any, reference: Any, alpha: float = 0
 
     Parameters
     ----------
-    image: ``(H, W)`` grey or an RGB layout accepted by :func:`display_image` (min-max scaled).
-    prediction, reference: ``(H, W)`` binary masks.
+    image
+        ``(H, W)`` grey or an RGB layout accepted by :func:`display_image` (min-max scaled).
+    prediction, reference
+        ``(H, W)`` binary masks.
 
     Returns
     -------
@@ -103,9 +105,23 @@ def plot_case(
 
     Parameters
     ----------
-    image: ``(H, W)`` grey or RGB (see :func:`display_image`); raters: ``(R, H, W)`` binary rater
-    masks; mean_probability: ``(H, W)`` foreground probability; uncertainty: ``(H, W)`` e.g.
-    predictive entropy in nats.
+    axes
+        Four matplotlib axes of one row.
+    image
+        ``(H, W)`` grey or RGB (see :func:`display_image`).
+    raters
+        ``(R, H, W)`` binary rater masks.
+    mean_probability
+        ``(H, W)`` foreground probability.
+    uncertainty
+        ``(H, W)``, e.g. predictive entropy in nats.
+    threshold
+        Probability above which a pixel counts as predicted foreground.
+    uncertainty_max
+        Upper end of the uncertainty colour scale (default: the map's maximum).
+
+    Notes
+    -----
     The overlay compares the thresholded prediction with the raters' majority vote.
     """
     img, rat = display_image(image), _np(raters).astype(bool)
@@ -157,9 +173,12 @@ def plot_method_comparison(
 
     Parameters
     ----------
-    summary: ``{method: {metric: (mean, std) or value}}`` in display order.
-    metrics: metric keys to plot (one panel each).
-    labels: optional display names of the metrics.
+    summary
+        ``{method: {metric: (mean, std) or value}}`` in display order.
+    metrics
+        metric keys to plot (one panel each).
+    labels
+        optional display names of the metrics.
     """
     methods = list(summary)
     ncols = min(columns, len(metrics))

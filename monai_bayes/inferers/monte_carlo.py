@@ -133,27 +133,33 @@ class MonteCarloInferer(Inferer):
 
     Parameters
     ----------
-    num_samples: ``S``, the number of Monte-Carlo samples (seed 000 uses 5).
-    inferer: the inner inferer run for each chunk; default :class:`~monai.inferers.SimpleInferer`.
+    num_samples
+        ``S``, the number of Monte-Carlo samples (seed 000 uses 5).
+    inferer
+        the inner inferer run for each chunk; default :class:`~monai.inferers.SimpleInferer`.
         Use :class:`~monai.inferers.SlidingWindowInferer` for 3D volumes.
-    chunk_size: samples per batched pass: an int (a pass holds ``chunk_size × batch`` items; lower it to
+    chunk_size
+        samples per batched pass: an int (a pass holds ``chunk_size × batch`` items; lower it to
         bound memory), ``None`` (all ``S`` in one pass) or ``"auto"`` (default): on the first call for
         each input shape (per inner-inferer batch, e.g. per sliding-window batch) a short timed probe
         compares 1, 2, 4, … ``S`` samples per pass, with and without ``shared_prefix``, and keeps the
         fastest plan for that shape (logged once at INFO; see :attr:`plans`). The probe costs about
         ``2 × candidates`` extra calls on the first input of each shape.
-    shared_prefix: run the layers before the first stochastic layer once per pass instead of once per
+    shared_prefix
+        run the layers before the first stochastic layer once per pass instead of once per
         sample (:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
         or ``"auto"`` (default: decided by the probe when ``chunk_size="auto"``, else ``True`` for a
         chunk of more than one sample). Same outputs either way, up to float rounding.
-    activation: ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
+    activation
+        ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
         ``output="samples"``).
-    output:
+    output
         * ``"samples"`` -- ``(B, S, C, *sp)`` per-sample probabilities (the layout the metrics use);
         * ``"mean"`` -- ``(B, C, *sp)`` predictive mean;
         * ``"uncertainty"`` -- ``(B, C + 3U, *sp)``: mean, total entropy, aleatoric (expected
           entropy) and epistemic (mutual information) maps, see :func:`summarize_samples`.
-    seed: if given, every call draws the same samples for the same input: the weight noise comes from a
+    seed
+        if given, every call draws the same samples for the same input: the weight noise comes from a
         generator seeded with it, and randomness drawn inside layers from the global RNG (MC-dropout masks,
         BN3's local-reparameterisation noise) runs under the global RNG seeded with it, restored
         afterwards (:func:`~monai_bayes.utils.seeded_global_rng`). The weight draws do not depend on

@@ -77,8 +77,10 @@ class MCDropout(_MCDropoutState, nn.Module):
 
     Parameters
     ----------
-    p: drop probability in [0, 1).
-    channel_wise: drop whole channels (``Dropout{1,2,3}d``) instead of single activations.
+    p
+        drop probability in [0, 1).
+    channel_wise
+        drop whole channels (``Dropout{1,2,3}d``) instead of single activations.
     """
 
     def __init__(self, p: float = 0.1, channel_wise: bool = False) -> None:

@@ -95,10 +95,14 @@ def forward_with(
 
     Parameters
     ----------
-    module: a ``Conv{1,2,3}d``, ``ConvTranspose{1,2,3}d`` or ``Linear`` (or a subclass of one).
-    x: input, the module's usual layout, e.g. ``(B, C_in, *spatial)``.
-    weight, bias: tensors shaped like ``module.weight`` / ``module.bias``.
-    output_size: transposed convs only, as in ``nn.ConvTranspose2d.forward``.
+    module
+        a ``Conv{1,2,3}d``, ``ConvTranspose{1,2,3}d`` or ``Linear`` (or a subclass of one).
+    x
+        input, the module's usual layout, e.g. ``(B, C_in, *spatial)``.
+    weight, bias
+        tensors shaped like ``module.weight`` / ``module.bias``.
+    output_size
+        transposed convs only, as in ``nn.ConvTranspose2d.forward``.
     """
     if isinstance(module, nn.Linear):
         return F.linear(x, weight, bias)
@@ -135,10 +139,14 @@ def forward_with_samples(
 
     Parameters
     ----------
-    x: ``(S·B, ...)``, block ``s`` (items ``s·B … s·B+B-1``) goes through weight sample ``s``.
-    weights: ``(S, *module.weight.shape)``.
-    biases: ``(S, *module.bias.shape)``, or the shared ``module.bias`` (no sample dim), or ``None``.
-    strategy: ``"loop"`` (one dense call per sample), ``"grouped"`` (a single grouped convolution
+    x
+        ``(S·B, ...)``, block ``s`` (items ``s·B … s·B+B-1``) goes through weight sample ``s``.
+    weights
+        ``(S, *module.weight.shape)``.
+    biases
+        ``(S, *module.bias.shape)``, or the shared ``module.bias`` (no sample dim), or ``None``.
+    strategy
+        ``"loop"`` (one dense call per sample), ``"grouped"`` (a single grouped convolution
         with ``groups = S·module.groups``), or ``"auto"`` (by device). Both give the same result.
 
     Returns
@@ -207,7 +215,8 @@ def sparse_touched_channels(module: nn.Module, index: torch.Tensor) -> tuple[tor
 
     Parameters
     ----------
-    index: flat indices (k,) into ``module.weight`` of the perturbed entries.
+    index
+        flat indices (k,) into ``module.weight`` of the perturbed entries.
 
     Returns
     -------
@@ -247,10 +256,14 @@ def forward_with_sparse_samples(
 
     Parameters
     ----------
-    x: ``(S·B, C_in, *spatial)`` sample-major.
-    weight, bias: the mean parameters.
-    index: ``(k,)`` flat indices of the perturbed weight entries; ``delta``: ``(S, k)`` perturbations.
-    bias_delta: optional ``(S, C_out)`` bias perturbations.
+    x
+        ``(S·B, C_in, *spatial)`` sample-major.
+    weight, bias
+        the mean parameters.
+    index
+        ``(k,)`` flat indices of the perturbed weight entries; ``delta``: ``(S, k)`` perturbations.
+    bias_delta
+        optional ``(S, C_out)`` bias perturbations.
     """
     if module.groups != 1 or not isinstance(module, _ConvNd):
         raise ValueError(f"the 'sparse' strategy needs a conv or transposed conv with groups=1, got {module!r}.")

@@ -613,8 +613,10 @@ class NestedChannelMask(StochasticLayer, nn.Module):
 
     Parameters
     ----------
-    layer: the nested layer whose mask this module applies.
-    layer_name: the layer's qualified name, for ``repr``.
+    layer
+        the nested layer whose mask this module applies.
+    layer_name
+        the layer's qualified name, for ``repr``.
     """
 
     def __init__(self, layer: NestedDropoutLayer, layer_name: str = "") -> None:

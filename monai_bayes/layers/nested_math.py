@@ -61,9 +61,12 @@ def group_boundaries(channels: int, groups: int, remainder: Remainder | str = Re
 
     Parameters
     ----------
-    channels: ``C``, the layer's output channels (or features).
-    groups: ``G``, with ``1 <= G <= C``.
-    remainder: what to do when ``G`` does not divide ``C``: ``"spread"`` (default) gives the first
+    channels
+        ``C``, the layer's output channels (or features).
+    groups
+        ``G``, with ``1 <= G <= C``.
+    remainder
+        what to do when ``G`` does not divide ``C``: ``"spread"`` (default) gives the first
         ``C mod G`` groups one extra channel (sizes differ by at most one, earlier groups are never
         smaller); ``"error"`` raises.
     """
@@ -106,10 +109,14 @@ def downhill_sample(
 
     Parameters
     ----------
-    log_beta: ``(K,)`` log-probabilities of the tail index.
-    temperature: ``τ > 0``.
-    gumbel: ``(S, K)`` standard Gumbel noise, one row per sample.
-    straight_through: use the hard one-hot ``c`` in the forward pass and the relaxed one's gradient.
+    log_beta
+        ``(K,)`` log-probabilities of the tail index.
+    temperature
+        ``τ > 0``.
+    gumbel
+        ``(S, K)`` standard Gumbel noise, one row per sample.
+    straight_through
+        use the hard one-hot ``c`` in the forward pass and the relaxed one's gradient.
 
     Returns
     -------
@@ -174,8 +181,10 @@ def weight_kl(log_alpha: torch.Tensor, constant: KLConstant | str | float = KLCo
 
     Parameters
     ----------
-    log_alpha: any shape.
-    constant: ``"nonnegative"`` (default) -- ``C = -max(eq. 17) = -0.5471``, so ``K¹ ≥ 0`` with its
+    log_alpha
+        any shape.
+    constant
+        ``"nonnegative"`` (default) -- ``C = -max(eq. 17) = -0.5471``, so ``K¹ ≥ 0`` with its
         minimum 0 at ``log α ≈ 1.03``: keeping a node never lowers the KL (eq. 13's "larger
         sub-networks have greater penalization"); ``"zero_at_infinity"`` -- ``C = 0`` (``K¹ → 0`` as
         ``α → ∞``, the convention of Molchanov et al. and of the authors' code; ``K¹`` is then

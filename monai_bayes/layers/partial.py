@@ -104,10 +104,13 @@ class PartialBayesLayer(StochasticLayer):
 
     Parameters
     ----------
-    bayes_masks: ``"all"`` or ``{"weight": bool tensor, "bias": bool tensor}`` shaped like the
+    bayes_masks
+        ``"all"`` or ``{"weight": bool tensor, "bias": bool tensor}`` shaped like the
         parameters; ``True`` marks a Bayesian entry. A missing key means no Bayesian entry.
-    sigma_init, sigma_relative_scale, sigma_floor: initial σ, see :func:`initial_sigma`.
-    prior_mu, prior_sigma: Gaussian prior of the Bayesian entries (seed 000: ``N(0, 1)``).
+    sigma_init, sigma_relative_scale, sigma_floor
+        initial σ, see :func:`initial_sigma`.
+    prior_mu, prior_sigma
+        Gaussian prior of the Bayesian entries (seed 000: ``N(0, 1)``).
     """
 
     if TYPE_CHECKING:

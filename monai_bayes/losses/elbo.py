@@ -118,14 +118,22 @@ class ELBOLoss(_Loss):
 
     Parameters
     ----------
-    network: the stochastic network whose KL enters the loss (it may still be deterministic when
+    network
+        the stochastic network whose KL enters the loss (it may still be deterministic when
         the loss is built, e.g. in a bundle config, and converted before the first step).
-    nll: a loss module ``nll(logits (B, C, *sp), target)`` or ``"ce"``, ``"dice_ce"``, ``"bce"``.
-    beta: initial KL weight β (a :class:`~monai_bayes.handlers.KLAnnealingHandler` updates it).
-    kl_reduction: ``"dataset"``, ``"batch"``, ``"sum"``, ``"parameters"`` or a positive divisor.
-    dataset_size: number of training items (required for ``"dataset"``).
-    class_weights: class weights of the named NLL (e.g. ``[0.1, 0.9]``: seed 000 weights CE).
+    nll
+        a loss module ``nll(logits (B, C, *sp), target)`` or ``"ce"``, ``"dice_ce"``, ``"bce"``.
+    beta
+        initial KL weight β (a :class:`~monai_bayes.handlers.KLAnnealingHandler` updates it).
+    kl_reduction
+        ``"dataset"``, ``"batch"``, ``"sum"``, ``"parameters"`` or a positive divisor.
+    dataset_size
+        number of training items (required for ``"dataset"``).
+    class_weights
+        class weights of the named NLL (e.g. ``[0.1, 0.9]``: seed 000 weights CE).
 
+    Notes
+    -----
     The components of the last call are kept (detached, unscaled) in :attr:`last_nll` and
     :attr:`last_kl` for logging.
     """

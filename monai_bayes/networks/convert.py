@@ -124,17 +124,23 @@ def to_partial_bayes(
 
     Parameters
     ----------
-    model: a trained deterministic network (any ``nn.Module``).
-    selection: one of
+    model
+        a trained deterministic network (any ``nn.Module``).
+    selection
+        one of
         * ``{param name: bool tensor}`` -- exact masks, ``True`` = Bayesian (make them from scores
           with :func:`monai_bayes.selection.select_topk`);
         * ``"all"`` -- every entry of every candidate parameter (full mean-field Bayes).
         Parameter names are those of ``model.named_parameters()``.
-    include, exclude: restrict the candidate modules by name pattern or type.
-    sigma_init, sigma_relative_scale, sigma_floor: initial σ of the Bayesian entries. Default
+    include, exclude
+        restrict the candidate modules by name pattern or type.
+    sigma_init, sigma_relative_scale, sigma_floor
+        initial σ of the Bayesian entries. Default
         ``"relative"``: ``σ = max(0.05·|μ|, 1e-3)``; a float gives a constant σ.
-    prior_mu, prior_sigma: Gaussian prior (seed 000: ``N(0, 1)``).
-    inplace: convert ``model`` itself (default) or a deep copy.
+    prior_mu, prior_sigma
+        Gaussian prior (seed 000: ``N(0, 1)``).
+    inplace
+        convert ``model`` itself (default) or a deep copy.
 
     Returns
     -------
@@ -194,18 +200,23 @@ def to_mc_dropout(
 
     Parameters
     ----------
-    p: drop probability in [0, 1).
-    placement:
+    p
+        drop probability in [0, 1).
+    placement
         * ``"existing"`` -- replace the model's dropout modules (e.g. the dropout slots of MONAI
           ``UNet``/``BasicUNet``, which exist even with ``dropout=0``) by :class:`MCDropout` with ``p``;
         * ``"after"`` -- add MC dropout to the *output* of every candidate conv / transposed conv /
           linear layer (for networks without dropout slots: SegResNet, DynUNet, ResNet);
         * ``"auto"`` (default) -- ``"existing"`` if the model has dropout modules, else ``"after"``.
-    channel_wise: drop whole channels instead of single activations.
-    include, exclude: restrict the converted modules by name pattern or type.
-    exclude_output_layer: with ``"after"``, leave the last candidate layer (in module order, the
+    channel_wise
+        drop whole channels instead of single activations.
+    include, exclude
+        restrict the converted modules by name pattern or type.
+    exclude_output_layer
+        with ``"after"``, leave the last candidate layer (in module order, the
         network's output head for MONAI networks) without dropout.
-    inplace: convert ``model`` itself (default) or a deep copy.
+    inplace
+        convert ``model`` itself (default) or a deep copy.
     """
     if not 0.0 <= float(p) < 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}.")

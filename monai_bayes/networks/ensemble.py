@@ -24,7 +24,8 @@ class DeepEnsemble(StochasticLayer, nn.Module):
 
     Parameters
     ----------
-    members: the trained member networks (at least 2).
+    members
+        the trained member networks (at least 2).
     """
 
     def __init__(self, members: Sequence[nn.Module]) -> None:

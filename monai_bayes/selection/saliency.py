@@ -87,17 +87,27 @@ def saliency_scores(
 
     Parameters
     ----------
-    network: the trained deterministic network (its stochastic layers, if any, run in mean mode).
-    loader: batches as the MONAI trainer sees them (dicts with ``image``/``label`` by default).
-    loss_function: task loss ``L(prediction, target)`` (the NLL used for training).
-    num_batches: batches to accumulate over; ``None`` = one full pass over ``loader``.
-    squared: accumulate ``∇θ²`` instead of ``|∇θ|``.
-    device: where to run (default: the network's device).
-    prepare_batch: MONAI ``prepare_batch`` callable turning a batch into ``(inputs, targets)``.
-    include, exclude: restrict candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
-    all_reduce: under ``torch.distributed``, average each batch's gradients over the ranks before
+    network
+        the trained deterministic network (its stochastic layers, if any, run in mean mode).
+    loader
+        batches as the MONAI trainer sees them (dicts with ``image``/``label`` by default).
+    loss_function
+        task loss ``L(prediction, target)`` (the NLL used for training).
+    num_batches
+        batches to accumulate over; ``None`` = one full pass over ``loader``.
+    squared
+        accumulate ``∇θ²`` instead of ``|∇θ|``.
+    device
+        where to run (default: the network's device).
+    prepare_batch
+        MONAI ``prepare_batch`` callable turning a batch into ``(inputs, targets)``.
+    include, exclude
+        restrict candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
+    all_reduce
+        under ``torch.distributed``, average each batch's gradients over the ranks before
         taking their magnitude (see :func:`_average_over_ranks`); all ranks then hold identical scores.
-    progress: show a progress bar.
+    progress
+        show a progress bar.
 
     Returns
     -------

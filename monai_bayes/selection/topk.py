@@ -65,10 +65,13 @@ def select_topk(
 
     Parameters
     ----------
-    scores: ``{parameter name: score tensor shaped like the parameter}``; higher = more salient.
-    r_bayes: fraction in (0, 1] of the entries to select (of all scored entries for
+    scores
+        ``{parameter name: score tensor shaped like the parameter}``; higher = more salient.
+    r_bayes
+        fraction in (0, 1] of the entries to select (of all scored entries for
         ``scope="global"``, of each module's entries for ``scope="layer"``; at least one each).
-    scope: ``"global"`` or ``"layer"``.
+    scope
+        ``"global"`` or ``"layer"``.
 
     Returns
     -------
