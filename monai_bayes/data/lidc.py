@@ -54,7 +54,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
@@ -434,7 +434,7 @@ def extract_patches(
             for a in nod.annotations.values():
                 if k in a.masks:
                     union |= a.masks[k]
-            centre = tuple(int(v) for v in np.rint(np.argwhere(union).mean(axis=0)))
+            centre = cast("tuple[int, int]", tuple(int(v) for v in np.rint(np.argwhere(union).mean(axis=0))))
             hu = vol.array[k]
             label = np.zeros((R, patch_size, patch_size), dtype=np.uint8)
             raters = [False] * R
