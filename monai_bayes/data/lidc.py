@@ -339,7 +339,7 @@ def _cluster_pylidc(
     if any(a.points is None or len(a.points) == 0 for a in annotations):
         raise ValueError("grouping='pylidc' needs every annotation's outline points (ReaderAnnotation.points)")
     tol = _slice_thickness(volume) if slice_thickness_mm is None else float(slice_thickness_mm)
-    groups = cluster_point_sets([a.points for a in annotations], tol)  # type: ignore[misc]
+    groups = cluster_point_sets([a.points for a in annotations], tol)  # type: ignore[misc]  # points checked non-None above
     nodules = []
     for k, g in enumerate(groups):
         members: dict[int, ReaderAnnotation] = {}
