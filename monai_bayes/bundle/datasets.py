@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from monai_bayes.data.errors import OnError
 from monai_bayes.data.lidc import DATALIST_NAME
 
 __all__ = ["ISIC_LAYOUTS", "LIDC_LAYOUTS", "datalist_items", "resolve_isic_dataset", "resolve_lidc_dataset"]
@@ -107,7 +108,7 @@ def resolve_lidc_dataset(
     patch_size: int = 128,
     num_folds: int = 4,
     synth_kwargs: dict[str, Any] | None = None,
-    on_error: str = "skip",
+    on_error: OnError = "skip",
     show_progress: bool = True,
 ) -> Path:
     """The LIDC patch datalist for ``dataset_dir`` (see module docstring), building caches as needed.
@@ -131,7 +132,7 @@ def resolve_lidc_dataset(
     from monai_bayes.data.synthetic import prepare_synthetic_lidc
 
     cache = Path(cache_dir)
-    settings = {"patch_size": int(patch_size), "num_folds": int(num_folds), "seed": int(seed)}
+    settings: dict[str, Any] = {"patch_size": int(patch_size), "num_folds": int(num_folds), "seed": int(seed)}
     if _is_synthetic(dataset_dir) or str(dataset_dir).strip() == REAL_ANNOTATIONS:
         source_kind = _lidc_default_source(dataset_dir)
     else:
@@ -166,6 +167,7 @@ def resolve_lidc_dataset(
             patch_size=int(patch_size),
             num_folds=int(num_folds),
         )
+    assert dataset_dir is not None  # _is_synthetic(None) is True, handled above
     source = Path(dataset_dir)
     if not source.exists():
         raise ValueError(f"dataset_dir {str(source)!r} does not exist.")
@@ -193,7 +195,7 @@ def resolve_isic_dataset(
     seed: int = 0,
     size: tuple[int, int] = (224, 224),
     synth_kwargs: dict[str, Any] | None = None,
-    on_error: str = "skip",
+    on_error: OnError = "skip",
     show_progress: bool = True,
 ) -> Path:
     """The ISIC datalist for ``dataset_dir``: synthetic when empty, else the real Task 1 folders or a cache."""
@@ -207,6 +209,7 @@ def resolve_isic_dataset(
         return prepare_synthetic_isic(
             folder, num_cases, seed, synth_kwargs=synth_kwargs, size=tuple(size), show_progress=show_progress
         )
+    assert dataset_dir is not None  # _is_synthetic(None) is True, handled above
     source = Path(dataset_dir)
     if not source.exists():
         raise ValueError(f"dataset_dir {str(source)!r} does not exist.")
@@ -228,6 +231,7 @@ def datalist_items(datalist: str | os.PathLike, key: str) -> list[dict[str, Any]
     from monai_bayes.data import load_datalist
 
     data, folder = load_datalist(datalist)
+    assert folder is not None  # a datalist path, not a dict: load_datalist returns its folder
     if key not in data:
         raise ValueError(f"datalist {str(datalist)!r} has no {key!r} list; it has {sorted(data)}.")
     items = []

@@ -219,7 +219,7 @@ class NestedWidthHandler:
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _network(self, engine: Engine) -> nn.Module:
-        return self.network if self.network is not None else engine.network
+        return self.network if self.network is not None else engine.network  # type: ignore[attr-defined]  # MONAI workflows set .network; a plain ignite Engine needs network=
 
     def _started(self, engine: Engine) -> None:
         self._previous = set_nested_width(self._network(engine), self.width)
@@ -243,14 +243,14 @@ class ProgressPasses:
         self.passes = 0
 
     def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
+        return len(self.data)  # type: ignore[arg-type]  # only called when data is Sized (len() of the loader)
 
     def __iter__(self) -> Iterator[Any]:
         index, self.passes = self.passes, self.passes + 1
         desc = self.desc
         if self.labels:
             desc = f"{desc} {self.labels[index % len(self.labels)]} ({index % len(self.labels) + 1}/{len(self.labels)})"
-        total = len(self.data) if hasattr(self.data, "__len__") else None  # type: ignore[arg-type]
+        total = len(self.data) if hasattr(self.data, "__len__") else None  # type: ignore[arg-type]  # hasattr checks Sized
         yield from progress_bar(self.data, desc=desc.strip(), total=total, leave=False, dynamic_ncols=True)
 
 

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
@@ -112,7 +112,7 @@ class DicomVolume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(Z, Y, X)`` size of :attr:`array`."""
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        return tuple(self.array.shape)
 
     @property
     def normal(self) -> np.ndarray:
@@ -185,7 +185,8 @@ def _list_dicom_files(folder: Path, recursive: bool) -> tuple[list[Path], list[P
     """Split the files of ``folder`` into (DICOM candidates, ignored others); hidden files skipped."""
     it = folder.rglob("*") if recursive else folder.iterdir()
     files = sorted(p for p in it if p.is_file() and not p.name.startswith("."))
-    dicom, other = [], []
+    dicom: list[Path] = []
+    other: list[Path] = []
     for p in files:
         (dicom if is_dicom_file(p) else other).append(p)
     return dicom, other
@@ -390,7 +391,7 @@ def read_dicom_series(
     datasets: list[Dataset] = []
     files: list[Path | None] = []
     for path, ds in items:
-        datasets.append(_read_one(path) if ds is None else ds)
+        datasets.append(_read_one(cast(Path, path)) if ds is None else ds)  # _collect: no dataset => a file
         files.append(path)
     labels = [_label(f, d) for f, d in zip(files, datasets)]
 
@@ -412,6 +413,7 @@ def read_dicom_series(
         iop, ipp, ps, size = _geometry(ds, lab)
         if iop0 is None:
             iop0, ps0, size0 = iop, ps, size
+        assert iop0 is not None and ps0 is not None  # set from the first slice
         if size != size0:
             raise DicomSeriesError(f"Rows x Columns {size} differs from {size0} of {labels[0]}", lab)
         if np.max(np.abs(iop - iop0)) > ORIENTATION_TOL:

@@ -54,7 +54,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
@@ -339,7 +339,7 @@ def _cluster_pylidc(
     if any(a.points is None or len(a.points) == 0 for a in annotations):
         raise ValueError("grouping='pylidc' needs every annotation's outline points (ReaderAnnotation.points)")
     tol = _slice_thickness(volume) if slice_thickness_mm is None else float(slice_thickness_mm)
-    groups = cluster_point_sets([a.points for a in annotations], tol)  # type: ignore[misc]
+    groups = cluster_point_sets([a.points for a in annotations], tol)  # type: ignore[misc]  # points checked non-None above
     nodules = []
     for k, g in enumerate(groups):
         members: dict[int, ReaderAnnotation] = {}
@@ -434,7 +434,7 @@ def extract_patches(
             for a in nod.annotations.values():
                 if k in a.masks:
                     union |= a.masks[k]
-            centre = tuple(int(v) for v in np.rint(np.argwhere(union).mean(axis=0)))
+            centre = cast("tuple[int, int]", tuple(int(v) for v in np.rint(np.argwhere(union).mean(axis=0))))
             hu = vol.array[k]
             label = np.zeros((R, patch_size, patch_size), dtype=np.uint8)
             raters = [False] * R

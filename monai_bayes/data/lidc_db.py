@@ -473,8 +473,7 @@ def cluster_point_sets(
         if tol < min_tol:
             break
         _, labels = connected_components(d <= tol, directed=False)
-    groups = [list(np.flatnonzero(labels == c)) for c in range(labels.max() + 1)]
-    groups = [[int(i) for i in g] for g in groups]
+    groups = [[int(i) for i in np.flatnonzero(labels == c)] for c in range(labels.max() + 1)]
     return sorted(groups, key=lambda g: float(np.mean([points[i][:, 2].mean() for i in g])))
 
 
@@ -519,7 +518,7 @@ def annotation_mask(
         if not bb[0, 0] <= k <= bb[0, 1]:
             continue
         local = [(ij - bb[1:, 0], inc) for ij, inc in outlines]
-        mask[k - bb[0, 0]] = rasterize_rois_pylidc(local, shape[1:])
+        mask[k - bb[0, 0]] = rasterize_rois_pylidc(local, (shape[1], shape[2]))
     return mask, bb
 
 
@@ -581,7 +580,9 @@ def reconstruct_reading_sessions(scan: DbScan, groups: Sequence[Sequence[int]]) 
         Session index (0, 1, ...) per annotation of ``scan.annotations``.
     """
     group_of = {i: g for g, members in enumerate(groups) for i in members}
-    sessions, seen, current = [], set(), 0
+    sessions: list[int] = []
+    seen: set[int] = set()
+    current = 0
     for i in range(len(scan.annotations)):
         g = group_of[i]
         if g in seen:

@@ -236,7 +236,7 @@ def parse_lidc_xml(source: str | os.PathLike[str] | bytes) -> LidcReadMessage:
     path = None if isinstance(source, bytes) else Path(source)
     where = str(path) if path is not None else "<xml bytes>"
     try:
-        root = ET.fromstring(source) if isinstance(source, bytes) else ET.parse(path).getroot()
+        root = ET.fromstring(source) if isinstance(source, bytes) else ET.parse(source).getroot()
     except ET.ParseError as e:
         raise LidcXmlError(f"malformed XML ({e})", where) from e
     except OSError as e:

@@ -18,7 +18,7 @@ same type with one channel.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class RandRaterd(Randomizable, MapTransform):
         Don't raise when a key is absent.
     """
 
-    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012  # as Transform.backend
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class RandRaterd(Randomizable, MapTransform):
         self._index = int(data[self.R.randint(len(data))])
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
-        d = dict(data)
+        d: dict[Hashable, Any] = dict(data)
         keys = list(self.key_iterator(d))
         if not keys:
             return d
@@ -141,7 +141,7 @@ class MajorityVoted(MapTransform):
         ``data[readers_key]`` does not have one entry per channel.
     """
 
-    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012  # as Transform.backend
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class MajorityVoted(MapTransform):
         return flags.astype(bool).astype(np.float64)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
-        d = dict(data)
+        d: dict[Hashable, Any] = dict(data)
         for key in self.key_iterator(d):
             x = d[key]
             _check(x, key, type(self).__name__)
@@ -211,13 +211,13 @@ class RaterMeand(MapTransform):
         Don't raise when a key is absent.
     """
 
-    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: list[TransformBackends] = [TransformBackends.TORCH, TransformBackends.NUMPY]  # noqa: RUF012  # as Transform.backend
 
     def __init__(self, keys: KeysCollection = "label", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, Any]:
-        d = dict(data)
+        d: dict[Hashable, Any] = dict(data)
         for key in self.key_iterator(d):
             x = d[key]
             _check(x, key, type(self).__name__)

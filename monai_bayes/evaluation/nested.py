@@ -223,14 +223,20 @@ def evaluate_width_sweep(
     result = WidthSweepResult(method, groups, width_list, samples_list)
     collected: dict[str, dict[Key, list[torch.Tensor]]] = {m: {} for m in SWEEP_METRICS}
     check_hm_iou_options("mean", empty_policy)
-    pairwise_kwargs = {"include_background": include_background, "empty_policy": empty_policy, "binarize": binarize}
+    pairwise_kwargs: dict[str, Any] = {
+        "include_background": include_background,
+        "empty_policy": empty_policy,
+        "binarize": binarize,
+    }
     for width in width_list:
         with ExitStack() as stack:
             if width is not None:
                 stack.enter_context(nested_width(network, width))
             stack.enter_context(_evaluation_state(network))
             if recalibration_data is not None:
-                kwargs = {} if prepare_recalibration_batch is None else {"prepare_batch": prepare_recalibration_batch}
+                kwargs: dict[str, Any] = (
+                    {} if prepare_recalibration_batch is None else {"prepare_batch": prepare_recalibration_batch}
+                )
                 recalibrate_batch_norm(
                     network, recalibration_data, num_batches=recalibration_batches, mode=recalibration_mode,
                     device=device, seed=seed, **kwargs,

@@ -69,7 +69,7 @@ class BNRecalibrationHandler:
         engine.add_event_handler(self.event, self)
 
     def __call__(self, engine: Engine) -> None:
-        network = self.network if self.network is not None else engine.network
+        network = self.network if self.network is not None else engine.network  # type: ignore[attr-defined]  # MONAI workflows set .network; a plain ignite Engine needs network=
         prepare = self.prepare_batch or getattr(engine, "prepare_batch", None) or default_prepare_batch
         if self.width is not None:
             set_nested_width(network, self.width)

@@ -45,12 +45,12 @@ class TrainingCostHandler:
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _net(self, engine: Engine) -> nn.Module:
-        return self.network if self.network is not None else engine.network
+        return self.network if self.network is not None else engine.network  # type: ignore[attr-defined]  # MONAI workflows set .network; a plain ignite Engine needs network=
 
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
         self.summary = {"parameters": count_parameters(self._net(engine)), "epoch_seconds": [], "flops_per_step": None}
-        engine.state.training_cost = self.summary
+        engine.state.training_cost = self.summary  # type: ignore[attr-defined]  # ignite State takes run-defined attributes
 
     def _iteration_started(self, engine: Engine) -> None:
         if engine.state.iteration == min(self.flops_iteration, engine.state.epoch_length or self.flops_iteration):

@@ -109,7 +109,7 @@ class KLAnnealingHandler(ParamSchedulerHandler):
             vc_kwargs={},
             epoch_level=epoch_level,
             name=name,
-            event=Events.EPOCH_STARTED if epoch_level else Events.ITERATION_STARTED,
+            event=Events.EPOCH_STARTED if epoch_level else Events.ITERATION_STARTED,  # type: ignore[arg-type]  # MONAI annotates str but attaches it as an ignite event
         )
         self._cycle_length, self._ramp_fraction = cycle_length, ramp_fraction
 

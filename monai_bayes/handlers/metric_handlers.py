@@ -84,12 +84,12 @@ class _QuantityMetricHandler(IgniteMetricHandler):
         self.report_all = report_all
 
     def _key(self, name: str, quantity: str) -> str:
-        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]
+        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]  # __init__ takes a MultiQuantityMetric
         return name if quantity == metric.primary else f"{name}_{quantity}"
 
     def compute(self) -> Any:
         """Reduced primary quantity; stores per-case values of every quantity when ``save_details``."""
-        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]
+        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]  # __init__ takes a MultiQuantityMetric
         result = metric.aggregate()
         if isinstance(result, (tuple, list)):
             result = result[0]
@@ -98,7 +98,7 @@ class _QuantityMetricHandler(IgniteMetricHandler):
             if self._engine is None or self._name is None:
                 raise RuntimeError("please call the attach() function to connect expected engine first.")
             for quantity, values in metric.get_details().items():
-                self._engine.state.metric_details[self._key(self._name, quantity)] = values  # type: ignore
+                self._engine.state.metric_details[self._key(self._name, quantity)] = values  # type: ignore[attr-defined]  # MONAI's metric handlers add state.metric_details
         return _to_python(result) if isinstance(result, torch.Tensor) else result
 
     def completed(self, engine: Engine, name: str) -> None:
@@ -106,7 +106,7 @@ class _QuantityMetricHandler(IgniteMetricHandler):
         super().completed(engine, name)
         if not self.report_all:
             return
-        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]
+        metric: MultiQuantityMetric = self.metric_fn  # type: ignore[assignment]  # __init__ takes a MultiQuantityMetric
         for quantity, value in metric.aggregate_all().items():
             if quantity != metric.primary:
                 engine.state.metrics[self._key(name, quantity)] = _to_python(value)

@@ -77,7 +77,7 @@ class SaliencySelectionHandler:
     ) -> None:
         self.settings = SelectionSettings.from_options(settings, **options)
         if self.settings.needs_data and (loader is None or loss_function is None):
-            raise ValueError(f"method={self.settings.method.value!r} needs a loader and a loss_function.")
+            raise ValueError(f"method={str(self.settings.method)!r} needs a loader and a loss_function.")
         self.loader, self.loss_function = loader, loss_function
         self.rho_lr = rho_lr
         self.network, self.optimizer = network, optimizer
@@ -102,8 +102,8 @@ class SaliencySelectionHandler:
         engine : Engine
             The trainer (its ``network``, ``optimizer`` and ``prepare_batch`` are the defaults).
         """
-        network = self.network if self.network is not None else engine.network
-        optimizer = self.optimizer if self.optimizer is not None else engine.optimizer
+        network = self.network if self.network is not None else engine.network  # type: ignore[attr-defined]  # MONAI workflows set .network; a plain ignite Engine needs network=
+        optimizer = self.optimizer if self.optimizer is not None else engine.optimizer  # type: ignore[attr-defined]  # MONAI trainers set .optimizer; else pass optimizer=
         if any(isinstance(m, PartialBayesLayer) for m in network.modules()):
             logger.info("network is already partial-Bayes; keeping its selection")
             self.report = selection_report(network)
@@ -117,7 +117,7 @@ class SaliencySelectionHandler:
                 prepare_batch=getattr(engine, "prepare_batch", None),
             )
         new = add_new_parameters(optimizer, network, lr=self.rho_lr)
-        engine.state.bayes_selection = [r.as_dict() for r in self.report]
+        engine.state.bayes_selection = [r.as_dict() for r in self.report]  # type: ignore[attr-defined]  # ignite State takes run-defined attributes
         logger.info(
             "Bayesian weights per layer (%d new ρ tensors in the optimizer):\n%s",
             len(new),

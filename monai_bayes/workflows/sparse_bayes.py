@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from monai.engines import SupervisedTrainer
@@ -126,7 +126,7 @@ def _run_trainer(
     """Train ``network`` in place with a MONAI SupervisedTrainer; return the cost summary."""
     network.to(device)
     cost = TrainingCostHandler()
-    kwargs = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
+    kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=max_epochs,
@@ -227,7 +227,7 @@ def _fresh_copy(network: nn.Module, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         for module in member.modules():
             if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                cast("Callable[[], None]", module.reset_parameters)()
     return member
 
 
@@ -255,8 +255,8 @@ def train_sparse_bayes(
     deterministic_epochs: int = 50,
     bayes_epochs: int = 50,
     r_bayes: float = 0.01,
-    selection_method: ScoreMethod = "saliency",
-    scope: SelectionScope = "global",
+    selection_method: ScoreMethod | str = "saliency",
+    scope: SelectionScope | str = "global",
     saliency_batches: int | None = None,
     sigma_init: float | str = "relative",
     prior_sigma: float = 1.0,
@@ -300,8 +300,10 @@ def train_sparse_bayes(
     set_determinism(seed=seed)
     out = Path(output_dir) if output_dir is not None else None
     result = RecipeResult(method=method, network=network)
-    common = dict(loss_function=loss_function, device=device, progress=progress, prepare_batch=prepare_batch)
-    det_kwargs = dict(common, max_epochs=deterministic_epochs, optimizer=optimizer)
+    common: dict[str, Any] = dict(
+        loss_function=loss_function, device=device, progress=progress, prepare_batch=prepare_batch
+    )
+    det_kwargs: dict[str, Any] = dict(common, max_epochs=deterministic_epochs, optimizer=optimizer)
 
     def run_deterministic(net: nn.Module, name: str) -> None:
         if not _cached(out, name, resume, net, result):

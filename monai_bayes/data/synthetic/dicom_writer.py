@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 __all__ = ["CTSeriesInfo", "deterministic_uid", "format_ds", "write_ct_series"]
 
@@ -117,7 +117,7 @@ def write_ct_series(
     info: CTSeriesInfo,
     *,
     spacing: tuple[float, float, float],
-    origin: Sequence[float],
+    origin: Sequence[float] | np.ndarray,
     head_first_numbering: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> tuple[list[Path], list[str], list[float]]:
@@ -167,7 +167,7 @@ def write_ct_series(
         instance = (nz - k) if head_first_numbering else (k + 1)
         sop_uid = deterministic_uid(info.series_instance_uid, "slice", k)
         z = float(origin[2]) + k * dz
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = sop_uid
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = UID(sop_uid)
         ds.InstanceNumber = instance
         ds.ImagePositionPatient = [format_ds(origin[0]), format_ds(origin[1]), format_ds(z)]
         ds.SliceLocation = format_ds(z)

@@ -650,7 +650,7 @@ def write_lidc_cases(
     readers = ReaderModel.sample(seed)
     workers = _num_workers(num_workers, num_cases)
     with staging_dir(root, overwrite=overwrite) as tmp:
-        args = [
+        args: list[tuple[Any, ...]] = [
             (
                 tmp,
                 i,
