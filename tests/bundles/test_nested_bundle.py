@@ -30,7 +30,7 @@ from monai_bayes.bundle import (
 )
 from monai_bayes.evaluation import WidthSweepResult
 from monai_bayes.layers import nested_layers
-from monai_bayes.networks.nested import extract_width
+from monai_bayes.networks import extract_width
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED_BUNDLE = REPO / "bundles" / "lidc_nested_unet"
