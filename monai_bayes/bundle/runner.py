@@ -26,6 +26,7 @@ from monai_bayes.bundle.layout import RunLayout, check_method
 from monai_bayes.bundle.steps import publish_model
 from monai_bayes.handlers.report import metric_table_rows, read_json_if_exists
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from monai_bayes.utils.errors import summarize_errors
 from monai_bayes.visualize import plot_method_comparison
 
 __all__ = ["PipelineStep", "bundle_config", "pipeline_steps", "run_config", "run_pipeline", "run_steps", "run_sweep"]
@@ -120,9 +121,10 @@ def run_config(
         **{"bundle_root": str(root), **(overrides or {})},
     )
     try:
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+        with summarize_errors(f"bundle step {'+'.join(names)}"):  # our message first, then MONAI's tracebacks
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
     except Exception as err:
         cause = _root_cause(err)
         if isinstance(cause, ValueError) and cause is not err:

@@ -8,6 +8,7 @@ from monai_bayes.utils.atomic import (
     finished_cache,
     staging_dir,
 )
+from monai_bayes.utils.errors import errors_reported_by_caller, summarize_errors
 from monai_bayes.utils.random import seeded_global_rng
 from monai_bayes.utils.tensors import as_plain_tensor
 
@@ -17,7 +18,9 @@ __all__ = [
     "atomic_save_npy",
     "atomic_write_json",
     "atomic_write_text",
+    "errors_reported_by_caller",
     "finished_cache",
     "seeded_global_rng",
     "staging_dir",
+    "summarize_errors",
 ]
