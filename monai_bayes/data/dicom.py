@@ -54,8 +54,9 @@ ORIENTATION_TOL = 1e-3
 #: Default largest volume :func:`read_dicom_series` allocates (Z · Y · X voxels): 512 × 512 × 2048,
 #: 2 GiB as float32. Checked from the headers, before any pixel memory is allocated.
 DEFAULT_MAX_VOXELS = 512 * 512 * 2048
-#: Errors a damaged header can raise while pydicom parses a value lazily.
-_HEADER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, UnicodeError)
+#: Errors a damaged header can raise while pydicom parses a value lazily: pydicom raises many types
+#: (ValueError, struct errors, its own BytesLengthException, NotImplementedError for unknown VRs ...).
+_HEADER_ERRORS = (Exception,)
 
 _HEADER_TAGS = (
     "SOPClassUID",
@@ -400,6 +401,23 @@ def read_dicom_series(
         If a path does not exist.
     """
     items, ignored = _collect(sources, recursive)
+    try:
+        return _read_series(items, ignored, expected_modality, keep_pixel_data, dtype, max_voxels)
+    except DicomSeriesError:
+        raise
+    except Exception as e:  # a damaged value pydicom parses lazily somewhere below: still a data error
+        raise DicomSeriesError(f"unreadable DICOM input ({type(e).__name__}: {e})") from e
+
+
+def _read_series(
+    items: list[tuple[Path | None, Dataset | None]],
+    ignored: list[Path],
+    expected_modality: str | Sequence[str] | None,
+    keep_pixel_data: bool,
+    dtype: Any,
+    max_voxels: int | None,
+) -> DicomVolume:
+    """:func:`read_dicom_series` on collected inputs, without the last-resort error mapping."""
     datasets: list[Dataset] = []
     files: list[Path | None] = []
     for path, ds in items:

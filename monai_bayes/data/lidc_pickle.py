@@ -15,6 +15,7 @@ import importlib
 import io
 import os
 import pickle
+import pickletools
 import re
 from pathlib import Path
 from typing import Any
@@ -111,15 +112,74 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return shape
 
 
+_DTYPE_NAME = re.compile(r"[?bBhHiIlLqQefdgFDG]|[biufc][0-9]{1,2}|[SUV][0-9]{1,4}")
+
+
+class _DtypeSpec:
+    """Stands for a pickled ``numpy.dtype``: numpy's ``dtype.__setstate__`` trusts its state (element
+    size, alignment, fields) and a damaged state corrupts memory, so the state is checked here and
+    the dtype built from a plain type code and a byte order only."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
+        if not isinstance(name, str) or not _DTYPE_NAME.fullmatch(name):
+            raise UnsafePickleError(
+                f"dtype {name!r} is not allowed: only plain numeric / string type codes (no object dtype)"[:200]
+            )
+        self.name = name
+        self.byteorder: str | None = None
+        self.elsize = -1
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise UnsafePickleError(f"unexpected dtype state {state!r}"[:200])
+        _, byteorder, subarray, names, fields, elsize, alignment, flags = state[:8]
+        if byteorder not in ("<", ">", "|", "=") or (subarray, names, fields) != (None, None, None):
+            raise UnsafePickleError(f"only plain (unstructured) dtypes are allowed, got state {state!r}"[:200])
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (elsize, alignment, flags)):
+            raise UnsafePickleError(f"unexpected dtype state {state!r}"[:200])
+        self.byteorder, self.elsize = byteorder, elsize
+
+    def resolve(self) -> np.dtype:
+        """The checked :class:`numpy.dtype`."""
+        dt = np.dtype(self.name)
+        if self.byteorder in ("<", ">") and dt.itemsize > 1:
+            dt = dt.newbyteorder(self.byteorder)
+        if self.elsize not in (-1, dt.itemsize) or dt.itemsize == 0:
+            raise UnsafePickleError(f"dtype {self.name} with element size {self.elsize} is not allowed")
+        return dt
+
+
+def _as_dtype(dtype: Any) -> np.dtype:
+    if isinstance(dtype, _DtypeSpec):
+        return dtype.resolve()
+    raise UnsafePickleError(f"array dtype must be a pickled numpy dtype, got {type(dtype).__name__}")
+
+
+def _scalar(dtype: Any, data: Any = None) -> Any:
+    """``numpy.core.multiarray.scalar`` from a checked dtype and exactly ``itemsize`` bytes."""
+    dt = _as_dtype(dtype)
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    if not isinstance(data, bytes) or len(data) != dt.itemsize or dt.itemsize == 0:
+        raise UnsafePickleError(f"scalar of {dt} needs {dt.itemsize} bytes of data")
+    return np.frombuffer(data, dtype=dt)[0].copy()
+
+
 def _array_from_bytes(raw: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
     """An array rebuilt from the pickle's own bytes: nothing is allocated beyond what the file holds."""
     shape = _check_shape(shape)
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+    dtype = _as_dtype(dtype)
+    if dtype.hasobject or dtype.itemsize == 0:
         raise UnsafePickleError(f"array dtype must be a plain numpy dtype, got {dtype!r}"[:200])
     if isinstance(raw, str):  # protocol 0/1 pickles store the bytes as a latin-1 string
         raw = raw.encode("latin-1")
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise UnsafePickleError(f"array data must be bytes, got {type(raw).__name__}")
+    # an immutable copy: a numpy view exporting a mutable buffer that a reference cycle (e.g. an
+    # error's traceback) outlives crashes the interpreter when the collector frees the buffer first
+    raw = bytes(raw)
     need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != need:
         raise UnsafePickleError(f"array data holds {len(raw)} bytes; shape {shape} of {dtype} needs {need}")
@@ -152,6 +212,8 @@ def _bounded(kind: type) -> Any:
 
 _REPLACEMENTS: dict[str, Any] = {
     "ndarray": _NDARRAY,
+    "dtype": _DtypeSpec,
+    "scalar": _scalar,
     "_reconstruct": _reconstruct,
     "_frombuffer": _frombuffer,
 }
@@ -179,20 +241,58 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _bounded(getattr(builtins, name))
         if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
             module = module.replace("numpy.core", "numpy._core", 1)
-        obj = getattr(importlib.import_module(module), name)
-        if obj is np.dtype:
-            return _safe_dtype
-        return obj
+        return getattr(importlib.import_module(module), name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("persistent IDs are not allowed")
 
 
-def _safe_dtype(*args: Any, **kwargs: Any) -> np.dtype:
-    dt = np.dtype(*args, **kwargs)
-    if dt.hasobject:
-        raise UnsafePickleError(f"object dtype {dt} is not allowed")
-    return dt
+#: Opcodes a crop pickle never needs: out-of-band buffers (protocol 5), persistent ids, the copyreg
+#: extension registry. (In-band protocol-5 arrays use BYTEARRAY8, whose length the scan checks.)
+_REFUSED_OPCODES = frozenset({"NEXT_BUFFER", "READONLY_BUFFER", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4"})
+
+
+class _CappedReader(io.RawIOBase):
+    """Reads from ``f`` but never asks for more than the ``size - position`` bytes that exist, so a
+    forged length field cannot make the reader allocate (``f.read(2**62)``)."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f, self.remaining, self.size = f, size, size
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size - self.remaining
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        data = self.f.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self.f.readline(self.remaining if size is None or size < 0 else min(size, self.remaining))
+        self.remaining -= len(line)
+        return line
+
+
+def _prescan(f: Any, size: int) -> None:
+    """Walk the opcodes once before unpickling: refuse :data:`_REFUSED_OPCODES` and out-of-sequence memo
+    indices (``LONG_BINPUT 2**32-1`` makes the C unpickler allocate a 32 GiB memo), and fail
+    (``ValueError``) on any length field that claims more bytes than the file holds, before the C
+    unpickler allocates them."""
+    memo = 0
+    for op, arg, pos in pickletools.genops(_CappedReader(f, size)):
+        if op.name in _REFUSED_OPCODES:
+            raise UnsafePickleError(f"pickle opcode {op.name} at byte {pos} is not allowed in a crop pickle")
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            # a pickler numbers memo slots in order; the C unpickler sizes its memo to the index asked for
+            if not isinstance(arg, int) or not 0 <= arg <= memo:
+                raise UnsafePickleError(f"memo index {arg} at byte {pos} is out of sequence (expected <= {memo})")
+            memo += 1
+        elif op.name == "MEMOIZE":
+            memo += 1
 
 
 def _resolve_arrays(obj: Any, depth: int = 0) -> Any:
@@ -203,6 +303,8 @@ def _resolve_arrays(obj: Any, depth: int = 0) -> Any:
         if obj.array is None:
             raise UnsafePickleError("array placeholder without data (no __setstate__)")
         return obj.array
+    if isinstance(obj, _DtypeSpec):
+        return obj.resolve()
     if isinstance(obj, dict):
         return type(obj)((_resolve_arrays(k, depth + 1), _resolve_arrays(v, depth + 1)) for k, v in obj.items())
     if isinstance(obj, list):
@@ -238,11 +340,12 @@ def safe_load_pickle(source: str | os.PathLike[str] | bytes) -> Any:
     """
     label = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
-        if isinstance(source, bytes):
-            data = RestrictedUnpickler(io.BytesIO(source)).load()
-        else:
-            with open(source, "rb") as f:
-                data = RestrictedUnpickler(f).load()
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(0)
+            _prescan(f, size)
+            f.seek(0)
+            data = RestrictedUnpickler(f).load()
         return _resolve_arrays(data)
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{label}: {e}") from None

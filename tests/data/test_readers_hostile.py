@@ -79,6 +79,7 @@ def test_the_119_byte_pickle_of_the_issue_is_refused(tmp_path):
         b"\x80\x02X\xff\xff\xff\x7fabc.",  # BINUNICODE claiming 2 GiB, 3 bytes present
         b"\x80\x04\x8d" + (2**62).to_bytes(8, "little") + b"abc.",  # BINUNICODE8 claiming 4 EiB
         b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + b"abc.",  # BINBYTES8
+        b"\x80\x05\x96" + (2**62).to_bytes(8, "little") + b"abc.",  # BYTEARRAY8
         b"\x80\x02(" * 3 + b".",  # unbalanced marks
         b"",  # empty
         b"\x80\x02}q\x00",  # truncated dict
@@ -89,6 +90,22 @@ def test_malformed_pickles_are_data_format_errors(blob, tmp_path):
     path.write_bytes(blob)
     with pytest.raises(DataFormatError, match=r"bad\.pickle"):
         safe_load_pickle(path)
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"\x80\x04Nr\xff\xff\xff\xff.", "memo index 4294967295"),  # LONG_BINPUT: a 32 GiB memo in C
+        (b"\x80\x05N\x98.", "READONLY_BUFFER"),  # out-of-band buffer opcodes
+        (
+            b"\x80\x04cnumpy\ndtype\n(X\x02\x00\x00\x00f4\x89\x88tR(K\x03X\x01\x00\x00\x00<NNNJ\x00\x00\x00\xc0J\xff\xff\xff\xffK\x00tb.",
+            "element size",
+        ),
+    ],
+)
+def test_opcodes_and_states_that_corrupt_the_unpickler_are_refused(blob, message):
+    with pytest.raises(UnsafePickleError, match=message):
+        safe_load_pickle(blob)
 
 
 def test_arrays_are_rebuilt_from_their_bytes_with_a_size_cap(tmp_path):
