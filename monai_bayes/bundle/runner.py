@@ -27,6 +27,7 @@ from monai_bayes.bundle.overrides import setting_defaults, validate_overrides
 from monai_bayes.bundle.steps import publish_model
 from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from monai_bayes.utils.errors import summarize_errors
 from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.visualize import plot_method_comparison
 from monai_bayes.workflows.methods import check_method, method_spec
@@ -156,9 +157,10 @@ def run_config(
         **{"bundle_root": str(root), **(overrides or {})},
     )
     try:
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+        with summarize_errors(f"bundle step {'+'.join(names)}"):  # our message first, then MONAI's tracebacks
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
     except Exception as err:
         cause = _root_cause(err)
         if isinstance(cause, ValueError) and cause is not err:

@@ -9,6 +9,8 @@ It is read with ``allow_pickle=False``; every key, shape and dtype is checked.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from monai_bayes.data.errors import DataFormatError
+
+#: What a damaged .npz raises while opening or reading a member (truncated zip, bad deflate stream ...).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 __all__ = ["CHESTMNIST_CLASSES", "CHESTMNIST_OFFICIAL_SIZES", "ChestMNISTDataset", "load_chestmnist"]
 
@@ -73,8 +78,8 @@ def load_chestmnist(
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as e:
-        raise DataFormatError(f"not a readable .npz file ({e})", path) from e
+    except _NPZ_ERRORS as e:
+        raise DataFormatError(f"not a readable .npz file ({type(e).__name__}: {e})", path) from e
     with npz:
         expected = [f"{s}_{k}" for s in splits for k in ("images", "labels")]
         missing = [k for k in expected if k not in npz.files]
@@ -84,8 +89,12 @@ def load_chestmnist(
         for s in splits:
             try:
                 images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
-            except ValueError as e:  # e.g. an object array, refused without pickle
-                raise DataFormatError(f"cannot load {s}_images / {s}_labels without pickle ({e})", path) from e
+            except _NPZ_ERRORS as e:  # an object array (refused without pickle), a truncated member ...
+                raise DataFormatError(
+                    f"cannot load {s}_images / {s}_labels without pickle ({type(e).__name__}: {e}); "
+                    "a truncated file, or an object array?",
+                    path,
+                ) from e
             if images.ndim == 4 and images.shape[-1] == 1:
                 images = images[..., 0]
             if images.ndim != 3:
@@ -98,8 +107,23 @@ def load_chestmnist(
                 raise DataFormatError(
                     f"{s}_labels must be 0/1 (multi-label), found values {np.unique(labels)[:10]}", path
                 )
+            _check_pixel_values(images, f"{s}_images", path)
             out[s] = {"images": np.asarray(images, dtype=np.uint8), "labels": np.asarray(labels, dtype=np.uint8)}
     return out
+
+
+def _check_pixel_values(images: np.ndarray, key: str, path: Path) -> None:
+    """Refuse non-numeric, non-finite or out-of-range (outside 0..255) pixel values before the uint8 cast."""
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise DataFormatError(f"{key} must hold numbers (uint8 in medmnist), found dtype {images.dtype}", path)
+    if images.size == 0:
+        return
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        bad = int((~np.isfinite(images)).sum())
+        raise DataFormatError(f"{key} holds {bad} NaN/inf value(s); expected grey values 0..255", path)
+    lo, hi = images.min(), images.max()
+    if lo < 0 or hi > 255:
+        raise DataFormatError(f"{key} values span [{lo}, {hi}]; expected grey values 0..255", path)
 
 
 class ChestMNISTDataset(TorchDataset):

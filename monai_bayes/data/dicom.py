@@ -17,10 +17,11 @@ files by Series Instance UID (used to pair LIDC XML files with their CT series).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from monai_bayes.data.errors import DicomSeriesError, SkipReport
 
 __all__ = [
+    "DEFAULT_MAX_VOXELS",
     "DicomSeriesIndex",
     "DicomVolume",
     "index_dicom_tree",
@@ -49,6 +51,12 @@ SPACING_ABS_TOL_MM = 0.01
 SPACING_REL_TOL = 0.02
 #: Maximal difference between direction cosines of two slices of one series.
 ORIENTATION_TOL = 1e-3
+#: Default largest volume :func:`read_dicom_series` allocates (Z · Y · X voxels): 512 × 512 × 2048,
+#: 2 GiB as float32. Checked from the headers, before any pixel memory is allocated.
+DEFAULT_MAX_VOXELS = 512 * 512 * 2048
+#: Errors a damaged header can raise while pydicom parses a value lazily: pydicom raises many types
+#: (ValueError, struct errors, its own BytesLengthException, NotImplementedError for unknown VRs ...).
+_HEADER_ERRORS = (Exception,)
 
 _HEADER_TAGS = (
     "SOPClassUID",
@@ -354,6 +362,7 @@ def read_dicom_series(
     recursive: bool = False,
     keep_pixel_data: bool = False,
     dtype: Any = np.float32,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
 ) -> DicomVolume:
     """Read and validate one single-frame DICOM series into a :class:`DicomVolume`.
 
@@ -371,6 +380,9 @@ def read_dicom_series(
         memory; the decoded values are in :attr:`DicomVolume.array`).
     dtype
         Output dtype of the volume (float32 default).
+    max_voxels
+        Largest volume accepted (Z · Y · X), checked from the headers before allocating; ``None``
+        for no limit.
 
     Returns
     -------
@@ -383,11 +395,30 @@ def read_dicom_series(
         (a ``ValueError``) naming the file and what was expected, for: unreadable / corrupt /
         truncated files, missing geometry attributes, mixed Series Instance UIDs, a modality other
         than ``expected_modality``, multi-frame objects, differing Rows/Columns, orientation or
-        pixel spacing, duplicate positions, missing slices, uneven spacing, tilted (sheared) stacks.
+        pixel spacing, duplicate positions, missing slices, uneven spacing, tilted (sheared) stacks,
+        pixel data shorter than Rows x Columns needs, a volume above ``max_voxels``, non-finite
+        values after the modality LUT (e.g. ``RescaleSlope`` NaN).
     FileNotFoundError
         If a path does not exist.
     """
     items, ignored = _collect(sources, recursive)
+    try:
+        return _read_series(items, ignored, expected_modality, keep_pixel_data, dtype, max_voxels)
+    except DicomSeriesError:
+        raise
+    except Exception as e:  # a damaged value pydicom parses lazily somewhere below: still a data error
+        raise DicomSeriesError(f"unreadable DICOM input ({type(e).__name__}: {e})") from e
+
+
+def _read_series(
+    items: list[tuple[Path | None, Dataset | None]],
+    ignored: list[Path],
+    expected_modality: str | Sequence[str] | None,
+    keep_pixel_data: bool,
+    dtype: Any,
+    max_voxels: int | None,
+) -> DicomVolume:
+    """:func:`read_dicom_series` on collected inputs, without the last-resort error mapping."""
     datasets: list[Dataset] = []
     files: list[Path | None] = []
     for path, ds in items:
@@ -397,20 +428,28 @@ def read_dicom_series(
 
     # --- shared identity and per-slice geometry
     ref = datasets[0]
-    series_uid = str(_require(ref, "SeriesInstanceUID", labels[0]))
+    try:
+        series_uid = str(_require(ref, "SeriesInstanceUID", labels[0]))
+    except _HEADER_ERRORS as e:
+        raise DicomSeriesError(f"unreadable SeriesInstanceUID ({type(e).__name__}: {e})", labels[0]) from e
     iops, ipps = [], []
     iop0 = ps0 = size0 = None
     for ds, lab in zip(datasets, labels):
-        _check_modality(ds, expected_modality, lab)
-        uid = str(_require(ds, "SeriesInstanceUID", lab))
-        if uid != series_uid:
-            raise DicomSeriesError(
-                f"mixed series: expected SeriesInstanceUID {series_uid} (of {labels[0]}), found {uid}", lab
-            )
-        _require(ds, "SOPInstanceUID", lab)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise DicomSeriesError("multi-frame object; expected one slice per instance", lab)
-        iop, ipp, ps, size = _geometry(ds, lab)
+        try:
+            _check_modality(ds, expected_modality, lab)
+            uid = str(_require(ds, "SeriesInstanceUID", lab))
+            if uid != series_uid:
+                raise DicomSeriesError(
+                    f"mixed series: expected SeriesInstanceUID {series_uid} (of {labels[0]}), found {uid}", lab
+                )
+            _require(ds, "SOPInstanceUID", lab)
+            if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+                raise DicomSeriesError("multi-frame object; expected one slice per instance", lab)
+            iop, ipp, ps, size = _geometry(ds, lab)
+        except DicomSeriesError:
+            raise
+        except _HEADER_ERRORS as e:
+            raise DicomSeriesError(f"unreadable header value ({type(e).__name__}: {e})", lab) from e
         if iop0 is None:
             iop0, ps0, size0 = iop, ps, size
         assert iop0 is not None and ps0 is not None  # set from the first slice
@@ -432,8 +471,16 @@ def read_dicom_series(
     order = np.argsort(proj, kind="stable")
     pos = proj[order]
     sorted_labels = [labels[i] for i in order]
-    hint = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness")
-    dz = _check_positions(pos, sorted_labels, float(hint) if hint else None)
+    if not np.all(np.isfinite(ipp_arr)) or not np.all(np.isfinite(np.asarray(iops))) or not np.all(np.isfinite(ps0)):
+        raise DicomSeriesError("non-finite ImagePositionPatient / ImageOrientationPatient / PixelSpacing", labels[0])
+    try:
+        hint = ref.get("SpacingBetweenSlices") or ref.get("SliceThickness")
+        hint_mm = float(hint) if hint else None
+    except _HEADER_ERRORS:
+        hint_mm = None
+    if hint_mm is not None and not (np.isfinite(hint_mm) and hint_mm > 0):
+        hint_mm = None
+    dz = _check_positions(pos, sorted_labels, hint_mm)
     inplane = ipp_arr[order] @ np.stack([row_dir, col_dir], axis=1)  # (Z, 2) offsets within the plane
     drift = np.abs(inplane - inplane[0]).max(axis=1)
     tol = 0.1 * float(np.min(ps0))
@@ -444,18 +491,39 @@ def read_dicom_series(
             sorted_labels[i],
         )
 
+    # --- size checks from the headers, before any pixel memory is allocated
+    num_voxels = len(order) * size0[0] * size0[1]
+    if size0[0] < 1 or size0[1] < 1:
+        raise DicomSeriesError(f"Rows x Columns must be positive, found {size0}", labels[0])
+    if max_voxels is not None and num_voxels > max_voxels:
+        raise DicomSeriesError(
+            f"volume of {len(order)} x {size0[0]} x {size0[1]} = {num_voxels} voxels exceeds the maximum of "
+            f"{max_voxels} (max_voxels / max_volume_voxels)",
+            labels[0],
+        )
+    for ds, lab in zip(datasets, labels):
+        _check_pixel_length(ds, size0, lab)
+
     # --- pixels, rescaled
     vol = np.empty((len(order), *size0), dtype=dtype)
     for k, i in enumerate(order):
         ds, lab = datasets[i], labels[i]
         try:
-            values = apply_modality_lut(_pixel_array(ds), ds)
+            with _pydicom_errors_at_debug():
+                values = apply_modality_lut(_pixel_array(ds), ds)
         except Exception as e:
             raise DicomSeriesError(
                 f"cannot decode pixel data, truncated or corrupt? ({type(e).__name__}: {e})", lab
             ) from e
         if values.shape != size0:
             raise DicomSeriesError(f"pixel data of shape {values.shape}, expected (Rows, Columns) = {size0}", lab)
+        if not np.all(np.isfinite(values)):
+            raise DicomSeriesError(
+                "non-finite values after the modality LUT (RescaleSlope "
+                f"{ds.get('RescaleSlope')!r}, RescaleIntercept {ds.get('RescaleIntercept')!r}); "
+                "expected finite numbers",
+                lab,
+            )
         vol[k] = values
         if files[i] is not None and not keep_pixel_data and "PixelData" in ds:
             del ds.PixelData
@@ -477,6 +545,70 @@ def read_dicom_series(
         modality=_opt_str(ref, "Modality"),
         ignored_files=tuple(ignored),
     )
+
+
+_NATIVE_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",  # Implicit VR Little Endian
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian (inflated on reading)
+        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+    }
+)
+
+
+def _check_pixel_length(ds: Dataset, size: tuple[int, int], where: str) -> None:
+    """Refuse native (uncompressed) pixel data shorter than ``Rows x Columns`` needs, before decoding."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and str(syntax) not in _NATIVE_SYNTAXES:
+        return  # encapsulated: the decoder checks the frame; the volume size was bounded above
+    try:
+        data = ds.get("PixelData")
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except _HEADER_ERRORS as e:
+        raise DicomSeriesError(f"unreadable pixel description ({type(e).__name__}: {e})", where) from e
+    if data is None:
+        raise DicomSeriesError("missing PixelData", where)
+    if bits not in (8, 16, 32, 64) or samples != 1:
+        raise DicomSeriesError(
+            f"expected a grey-scale image with BitsAllocated 8/16/32/64, found BitsAllocated {bits}, "
+            f"SamplesPerPixel {samples}",
+            where,
+        )
+    need = size[0] * size[1] * bits // 8
+    if len(data) < need:
+        raise DicomSeriesError(
+            f"cannot decode pixel data: PixelData holds {len(data)} bytes, but Rows x Columns = "
+            f"{size[0]} x {size[1]} at {bits} bits needs "
+            f"{need}; truncated or wrong Rows/Columns",
+            where,
+        )
+
+
+class _DeferToDebug(logging.Filter):
+    """Logging filter that re-logs pydicom's records at DEBUG on our logger (with any traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger.debug("pydicom: %s", record.getMessage(), exc_info=record.exc_info)
+        return False
+
+
+@contextlib.contextmanager
+def _pydicom_errors_at_debug() -> Iterator[None]:
+    """While decoding pixels, pydicom's own error logs (full tracebacks) go to DEBUG: the failure is
+    reported once, as the :class:`DicomSeriesError` the caller raises."""
+    # logger filters do not see records propagated from child loggers: filter every pydicom logger
+    names = ["pydicom", *(n for n in list(logging.Logger.manager.loggerDict) if n.startswith("pydicom."))]
+    targets = [logging.getLogger(n) for n in names]
+    flt = _DeferToDebug()
+    for t in targets:
+        t.addFilter(flt)
+    try:
+        yield
+    finally:
+        for t in targets:
+            t.removeFilter(flt)
 
 
 def _pixel_array(ds: Dataset) -> np.ndarray:

@@ -28,9 +28,10 @@ from monai.data import Dataset
 from monai.transforms import Compose, MapTransform
 from PIL import Image
 
+from monai_bayes.data.cache import DATALIST_NAME, reusable_cache, safe_name, stale_cache_of_ours
 from monai_bayes.data.errors import DataFormatError, OnError, SkipReport, check_on_error
 from monai_bayes.data.splits import split_by_sizes
-from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
+from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, staging_dir
 
 __all__ = [
     "ISIC_OFFICIAL_SIZES",
@@ -51,7 +52,6 @@ _SPLIT_DIR_RE = {
     "validation": (re.compile(r"validation_input", re.I), re.compile(r"validation_groundtruth", re.I)),
     "test": (re.compile(r"test_input", re.I), re.compile(r"test_groundtruth", re.I)),
 }
-DATALIST_NAME = "datalist.json"
 
 
 def _scan(folder: Path, pattern: re.Pattern[str]) -> dict[str, Path]:
@@ -168,8 +168,10 @@ def load_isic_pair(
         with Image.open(label) as lm:
             lm.load()
             gray = lm.convert("L")
-    except (OSError, ValueError) as e:
-        raise DataFormatError(f"cannot read image / mask ({e})", image) from e
+    except Image.DecompressionBombError as e:  # a tiny file claiming a huge image: refused before decoding
+        raise DataFormatError(f"image / mask refused as a decompression bomb ({e})", image) from e
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError on some broken headers
+        raise DataFormatError(f"cannot read image / mask ({type(e).__name__}: {e})", image) from e
     if rgb.size != gray.size:
         raise DataFormatError(
             f"image is {rgb.size[0]}x{rgb.size[1]} but its mask {label} is {gray.size[0]}x{gray.size[1]}", image
@@ -272,7 +274,6 @@ def prepare_isic_dataset(
         ``cache_dir/datalist.json`` with ``"training"``, ``"validation"``, ``"test"`` lists of
         ``{"image", "label", "case_id"}`` (paths relative to the datalist) and ``"official_split"``.
     """
-    import json
 
     from monai_bayes.utils.progress import progress_bar
 
@@ -285,11 +286,9 @@ def prepare_isic_dataset(
         "size": [int(s) for s in size],
         "seed": int(seed),
     }
-    if not overwrite and (done := finished_cache(cache_dir, DATALIST_NAME)) is not None:
-        with open(done, encoding="utf-8") as f:
-            if json.load(f).get("config") == config:
-                return done
-        overwrite = (cache_dir / "images").is_dir()  # a stale cache of ours may be rebuilt
+    if not overwrite and (done := reusable_cache(cache_dir, config)) is not None:
+        return done
+    overwrite = overwrite or stale_cache_of_ours(cache_dir, "images")
     report = SkipReport()
     pairs = find_isic_pairs(raw_dir, seed=seed, on_error=on_error, report=report)
     total = sum(len(pairs[s]) for s in SPLITS if s in pairs)
@@ -306,7 +305,8 @@ def prepare_isic_dataset(
                 except DataFormatError as e:
                     report.handle(on_error, p["image"], e)
                     continue
-                rel_i, rel_l = f"images/{p['case_id']}_image.npy", f"images/{p['case_id']}_label.npy"
+                stem = safe_name(p["case_id"])
+                rel_i, rel_l = f"images/{stem}_image.npy", f"images/{stem}_label.npy"
                 atomic_save_npy(tmp / rel_i, img)
                 atomic_save_npy(tmp / rel_l, lab)
                 items.append({"image": rel_i, "label": rel_l, "case_id": p["case_id"], "split": split})

@@ -48,7 +48,6 @@ marked it: each patch's ``readers`` entry lists them (see
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -59,6 +58,7 @@ from typing import Any, cast
 import numpy as np
 from scipy import ndimage
 
+from monai_bayes.data.cache import DATALIST_NAME, inside, reusable_cache, safe_name, short_uid, stale_cache_of_ours
 from monai_bayes.data.dicom import DicomSeriesIndex, DicomVolume, index_dicom_tree, read_dicom_series
 from monai_bayes.data.errors import (
     DataFormatError,
@@ -72,7 +72,7 @@ from monai_bayes.data.lidc_db import cluster_point_sets
 from monai_bayes.data.lidc_xml import LidcReaderNodule, LidcReadMessage, parse_lidc_xml
 from monai_bayes.data.raster import rasterize_rois, rasterize_rois_pylidc
 from monai_bayes.data.splits import assign_folds
-from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, finished_cache, staging_dir
+from monai_bayes.utils.atomic import atomic_save_npy, atomic_write_json, staging_dir
 
 __all__ = [
     "DATALIST_NAME",
@@ -86,13 +86,13 @@ __all__ = [
     "ReaderAnnotation",
     "cluster_annotations",
     "extract_patches",
+    "patch_datalist",
     "prepare_lidc_dataset",
     "write_patch_cache",
 ]
 
 logger = logging.getLogger(__name__)
 
-DATALIST_NAME = "datalist.json"
 REPORT_NAME = "report.json"
 CACHE_VERSION = 2
 #: Default HU window mapped to [0, 1] (lung and soft tissue both visible).
@@ -428,7 +428,7 @@ def extract_patches(
     step = None if pixel_spacing_mm is None else (pixel_spacing_mm / dy, pixel_spacing_mm / dx)
     out: list[LidcPatch] = []
     for nod in scan.nodules:
-        nodule_id = f"{scan.patient_id}_{_short(scan.series_instance_uid)}_n{nod.index:02d}"
+        nodule_id = f"{scan.patient_id}_{short_uid(scan.series_instance_uid)}_n{nod.index:02d}"
         for k in nod.slices:
             union = np.zeros(vol.shape[1:], dtype=bool)
             for a in nod.annotations.values():
@@ -474,10 +474,6 @@ def extract_patches(
                 )
             )
     return out
-
-
-def _short(uid: str) -> str:
-    return uid.replace(".", "")[-8:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +611,7 @@ class LIDCReader:
                     anns.append(a)
         nodules = cluster_annotations(anns, vol, self.cluster_distance_mm, self.grouping) if anns else []
         return LidcScan(
-            patient_id=vol.patient_id or entry.series.patient_id or _short(vol.series_instance_uid),
+            patient_id=vol.patient_id or entry.series.patient_id or short_uid(vol.series_instance_uid),
             series_instance_uid=vol.series_instance_uid,
             study_instance_uid=vol.study_instance_uid or msg.study_instance_uid,
             xml_path=entry.xml_path,
@@ -697,9 +693,10 @@ def write_patch_cache(folder: Path, patches: Sequence[LidcPatch], subdir: str | 
     items = []
     for p in patches:
         m = p.meta
-        rel = Path("patches") / (subdir or _safe(m["patient_id"])) / _short(m["series_uid"])
+        rel = Path("patches") / safe_name(subdir or m["patient_id"]) / short_uid(m["series_uid"])
+        inside(folder / rel, folder)
         (folder / rel).mkdir(parents=True, exist_ok=True)
-        stem = m.get("file_stem") or f"{m['nodule_id'].rsplit('_', 1)[-1]}_z{m['slice_index']:04d}"
+        stem = safe_name(m.get("file_stem") or f"{m['nodule_id'].rsplit('_', 1)[-1]}_z{m['slice_index']:04d}")
         img, lab = rel / f"{stem}_image.npy", rel / f"{stem}_label.npy"
         atomic_save_npy(folder / img, p.image.astype(np.float32))
         atomic_save_npy(folder / lab, p.label.astype(np.uint8))
@@ -707,22 +704,6 @@ def write_patch_cache(folder: Path, patches: Sequence[LidcPatch], subdir: str | 
             {"image": img.as_posix(), "label": lab.as_posix(), **{k: v for k, v in m.items() if k != "file_stem"}}
         )
     return items
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "unknown"
-
-
-def _reuse(cache_dir: Path, config: dict[str, Any]) -> Path | None:
-    done = finished_cache(cache_dir, DATALIST_NAME)
-    if done is None:
-        return None
-    with open(done, encoding="utf-8") as f:
-        old = json.load(f).get("config")
-    if old == config:
-        logger.info("reusing finished cache %s", done)
-        return done
-    return None
 
 
 def prepare_lidc_dataset(
@@ -789,7 +770,7 @@ def prepare_lidc_dataset(
         "num_folds": int(num_folds),
         "seed": int(seed),
     }
-    if not overwrite and (done := _reuse(cache_dir, config)) is not None:
+    if not overwrite and (done := reusable_cache(cache_dir, config)) is not None:
         return done
     reader = LIDCReader(
         raw_dir,
@@ -804,7 +785,7 @@ def prepare_lidc_dataset(
     entries = reader.index()
     if not entries:
         raise DataFormatError("no annotated CT series (DICOM + LidcReadMessage XML) found", raw_dir)
-    with staging_dir(cache_dir, overwrite=True if overwrite else _stale_ok(cache_dir)) as tmp:
+    with staging_dir(cache_dir, overwrite=True if overwrite else stale_cache_of_ours(cache_dir, "patches")) as tmp:
         items: list[dict[str, Any]] = []
         for entry in progress_bar(entries, desc="LIDC scans", unit="scan", enabled=None if show_progress else False):
             scan = reader.try_read_scan(entry)
@@ -818,20 +799,29 @@ def prepare_lidc_dataset(
             raise DataFormatError("no patches extracted; see the skipped items", raw_dir)
         assign_folds(items, num_folds=num_folds, seed=seed)
         atomic_write_json(tmp / REPORT_NAME, reader.report.to_dict())
-        atomic_write_json(tmp / DATALIST_NAME, _datalist("lidc", config, items, num_raters))
+        atomic_write_json(tmp / DATALIST_NAME, patch_datalist("lidc", config, items, num_raters))
     return cache_dir / DATALIST_NAME
 
 
-def _stale_ok(cache_dir: Path) -> bool:
-    """An existing folder may be replaced without ``overwrite`` only if it is an unfinished or
-    stale cache of ours (has a datalist with another config) — never an unrelated folder."""
-    stale = finished_cache(cache_dir, DATALIST_NAME) is not None and (cache_dir / "patches").is_dir()
-    if stale:
-        logger.warning("%s holds a cache built with other settings; rebuilding it", cache_dir)
-    return stale
+def patch_datalist(name: str, config: dict[str, Any], items: list[dict[str, Any]], num_raters: int) -> dict[str, Any]:
+    """The ``datalist.json`` document of a multi-rater patch cache (raw LIDC and crop-pickle conversions).
 
+    Parameters
+    ----------
+    name : str
+        Dataset name (``"lidc"``, ``"lidc-pickle"``).
+    config : dict
+        Conversion settings (with ``num_folds`` and ``seed``); compared on reuse.
+    items : list of dict
+        Datalist items from :func:`write_patch_cache`, with folds assigned.
+    num_raters : int
+        Label channels R.
 
-def _datalist(name: str, config: dict[str, Any], items: list[dict[str, Any]], num_raters: int) -> dict[str, Any]:
+    Returns
+    -------
+    dict
+        The document (MONAI decathlon-style ``"training"`` list plus the cache's metadata).
+    """
     return {
         "name": name,
         "description": "multi-rater 2D patches; image (1,P,P) float32 in [0,1], label (R,P,P) uint8",

@@ -10,26 +10,44 @@ with :class:`~monai_bayes.data.errors.UnsafePickleError` before anything is call
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import io
-import json
 import os
 import pickle
+import pickletools
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monai_bayes.data.cache import DATALIST_NAME, reusable_cache, safe_name, stale_cache_of_ours
 from monai_bayes.data.errors import DataFormatError, OnError, SkipReport, UnsafePickleError, check_on_error
-from monai_bayes.data.lidc import DATALIST_NAME, REPORT_NAME, LidcPatch, _datalist, _safe, write_patch_cache
+from monai_bayes.data.lidc import REPORT_NAME, LidcPatch, patch_datalist, write_patch_cache
 from monai_bayes.data.splits import assign_folds
-from monai_bayes.utils.atomic import atomic_write_json, finished_cache, staging_dir
+from monai_bayes.utils.atomic import atomic_write_json, staging_dir
 
-__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "convert_lidc_pickle", "load_lidc_pickle", "safe_load_pickle"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "MAX_ARRAY_ELEMENTS",
+    "RestrictedUnpickler",
+    "convert_lidc_pickle",
+    "load_lidc_pickle",
+    "safe_load_pickle",
+]
+
+#: Largest array the pickle may hold (elements): the documented layout is a (128, 128) image and
+#: four (128, 128) masks per entry; this leaves room for 8 raters at 512² and refuses anything that
+#: is not a crop (e.g. a 6000² "image").
+MAX_ARRAY_ELEMENTS = 8 * 512 * 512
 
 #: (module, name) pairs the unpickler may resolve: builtin containers / scalars and what numpy
 #: needs to rebuild arrays, dtypes and scalars (``numpy.core`` is numpy 1's name of ``numpy._core``).
+#: None of them is handed to the pickle as is where calling it could allocate memory of the
+#: pickle's choosing: ``numpy.ndarray`` only marks an array for :func:`_reconstruct`, which returns
+#: a placeholder filled from the pickled bytes with size checks (``_ArrayState``); ``_frombuffer``
+#: and ``bytes`` / ``bytearray`` (``bytes(2**50)``!) are wrapped the same way.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
         ("builtins", n)
@@ -42,10 +60,10 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
             "bytes",
             "bytearray",
             "str",
-            "int",
             "float",
             "complex",
             "bool",
+            "int",
         )
     }
     | {("collections", "OrderedDict"), ("_codecs", "encode")}
@@ -54,6 +72,151 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     | {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
 )
 _PATIENT_RE = re.compile(r"LIDC-IDRI-\d{4}")
+#: Longest str / bytes a builtin constructor may produce from a pickle (a crop entry's fields are short).
+_MAX_BUILTIN_LENGTH = 1 << 20
+
+
+class _NdarrayMarker:
+    """Stands for ``numpy.ndarray`` inside the pickle: only :func:`_reconstruct` accepts it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError("pickle calls numpy.ndarray directly (uninitialised memory of any size); refused")
+
+
+_NDARRAY = _NdarrayMarker()
+
+
+class _ArrayState:
+    """Placeholder returned by :func:`_reconstruct`; numpy's pickle protocol then calls
+    :meth:`__setstate__` with ``(version, shape, dtype, is_fortran, raw bytes)``."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise UnsafePickleError(f"array state must be a 4- or 5-tuple, got {type(state).__name__}")
+        shape, dtype, is_fortran, raw = state[-4:]
+        self.array = _array_from_bytes(raw, dtype, shape, "F" if is_fortran else "C")
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, tuple) or len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise UnsafePickleError(f"array shape must be a tuple of at most 8 non-negative ints, got {shape!r}"[:200])
+    count = 1
+    for n in shape:
+        count *= n
+    if count > MAX_ARRAY_ELEMENTS:
+        raise UnsafePickleError(
+            f"array of shape {shape} has {count} elements, more than the {MAX_ARRAY_ELEMENTS} a crop entry may hold"
+        )
+    return shape
+
+
+_DTYPE_NAME = re.compile(r"[?bBhHiIlLqQefdgFDG]|[biufc][0-9]{1,2}|[SUV][0-9]{1,4}")
+
+
+class _DtypeSpec:
+    """Stands for a pickled ``numpy.dtype``: numpy's ``dtype.__setstate__`` trusts its state (element
+    size, alignment, fields) and a damaged state corrupts memory, so the state is checked here and
+    the dtype built from a plain type code and a byte order only."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
+        if not isinstance(name, str) or not _DTYPE_NAME.fullmatch(name):
+            raise UnsafePickleError(
+                f"dtype {name!r} is not allowed: only plain numeric / string type codes (no object dtype)"[:200]
+            )
+        self.name = name
+        self.byteorder: str | None = None
+        self.elsize = -1
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise UnsafePickleError(f"unexpected dtype state {state!r}"[:200])
+        _, byteorder, subarray, names, fields, elsize, alignment, flags = state[:8]
+        if byteorder not in ("<", ">", "|", "=") or (subarray, names, fields) != (None, None, None):
+            raise UnsafePickleError(f"only plain (unstructured) dtypes are allowed, got state {state!r}"[:200])
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (elsize, alignment, flags)):
+            raise UnsafePickleError(f"unexpected dtype state {state!r}"[:200])
+        self.byteorder, self.elsize = byteorder, elsize
+
+    def resolve(self) -> np.dtype:
+        """The checked :class:`numpy.dtype`."""
+        dt = np.dtype(self.name)
+        if self.byteorder in ("<", ">") and dt.itemsize > 1:
+            dt = dt.newbyteorder(self.byteorder)
+        if self.elsize not in (-1, dt.itemsize) or dt.itemsize == 0:
+            raise UnsafePickleError(f"dtype {self.name} with element size {self.elsize} is not allowed")
+        return dt
+
+
+def _as_dtype(dtype: Any) -> np.dtype:
+    if isinstance(dtype, _DtypeSpec):
+        return dtype.resolve()
+    raise UnsafePickleError(f"array dtype must be a pickled numpy dtype, got {type(dtype).__name__}")
+
+
+def _scalar(dtype: Any, data: Any = None) -> Any:
+    """``numpy.core.multiarray.scalar`` from a checked dtype and exactly ``itemsize`` bytes."""
+    dt = _as_dtype(dtype)
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    if not isinstance(data, bytes) or len(data) != dt.itemsize or dt.itemsize == 0:
+        raise UnsafePickleError(f"scalar of {dt} needs {dt.itemsize} bytes of data")
+    return np.frombuffer(data, dtype=dt)[0].copy()
+
+
+def _array_from_bytes(raw: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """An array rebuilt from the pickle's own bytes: nothing is allocated beyond what the file holds."""
+    shape = _check_shape(shape)
+    dtype = _as_dtype(dtype)
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise UnsafePickleError(f"array dtype must be a plain numpy dtype, got {dtype!r}"[:200])
+    if isinstance(raw, str):  # protocol 0/1 pickles store the bytes as a latin-1 string
+        raw = raw.encode("latin-1")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise UnsafePickleError(f"array data must be bytes, got {type(raw).__name__}")
+    # an immutable copy: a numpy view exporting a mutable buffer that a reference cycle (e.g. an
+    # error's traceback) outlives crashes the interpreter when the collector frees the buffer first
+    raw = bytes(raw)
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != need:
+        raise UnsafePickleError(f"array data holds {len(raw)} bytes; shape {shape} of {dtype} needs {need}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayState:
+    if subtype is not _NDARRAY:
+        raise UnsafePickleError("numpy _reconstruct of anything but a plain ndarray is not allowed")
+    return _ArrayState()
+
+
+def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    return _array_from_bytes(buf, dtype, shape, "F" if order == "F" else "C")
+
+
+def _bounded(kind: type) -> Any:
+    """``bytes`` / ``bytearray`` / ``str`` / ``int`` refusing huge objects built from a number or a long string."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        sized = args and isinstance(args[0], int) and not isinstance(args[0], bool) and kind in (bytes, bytearray)
+        if sized and not 0 <= args[0] <= _MAX_BUILTIN_LENGTH:
+            raise UnsafePickleError(f"pickle asks for {kind.__name__}({args[0]}); refused")
+        if args and isinstance(args[0], str | bytes | bytearray) and len(args[0]) > _MAX_BUILTIN_LENGTH:
+            raise UnsafePickleError(f"pickle asks for {kind.__name__} of a {len(args[0])}-character value; refused")
+        return kind(*args, **kwargs)
+
+    return build
+
+
+_REPLACEMENTS: dict[str, Any] = {
+    "ndarray": _NDARRAY,
+    "dtype": _DtypeSpec,
+    "scalar": _scalar,
+    "_reconstruct": _reconstruct,
+    "_frombuffer": _frombuffer,
+}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -61,7 +224,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     Any other global — ``os.system``, ``builtins.eval``, ``subprocess.Popen``, arbitrary classes —
     raises :class:`UnsafePickleError` (a ``pickle.UnpicklingError`` and ``ValueError``) at the
-    moment the pickle names it, so nothing is ever called. Object-dtype arrays are refused too.
+    moment the pickle names it, so nothing is ever called. Arrays are rebuilt from the pickle's
+    bytes with shape, dtype and size checks (at most :data:`MAX_ARRAY_ELEMENTS` elements); object
+    dtypes and direct ``ndarray(...)`` calls are refused. Use :func:`safe_load_pickle`, which also
+    replaces the placeholders by the arrays.
     """
 
     def find_class(self, module: str, name: str) -> Any:
@@ -69,36 +235,124 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"pickle refers to {module}.{name}, which is not allowed (only builtin containers and numpy arrays are)"
             )
+        if name in _REPLACEMENTS:
+            return _REPLACEMENTS[name]
+        if module == "builtins" and name in ("bytes", "bytearray", "str", "int"):
+            return _bounded(getattr(builtins, name))
         if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
             module = module.replace("numpy.core", "numpy._core", 1)
-        obj = getattr(importlib.import_module(module), name)
-        if obj is np.dtype:
-            return _safe_dtype
-        return obj
+        return getattr(importlib.import_module(module), name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("persistent IDs are not allowed")
 
 
-def _safe_dtype(*args: Any, **kwargs: Any) -> np.dtype:
-    dt = np.dtype(*args, **kwargs)
-    if dt.hasobject:
-        raise UnsafePickleError(f"object dtype {dt} is not allowed")
-    return dt
+#: Opcodes a crop pickle never needs: out-of-band buffers (protocol 5), persistent ids, the copyreg
+#: extension registry. (In-band protocol-5 arrays use BYTEARRAY8, whose length the scan checks.)
+_REFUSED_OPCODES = frozenset({"NEXT_BUFFER", "READONLY_BUFFER", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4"})
+
+
+class _CappedReader(io.RawIOBase):
+    """Reads from ``f`` but never asks for more than the ``size - position`` bytes that exist, so a
+    forged length field cannot make the reader allocate (``f.read(2**62)``)."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f, self.remaining, self.size = f, size, size
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size - self.remaining
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        data = self.f.read(n)
+        self.remaining -= len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self.f.readline(self.remaining if size is None or size < 0 else min(size, self.remaining))
+        self.remaining -= len(line)
+        return line
+
+
+def _prescan(f: Any, size: int) -> None:
+    """Walk the opcodes once before unpickling: refuse :data:`_REFUSED_OPCODES` and out-of-sequence memo
+    indices (``LONG_BINPUT 2**32-1`` makes the C unpickler allocate a 32 GiB memo), and fail
+    (``ValueError``) on any length field that claims more bytes than the file holds, before the C
+    unpickler allocates them."""
+    memo = 0
+    for op, arg, pos in pickletools.genops(_CappedReader(f, size)):
+        if op.name in _REFUSED_OPCODES:
+            raise UnsafePickleError(f"pickle opcode {op.name} at byte {pos} is not allowed in a crop pickle")
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            # a pickler numbers memo slots in order; the C unpickler sizes its memo to the index asked for
+            if not isinstance(arg, int) or not 0 <= arg <= memo:
+                raise UnsafePickleError(f"memo index {arg} at byte {pos} is out of sequence (expected <= {memo})")
+            memo += 1
+        elif op.name == "MEMOIZE":
+            memo += 1
+
+
+def _resolve_arrays(obj: Any, depth: int = 0) -> Any:
+    """Replace every :class:`_ArrayState` placeholder in the loaded containers by its array."""
+    if depth > 64:
+        raise UnsafePickleError("containers nested more than 64 levels deep")
+    if isinstance(obj, _ArrayState):
+        if obj.array is None:
+            raise UnsafePickleError("array placeholder without data (no __setstate__)")
+        return obj.array
+    if isinstance(obj, _DtypeSpec):
+        return obj.resolve()
+    if isinstance(obj, dict):
+        return type(obj)((_resolve_arrays(k, depth + 1), _resolve_arrays(v, depth + 1)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_resolve_arrays(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_resolve_arrays(v, depth + 1) for v in obj)
+    if isinstance(obj, set | frozenset):
+        return type(obj)(_resolve_arrays(v, depth + 1) for v in obj)
+    return obj
 
 
 def safe_load_pickle(source: str | os.PathLike[str] | bytes) -> Any:
-    """Load a pickle (file path or bytes) with :class:`RestrictedUnpickler`."""
-    if isinstance(source, bytes):
-        return RestrictedUnpickler(io.BytesIO(source)).load()
-    path = Path(source)
-    with open(path, "rb") as f:
-        try:
-            return RestrictedUnpickler(f).load()
-        except UnsafePickleError as e:
-            raise UnsafePickleError(f"{path}: {e}") from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as e:
-            raise DataFormatError(f"not a readable pickle ({type(e).__name__}: {e})", path) from e
+    """Load a pickle (file path or bytes) with :class:`RestrictedUnpickler`.
+
+    Parameters
+    ----------
+    source : str or os.PathLike or bytes
+        The pickle file, or its content.
+
+    Returns
+    -------
+    Any
+        The unpickled containers, numpy arrays in place of the pickled ones.
+
+    Raises
+    ------
+    UnsafePickleError
+        A global outside :data:`ALLOWED_GLOBALS`, an object dtype, an array or buffer beyond the
+        size caps, a direct ``ndarray`` call.
+    DataFormatError
+        Any other failure (truncated file, huge length fields, ``MemoryError``, over-long ints,
+        nesting too deep ...), naming the file.
+    """
+    label = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(0)
+            _prescan(f, size)
+            f.seek(0)
+            data = RestrictedUnpickler(f).load()
+        return _resolve_arrays(data)
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{label}: {e}") from None
+    except OSError as e:
+        raise DataFormatError(f"cannot read file ({e.strerror or e})", label) from None
+    except (Exception, RecursionError) as e:  # pickle raises many types on damaged / hostile input
+        raise DataFormatError(f"not a readable pickle ({type(e).__name__}: {str(e)[:200]})", label) from None
 
 
 def _record(key: str, value: Any, where: str) -> dict[str, Any]:
@@ -225,11 +479,9 @@ def convert_lidc_pickle(
         "seed": int(seed),
         "hu_window": [float(hu_window[0]), float(hu_window[1])],
     }
-    if not overwrite and (done := finished_cache(cache_dir, DATALIST_NAME)) is not None:
-        with open(done, encoding="utf-8") as f:
-            if json.load(f).get("config") == config:
-                return done
-        overwrite = (cache_dir / "patches").is_dir()
+    if not overwrite and (done := reusable_cache(cache_dir, config)) is not None:
+        return done
+    overwrite = overwrite or stale_cache_of_ours(cache_dir, "patches")
     report = SkipReport()
     records = load_lidc_pickle(path, on_error=on_error, report=report)
     if not records:
@@ -248,7 +500,7 @@ def convert_lidc_pickle(
                 meta={
                     "patient_id": r["patient_id"],
                     "series_uid": r["series_uid"] or r["patient_id"],
-                    "nodule_id": f"{_safe(r['key'])}_{i:06d}",
+                    "nodule_id": f"{safe_name(r['key'])}_{i:06d}",
                     "slice_index": None,
                     "z_mm": None,
                     "key": r["key"],
@@ -259,5 +511,5 @@ def convert_lidc_pickle(
             items += write_patch_cache(tmp, [patch])
         assign_folds(items, num_folds=num_folds, seed=seed)
         atomic_write_json(tmp / REPORT_NAME, report.to_dict())
-        atomic_write_json(tmp / DATALIST_NAME, _datalist("lidc-pickle", config, items, num_raters))
+        atomic_write_json(tmp / DATALIST_NAME, patch_datalist("lidc-pickle", config, items, num_raters))
     return cache_dir / DATALIST_NAME

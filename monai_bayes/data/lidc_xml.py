@@ -237,8 +237,8 @@ def parse_lidc_xml(source: str | os.PathLike[str] | bytes) -> LidcReadMessage:
     where = str(path) if path is not None else "<xml bytes>"
     try:
         root = ET.fromstring(source) if isinstance(source, bytes) else ET.parse(source).getroot()
-    except ET.ParseError as e:
-        raise LidcXmlError(f"malformed XML ({e})", where) from e
+    except (ET.ParseError, LookupError, UnicodeError) as e:  # LookupError: an unknown declared encoding
+        raise LidcXmlError(f"malformed XML ({type(e).__name__}: {e})", where) from e
     except OSError as e:
         raise LidcXmlError(f"cannot read file ({e})", where) from e
     ns = _strip_namespaces(root)

@@ -73,7 +73,8 @@ def check_samples_and_raters(y_pred: torch.Tensor, y: torch.Tensor | None, requi
     Raises
     ------
     ValueError
-        If a tensor is missing, has fewer than 3 dims, or the shapes disagree outside dim 1.
+        If a tensor is missing, has fewer than 3 dims, the shapes disagree outside dim 1, or a channel /
+        spatial dim has size 0.
     """
     check_tensor(y_pred, "y_pred", 3, "(B, S, C, *spatial)")
     if y is None:
@@ -90,6 +91,11 @@ def check_samples_and_raters(y_pred: torch.Tensor, y: torch.Tensor | None, requi
     if y_pred.shape[1] < 1 or y.shape[1] < 1:
         raise ValueError(
             f"y_pred and y need at least one sample / rater, got y_pred {shape_str(y_pred)} and y {shape_str(y)}."
+        )
+    if any(n == 0 for n in y_pred.shape[2:]):
+        raise ValueError(
+            f"y_pred and y need at least one channel and one voxel per spatial dim (an empty image has no overlap"
+            f" to score), got y_pred {shape_str(y_pred)} and y {shape_str(y)}."
         )
 
 

@@ -25,15 +25,16 @@ __all__ = ["register"]
 
 logger = logging.getLogger("monai_bayes.pacs")
 
-ENV_URL = "MONAI_BAYES_PACS_URL"
+ENV_URL = "MONAI_BAYES_PACS_URL"  # = monai_bayes.pacs.credentials.ENV_URL (not imported: --help stays light)
 _EXTRAS = ("highdicom", "dicomweb_client", "requests")
 
 _EPILOG = """\
 credentials: MONAI_BAYES_PACS_USER + MONAI_BAYES_PACS_PASSWORD, or MONAI_BAYES_PACS_TOKEN (bearer),
              or a ~/.netrc 'machine <host>' entry; never on the command line or in the URL.
-exit codes:  0 ok, 65 invalid input series, 66 study/series/folder not found, 69 PACS unreachable,
-             75 results saved but delivery pending in the outbox, 77 credentials refused,
-             78 bad bundle/settings/URL, 1 internal error.
+exit codes:  0 ok, 65 invalid input series (or corrupt outbox entry), 66 study/series/folder not found,
+             69 PACS unreachable, 75 results saved but delivery pending in the outbox, 76 the PACS answered
+             something that is not DICOMweb, 77 credentials refused, 78 bad bundle/settings/URL/output
+             folder/TLS certificate, 1 internal error.
 """
 
 
@@ -51,9 +52,11 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
             )
             return 78
         from monai_bayes.pacs.errors import PacsError
+        from monai_bayes.utils.errors import errors_reported_by_caller
 
         try:
-            return handler(args)
+            with errors_reported_by_caller():  # our one line below, not the library's summary as well
+                return handler(args)
         except PacsError as err:
             print(f"monai-bayes pacs: error: {err}", file=sys.stderr)
             logger.debug("details", exc_info=True)
@@ -116,7 +119,11 @@ def _settings(args: argparse.Namespace, base: Any = None) -> Any:
         "backoff_s": getattr(args, "backoff", None),
         "read_timeout_s": getattr(args, "timeout", None),
         "modality": getattr(args, "modality", None),
+        "ca_bundle": getattr(args, "ca_bundle", None),
+        "max_volume_voxels": getattr(args, "max_volume_voxels", None),
     }
+    if getattr(args, "allow_insecure_http", False):
+        changes["allow_insecure_http"] = True
     if getattr(args, "no_nifti", False):
         changes["write_nifti"] = False
     return settings.replace(**changes)
@@ -139,7 +146,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from monai_bayes.pacs.pipeline import check_run_arguments, run_pipeline
 
     url = args.url or os.environ.get(ENV_URL) or None
-    check_run_arguments(url, args.study, args.input)  # usage errors before the (slower) bundle load
+    # usage errors, bad UIDs and an unusable output location before the (slower) bundle load
+    check_run_arguments(url, args.study, args.input, args.series, _output_dir(args), _outbox_dir(args))
     # CLI settings win over the bundle's inference_dicom.json, which wins over the defaults
     pre = _settings(args) if args.config else None
     t0 = time.perf_counter()
@@ -197,13 +205,15 @@ def _cmd_flush(args: argparse.Namespace) -> int:
     from monai_bayes.pacs.pipeline import flush_outbox
 
     outbox = _outbox_dir(args)
-    report = flush_outbox(outbox, url=args.url, settings=_settings(args), netrc_file=args.netrc)
+    url = args.url or os.environ.get(ENV_URL) or None
+    report = flush_outbox(outbox, url=url, settings=_settings(args), netrc_file=args.netrc)
     _print_json(
         {
             "outbox": str(outbox),
             "sent": report.sent,
             "pending": report.pending,
             "errors": {k: str(v) for k, v in report.errors.items()},
+            "other_destinations": report.other_destinations,
         }
     )
     for eid, err in report.errors.items():
@@ -216,12 +226,19 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
     from monai_bayes.pacs.outbox import Outbox
 
     box = Outbox(_outbox_dir(args))
-    entries = [
-        {k: v for k, v in e.to_dict().items() if k != "format"} | {"directory": str(e.directory)}
-        for e in box.entries(args.url)
-    ]
-    _print_json({"outbox": str(box.root), "pending": entries, "delivered": len(box.sent_entries())})
-    return 0
+    found, corrupt = box.scan(args.url)
+    entries = [{k: v for k, v in e.to_dict().items() if k != "format"} | {"directory": str(e.directory)} for e in found]
+    _print_json(
+        {
+            "outbox": str(box.root),
+            "pending": entries,
+            "corrupt": {k: str(v) for k, v in corrupt.items()},
+            "delivered": len(box.sent_entries()),
+        }
+    )
+    for err in corrupt.values():
+        print(f"monai-bayes pacs: {err}", file=sys.stderr)
+    return max((e.exit_code for e in corrupt.values()), default=0)
 
 
 @_guard
@@ -254,6 +271,17 @@ def _add_transport(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-attempts", type=int, metavar="N", help="tries per HTTP request (default 4)")
     g.add_argument("--backoff", type=float, metavar="SECONDS", help="first retry delay, doubled per retry (default 1)")
     g.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP read timeout (default 120)")
+    g.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help="CA certificates to trust for https (e.g. the hospital's internal CA; default $REQUESTS_CA_BUNDLE, "
+        "$CURL_CA_BUNDLE, else certifi)",
+    )
+    g.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow credentials over plain http:// to a non-loopback host (refused by default)",
+    )
 
 
 def _add_dirs(p: argparse.ArgumentParser) -> None:
@@ -293,6 +321,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--seed", type=int, help="seed of the MC noise (default: the bundle's, else 0)")
     model.add_argument("--mode", choices=("auto", "2d", "3d"), help="slice-wise or volumetric (default auto)")
     model.add_argument("--slice-batch-size", type=int, metavar="N", help="slices per forward pass in 2D mode")
+    model.add_argument(
+        "--max-volume-voxels",
+        type=int,
+        metavar="N",
+        help="largest input volume accepted, Z*Y*X voxels (default 536870912 = 512*512*2048)",
+    )
     out = run.add_argument_group("output")
     out.add_argument("--config", metavar="JSON", help="settings file (default: the bundle's inference_dicom.json)")
     out.add_argument("--threshold", type=float, help="foreground threshold on the mean probability (default 0.5)")
@@ -307,7 +341,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     flush = sub.add_parser("flush-outbox", help="send the results kept in the outbox (exactly once per result)")
     _add_dirs(flush)
-    flush.add_argument("--url", help="only entries queued for this DICOMweb URL")
+    flush.add_argument(
+        "--url", help=f"the PACS to deliver to (default ${ENV_URL}); only entries queued for it are sent"
+    )
     _add_transport(flush)
     flush.set_defaults(func=_cmd_flush)
 

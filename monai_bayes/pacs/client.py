@@ -5,23 +5,35 @@
 * authenticates with the credentials of :mod:`monai_bayes.pacs.credentials` (environment / netrc),
 * ignores proxy variables and netrc lookups of the environment (``trust_env = False``: traffic goes
   exactly where the URL says, credentials only from the sources documented there),
+* verifies TLS certificates against ``ca_bundle`` (a hospital's internal CA), else the standard
+  ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` variables, else certifi; a failed verification is
+  not retried and raises :class:`~monai_bayes.pacs.errors.PacsTLSError` saying what failed,
+* refuses to send credentials over plain ``http://`` to a host other than loopback unless
+  ``allow_insecure_http`` (then it warns),
 * applies ``(connect, read)`` timeouts to every request,
 * retries connection errors, timeouts and HTTP 5xx / 408 / 429 up to ``max_attempts`` times with
   exponential backoff ``min(backoff_s · 2^k, max_backoff_s)``, then raises
   :class:`~monai_bayes.pacs.errors.PacsUnavailableError`; 401 / 403 raise
   :class:`~monai_bayes.pacs.errors.PacsAuthError` at once, other 4xx
-  :class:`~monai_bayes.pacs.errors.PacsRequestError`.
+  :class:`~monai_bayes.pacs.errors.PacsRequestError`; an answer that is not DICOMweb (e.g. an
+  HTML login page with HTTP 200) raises :class:`~monai_bayes.pacs.errors.PacsProtocolError`
+  naming its content type.
 
 Log records carry UIDs, URLs (without credentials) and status codes only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from pydicom.dataset import Dataset
@@ -30,11 +42,17 @@ from monai_bayes.pacs.credentials import Credentials, check_url, resolve_credent
 from monai_bayes.pacs.errors import (
     InputNotFoundError,
     PacsAuthError,
+    PacsConfigError,
+    PacsProtocolError,
     PacsRequestError,
+    PacsTLSError,
     PacsUnavailableError,
 )
 
-__all__ = ["PacsClient", "RetryPolicy", "SeriesInfo"]
+__all__ = ["PacsClient", "RetryPolicy", "SeriesInfo", "is_loopback_host", "resolve_ca_bundle"]
+
+#: Standard variables naming a CA bundle (requests / curl); honoured although ``trust_env`` is off.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +103,74 @@ def _status(err: requests.HTTPError) -> int:
     return int(err.response.status_code) if err.response is not None else 0
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``).
+
+    Parameters
+    ----------
+    host : str or None
+        Host name or IP address of a URL.
+
+    Returns
+    -------
+    bool
+        Whether traffic to it stays on this machine.
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_ca_bundle(ca_bundle: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> str | bool:
+    """The ``verify`` value of the HTTP session: a CA bundle path, or ``True`` (certifi's bundle).
+
+    Parameters
+    ----------
+    ca_bundle : str or os.PathLike or None
+        Explicit PEM file (or folder of hashed certificates); wins over the environment.
+    env : Mapping or None
+        Environment to read ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` from (default ``os.environ``).
+
+    Returns
+    -------
+    str or bool
+        The path to use, or ``True``. Never ``False``: verification cannot be switched off.
+
+    Raises
+    ------
+    PacsConfigError
+        If the named file does not exist (naming the setting or variable it came from).
+    """
+    env = os.environ if env is None else env
+    source, path = "ca_bundle (--ca-bundle)", ca_bundle
+    if path is None:
+        for name in CA_BUNDLE_VARIABLES:
+            if env.get(name):
+                source, path = f"${name}", env[name]
+                break
+    if path is None or str(path) == "":
+        return True
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise PacsConfigError(f"{source}: CA bundle {p} not found; expected a PEM file of trusted certificates")
+    return str(p)
+
+
+def _tls_reason(err: BaseException) -> str:
+    """The informative part of an SSL error (e.g. ``certificate verify failed: self-signed certificate``)."""
+    text = str(err)
+    m = re.search(r"(certificate verify failed[^')\]\"]*)", text)
+    if m:
+        return m.group(1).strip()
+    m = re.search(r"SSLError\((.*)", text)
+    return (m.group(1) if m else text)[:200]
+
+
 class PacsClient:
     """A DICOMweb server at ``url`` (the DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``).
 
@@ -103,6 +189,16 @@ class PacsClient:
         Retry policy (default :class:`RetryPolicy`).
     session
         A requests session to use (its auth / headers are replaced as configured here).
+    ca_bundle
+        CA bundle for ``https://`` (see :func:`resolve_ca_bundle`).
+    allow_insecure_http
+        Allow credentials over ``http://`` to a non-loopback host (a warning is logged).
+
+    Raises
+    ------
+    PacsConfigError
+        Bad URL, missing CA bundle, or credentials over plain http off loopback without
+        ``allow_insecure_http``.
     """
 
     def __init__(
@@ -115,6 +211,8 @@ class PacsClient:
         read_timeout_s: float = 120.0,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         from dicomweb_client.api import DICOMwebClient
 
@@ -124,9 +222,21 @@ class PacsClient:
         elif credentials is not None and not isinstance(credentials, Credentials):
             raise TypeError(f"credentials must be 'auto', Credentials or None, got {type(credentials).__name__}")
         self.credentials_source = credentials.source if credentials is not None else "anonymous"
+        parts = urlsplit(self.url)
+        if credentials is not None and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            if not allow_insecure_http:
+                raise PacsConfigError(
+                    f"refusing to send credentials ({self.credentials_source}) over plain http to {parts.hostname}: "
+                    "anyone on the network path could read them. Use https://, or pass --allow-insecure-http "
+                    "(setting allow_insecure_http) if the network is trusted"
+                )
+            logger.warning("sending credentials over plain http to %s (allow_insecure_http is set)", parts.hostname)
         self.retry = retry or RetryPolicy()
         self.session = session or requests.Session()
         self.session.trust_env = False
+        self.session.verify = resolve_ca_bundle(ca_bundle)
+        self.last_content_type: str | None = None
+        self.session.hooks["response"].append(self._remember_response)
         self.session.auth = None
         if credentials is not None and credentials.kind == "basic":
             self.session.auth = (credentials.username, credentials.secret)
@@ -140,14 +250,20 @@ class PacsClient:
 
     @classmethod
     def from_settings(cls, url: str, settings: Any, netrc_file: str | None = None) -> PacsClient:
-        """Client with the timeouts / retries of a :class:`DicomInferenceSettings`."""
+        """Client with the timeouts / retries / TLS settings of a :class:`DicomInferenceSettings`."""
         return cls(
             url,
             netrc_file=netrc_file,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             retry=RetryPolicy(settings.max_attempts, settings.backoff_s, settings.max_backoff_s),
+            ca_bundle=settings.ca_bundle,
+            allow_insecure_http=settings.allow_insecure_http,
         )
+
+    def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Response hook: keep the last answer's content type for error messages."""
+        self.last_content_type = response.headers.get("Content-Type")
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -164,8 +280,15 @@ class PacsClient:
         """Run ``fn`` with the retry policy; map transport / HTTP failures to :class:`PacsError`."""
         last: str = ""
         for attempt in range(1, self.retry.max_attempts + 1):
+            self.last_content_type = None
             try:
                 return fn()
+            except requests.exceptions.SSLError as err:
+                raise PacsTLSError(
+                    f"{what}: TLS with {self.url} failed: {_tls_reason(err)}. If the PACS uses an internal "
+                    "certificate authority, pass its PEM file with --ca-bundle (setting ca_bundle) or "
+                    "REQUESTS_CA_BUNDLE; verification itself cannot be switched off"
+                ) from None
             except requests.HTTPError as err:
                 status = _status(err)
                 if status in (401, 403):
@@ -184,6 +307,12 @@ class PacsClient:
                 last = f"HTTP {status}"
             except (requests.ConnectionError, requests.Timeout) as err:
                 last = f"{type(err).__name__}"
+            except (ValueError, KeyError) as err:  # JSONDecodeError, malformed multipart, missing headers
+                content_type = self.last_content_type or "none"
+                raise PacsProtocolError(
+                    f"{what}: {self.url} answered with Content-Type {content_type!r}, not DICOMweb "
+                    f"({type(err).__name__}); is a login page or proxy in the way?"
+                ) from None
             if attempt < self.retry.max_attempts:
                 delay = self.retry.delay(attempt)
                 logger.warning(
@@ -225,17 +354,21 @@ class PacsClient:
             raise InputNotFoundError(f"study {study_instance_uid} not found on {self.url} (QIDO-RS found no series)")
         out = []
         for item in found:
-            ds = Dataset.from_json(item)
-            n = ds.get("NumberOfSeriesRelatedInstances")
-            num = ds.get("SeriesNumber")
-            out.append(
-                SeriesInfo(
+            try:
+                ds = Dataset.from_json(item)
+                n = ds.get("NumberOfSeriesRelatedInstances")
+                num = ds.get("SeriesNumber")
+                info = SeriesInfo(
                     series_instance_uid=str(ds.SeriesInstanceUID),
                     modality=str(ds.Modality) if ds.get("Modality") else None,
                     num_instances=int(n) if n not in (None, "") else None,
                     series_number=int(num) if num not in (None, "") else None,
                 )
-            )
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                raise PacsProtocolError(
+                    f"{what}: {self.url} answered a series record that is not DICOM JSON ({type(err).__name__}: {err})"
+                ) from None
+            out.append(info)
         return out
 
     def search_instances(self, study_instance_uid: str, series_instance_uid: str | None = None) -> list[Dataset]:

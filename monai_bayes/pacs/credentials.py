@@ -16,6 +16,7 @@ with embedded ``user:password@`` are refused (they leak into shell history and p
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from monai_bayes.pacs.errors import PacsConfigError
 __all__ = [
     "ENV_PASSWORD",
     "ENV_TOKEN",
+    "ENV_URL",
     "ENV_USER",
     "Credentials",
     "check_url",
@@ -35,6 +37,9 @@ __all__ = [
     "resolve_credentials",
 ]
 
+logger = logging.getLogger(__name__)
+
+ENV_URL = "MONAI_BAYES_PACS_URL"
 ENV_USER = "MONAI_BAYES_PACS_USER"
 ENV_PASSWORD = "MONAI_BAYES_PACS_PASSWORD"
 ENV_TOKEN = "MONAI_BAYES_PACS_TOKEN"
@@ -115,7 +120,36 @@ def _netrc_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
     return p if p.is_file() else None
 
 
+def warn_if_shared(path: Path) -> bool:
+    """Log a warning if the credentials file ``path`` is readable or writable by group or others.
+
+    Parameters
+    ----------
+    path : Path
+        A netrc file.
+
+    Returns
+    -------
+    bool
+        True if a warning was logged (mode has bits in ``0o077``).
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return False
+    if mode & 0o077:
+        logger.warning(
+            "%s holds credentials but is accessible by group/others (mode %04o); run: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
+        return True
+    return False
+
+
 def _from_netrc(path: Path, host: str) -> Credentials | None:
+    warn_if_shared(path)
     try:
         auth = netrc.netrc(str(path)).authenticators(host)
     except netrc.NetrcParseError as err:

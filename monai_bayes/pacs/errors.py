@@ -11,13 +11,17 @@ code   name                        meaning
 1      —                           unexpected internal error (a bug: please report it)
 2      —                           command-line usage error (argparse)
 65     EX_DATAERR                  the input series is not usable (wrong modality, corrupt
-                                   instance, inconsistent geometry)
+                                   instance, inconsistent geometry, invalid UID, non-finite
+                                   values, too large), or an outbox entry is corrupt
 66     EX_NOINPUT                  study / series / folder not found
 69     EX_UNAVAILABLE              PACS unreachable or failing (5xx) after bounded retries,
                                    before any result was computed
 75     EX_TEMPFAIL                 results computed and saved, delivery pending in the outbox
+76     EX_PROTOCOL                 the PACS answered something that is not DICOMweb (e.g. an
+                                   HTML login page with HTTP 200)
 77     EX_NOPERM                   authentication / authorisation refused (HTTP 401 / 403)
-78     EX_CONFIG                   bundle, settings or URL invalid
+78     EX_CONFIG                   bundle, settings, URL, output folder or TLS set-up invalid
+                                   (e.g. certificate verification failed)
 =====  ==========================  ======================================================
 
 Messages name the offending thing (UID, file, setting) and what was expected; they never contain
@@ -34,14 +38,18 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_PENDING",
+    "EXIT_PROTOCOL",
     "EXIT_UNAVAILABLE",
     "BundleError",
     "InputNotFoundError",
     "InvalidInputError",
+    "OutboxEntryError",
     "PacsAuthError",
     "PacsConfigError",
     "PacsError",
+    "PacsProtocolError",
     "PacsRequestError",
+    "PacsTLSError",
     "PacsUnavailableError",
 ]
 
@@ -51,6 +59,7 @@ EXIT_DATA = 65
 EXIT_NOT_FOUND = 66
 EXIT_UNAVAILABLE = 69
 EXIT_PENDING = 75
+EXIT_PROTOCOL = 76
 EXIT_AUTH = 77
 EXIT_CONFIG = 78
 
@@ -106,3 +115,24 @@ class PacsRequestError(PacsError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PacsProtocolError(PacsError):
+    """The server answered, but not with DICOMweb (e.g. HTTP 200 with an HTML login page of a proxy)."""
+
+    exit_code = EXIT_PROTOCOL
+
+
+class PacsTLSError(PacsConfigError):
+    """The server's TLS certificate could not be verified (unknown CA, wrong host name, expired).
+
+    Not retried: it does not heal by waiting. The fix is a CA bundle (``ca_bundle`` /
+    ``--ca-bundle`` / ``REQUESTS_CA_BUNDLE``) or a correct server certificate.
+    """
+
+
+class OutboxEntryError(PacsError):
+    """An outbox entry that cannot be trusted or read (corrupt ``entry.json``, foreign file paths,
+    symbolic link, mismatching id); it is never sent, and reported until it is replaced or removed."""
+
+    exit_code = EXIT_DATA

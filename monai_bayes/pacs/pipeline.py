@@ -32,7 +32,7 @@ from monai_bayes.data.dicom import DicomVolume, index_dicom_tree, read_dicom_ser
 from monai_bayes.data.errors import DicomSeriesError
 from monai_bayes.pacs.bundle import InferenceBundle, configure_inferer, load_inference_bundle
 from monai_bayes.pacs.client import PacsClient, SeriesInfo
-from monai_bayes.pacs.credentials import check_url
+from monai_bayes.pacs.credentials import ENV_URL, check_url
 from monai_bayes.pacs.errors import (
     EXIT_OK,
     EXIT_PENDING,
@@ -45,12 +45,15 @@ from monai_bayes.pacs.inference import predict_volume
 from monai_bayes.pacs.outbox import FlushReport, Outbox
 from monai_bayes.pacs.results import StoredResult, load_result, result_dir, write_result
 from monai_bayes.pacs.settings import DicomInferenceSettings
-from monai_bayes.pacs.uids import result_fingerprint
+from monai_bayes.pacs.uids import check_uid, result_fingerprint
+from monai_bayes.utils.errors import summarize_errors
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "PipelineResult",
+    "check_output_dir",
     "check_run_arguments",
+    "check_volume_uids",
     "default_output_dir",
     "flush_outbox",
     "raise_for_status",
@@ -105,6 +108,7 @@ class PipelineResult:
         return self.flush.exit_code if self.flush.exit_code != EXIT_OK else EXIT_PENDING
 
 
+@summarize_errors("monai_bayes.pacs.raise_for_status")
 def raise_for_status(outcome: PipelineResult) -> PipelineResult:
     """Return ``outcome`` if delivered (or local); raise the delivery error otherwise (for bundle runs)."""
     if outcome.exit_code == EXIT_OK:
@@ -119,6 +123,36 @@ def raise_for_status(outcome: PipelineResult) -> PipelineResult:
 # ------------------------------------------------------------------------------------- input
 def _as_input_error(err: DicomSeriesError) -> InvalidInputError:
     return InvalidInputError(f"invalid input series: {err}")
+
+
+def check_volume_uids(volume: DicomVolume) -> DicomVolume:
+    """Check every UID of an input series before any of them names a folder, a URL or a reference.
+
+    Parameters
+    ----------
+    volume : DicomVolume
+        The series as read.
+
+    Returns
+    -------
+    DicomVolume
+        ``volume`` unchanged.
+
+    Raises
+    ------
+    InvalidInputError
+        (exit code 65) naming the attribute, the file and the value, if a Study / Series / Frame of
+        Reference / SOP Instance UID is not a UID (digits and dots, at most 64 characters).
+    """
+    first = volume.files[0] if volume.files and volume.files[0] is not None else "the retrieved series"
+    check_uid(volume.series_instance_uid, f"SeriesInstanceUID of {first}")
+    if volume.study_instance_uid is not None:
+        check_uid(volume.study_instance_uid, f"StudyInstanceUID of {first}")
+    if volume.frame_of_reference_uid is not None:
+        check_uid(volume.frame_of_reference_uid, f"FrameOfReferenceUID of {first}")
+    for uid, src in zip(volume.sop_instance_uids, volume.files):
+        check_uid(uid, f"SOPInstanceUID of {src if src is not None else 'a retrieved instance'}")
+    return volume
 
 
 def read_input_folder(
@@ -164,9 +198,12 @@ def read_input_folder(
             f"expected {' or '.join(settings.modality)}"
         )
     try:
-        return read_dicom_series(entry.files, expected_modality=settings.modality)
+        volume = read_dicom_series(
+            entry.files, expected_modality=settings.modality, max_voxels=settings.max_volume_voxels
+        )
     except DicomSeriesError as err:
         raise _as_input_error(err) from None
+    return check_volume_uids(volume)
 
 
 def _select_series(series: list[SeriesInfo], study: str, wanted: str | None, modality: list[str]) -> SeriesInfo:
@@ -210,8 +247,10 @@ def read_input_pacs(
     PacsAuthError, PacsUnavailableError
         See :class:`PacsClient`.
     """
+    check_uid(study_instance_uid, "--study")
     series = client.search_series(study_instance_uid)
     chosen = _select_series(series, study_instance_uid, series_instance_uid, settings.modality)
+    check_uid(chosen.series_instance_uid, f"SeriesInstanceUID found by QIDO-RS in study {study_instance_uid}")
     datasets = client.retrieve_series(study_instance_uid, chosen.series_instance_uid)
     if chosen.num_instances is not None and chosen.num_instances != len(datasets):
         logger.warning(
@@ -221,9 +260,10 @@ def read_input_pacs(
             len(datasets),
         )
     try:
-        volume = read_dicom_series(datasets, expected_modality=settings.modality)
+        volume = read_dicom_series(datasets, expected_modality=settings.modality, max_voxels=settings.max_volume_voxels)
     except DicomSeriesError as err:
         raise _as_input_error(err) from None
+    check_volume_uids(volume)
     if volume.study_instance_uid != study_instance_uid:
         raise InvalidInputError(
             f"series {volume.series_instance_uid} belongs to study {volume.study_instance_uid}, "
@@ -233,15 +273,86 @@ def read_input_pacs(
 
 
 # ------------------------------------------------------------------------------------- run
-def check_run_arguments(url: str | None, study: str | None, input_dir: str | os.PathLike[str] | None) -> str | None:
-    """Validate the input / URL combination of a run; return the checked URL (or ``None``)."""
+def check_output_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Check that ``path`` can be (or already is) a folder, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output or outbox folder (it need not exist yet).
+    what : str
+        Its role, for the message.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    PacsConfigError
+        (exit code 78) if ``path`` or one of its parents exists and is not a folder.
+    """
+    path = Path(path)
+    for p in [path, *path.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise PacsConfigError(
+                    f"{what} {path}: {p} exists and is not a folder; choose another --output/--outbox"
+                )
+            break
+    return path
+
+
+def check_run_arguments(
+    url: str | None,
+    study: str | None,
+    input_dir: str | os.PathLike[str] | None,
+    series: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    outbox_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """Validate the arguments of a run before any work; return the checked URL (or ``None``).
+
+    Parameters
+    ----------
+    url : str or None
+        DICOMweb base URL.
+    study, series : str or None
+        Study / series UIDs given by the user.
+    input_dir : str or os.PathLike or None
+        Input folder (exactly one of ``study`` and ``input_dir``).
+    output_dir, outbox_dir : str or os.PathLike or None
+        Output and outbox folders (checked with :func:`check_output_dir`).
+
+    Returns
+    -------
+    str or None
+        The URL without a trailing slash.
+
+    Raises
+    ------
+    PacsConfigError
+        Wrong input combination, bad URL, output location that is not a folder (exit code 78).
+    InvalidInputError
+        A study / series argument that is not a UID (exit code 65).
+    """
     if (study is None) == (input_dir is None):
         raise PacsConfigError("give exactly one input: a study UID (with a DICOMweb URL) or an input folder")
     if study is not None and url is None:
         raise PacsConfigError(f"study {study}: a DICOMweb URL is needed to retrieve it")
+    if study is not None:
+        check_uid(study, "--study")
+    if series is not None:
+        check_uid(series, "--series")
+    if output_dir is not None:
+        check_output_dir(output_dir, "output folder")
+    if outbox_dir is not None:
+        check_output_dir(outbox_dir, "outbox folder")
     return check_url(url) if url is not None else None
 
 
+@summarize_errors("monai_bayes.pacs.run_pipeline")
 def run_pipeline(
     bundle: str | os.PathLike[str] | InferenceBundle,
     *,
@@ -294,13 +405,19 @@ def run_pipeline(
     Returns
     -------
     PipelineResult
+
+    Notes
+    -----
+    An error is summarised in one line on stderr before it propagates (unless the caller reports
+    it, as the CLI does): under ``monai.bundle run`` that line comes before MONAI's tracebacks.
     """
     notify = on_stage or (lambda stage: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    url = check_run_arguments(url, study_instance_uid, input_dir)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir()
-    outbox = Outbox(outbox_dir if outbox_dir is not None else output_dir / "outbox")
+    outbox_dir = Path(outbox_dir) if outbox_dir is not None else output_dir / "outbox"
+    url = check_run_arguments(url, study_instance_uid, input_dir, series_instance_uid, output_dir, outbox_dir)
+    outbox = Outbox(outbox_dir)
 
     if isinstance(bundle, InferenceBundle):
         loaded = bundle
@@ -397,22 +514,43 @@ def flush_outbox(
     settings: DicomInferenceSettings | None = None,
     netrc_file: str | None = None,
 ) -> FlushReport:
-    """Deliver the pending entries of an outbox (or those for ``url``) once each.
+    """Deliver the pending entries of an outbox queued for the configured PACS, once each.
 
     Parameters
     ----------
-    outbox_dir
+    outbox_dir : str or os.PathLike
         Outbox folder.
-    url
-        Only entries queued for this DICOMweb URL.
-    settings
-        Timeouts and retries (default :class:`DicomInferenceSettings`).
-    netrc_file
+    url : str or None
+        The configured PACS (default ``$MONAI_BAYES_PACS_URL``). Only entries queued for exactly
+        this URL are sent: the URL written in an entry is never trusted on its own.
+    settings : DicomInferenceSettings or None
+        Timeouts, retries and TLS settings (default :class:`DicomInferenceSettings`).
+    netrc_file : str or None
         Explicit netrc file for the credentials.
+
+    Returns
+    -------
+    FlushReport
+        Delivered, pending (including corrupt entries) and other-destination entry ids.
+
+    Raises
+    ------
+    PacsConfigError
+        Without a URL (exit code 78).
     """
     settings = settings or DicomInferenceSettings()
-    url = check_url(url) if url is not None else None
+    url = url or os.environ.get(ENV_URL) or None
+    if url is None:
+        raise PacsConfigError(
+            f"flush-outbox needs the PACS URL (--url or {ENV_URL}): entries are sent only to the configured PACS"
+        )
+    url = check_url(url)
+    check_output_dir(outbox_dir, "outbox folder")
     outbox = Outbox(outbox_dir)
     report = outbox.flush(lambda u: PacsClient.from_settings(u, settings, netrc_file=netrc_file), url=url)
     logger.info("outbox %s: %d entry(ies) delivered, %d pending", outbox.root, len(report.sent), len(report.pending))
+    if report.other_destinations:
+        logger.info(
+            "outbox %s: %d entry(ies) queued for other URLs left alone", outbox.root, len(report.other_destinations)
+        )
     return report

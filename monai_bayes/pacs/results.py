@@ -10,23 +10,21 @@ Layout under the output folder::
         nifti/probability.nii.gz      # float32 mean p   (X, Y, Z[, K])
         nifti/<map>.nii.gz            # float32 nats     (X, Y, Z[, U])
 
-A result is built in ``.staging/`` and renamed into place in one step, files fsynced first: a
-result folder either is complete (with its manifest) or does not exist, whatever happens mid-run.
+A result is built in ``.staging/`` and renamed into place in one step, files fsynced first
+(:mod:`monai_bayes.utils.atomic`): a result folder either is complete (with its manifest) or does
+not exist, whatever happens mid-run. Folders are created owner-only (``0700``), files ``0600``;
+the folder names come from validated UIDs and are checked to stay inside the output folder.
 :func:`load_result` finds a complete result again, so a run interrupted after inference reuses it
 instead of computing it again. Manifests carry UIDs, never patient names or IDs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,20 +34,25 @@ import numpy as np
 from monai_bayes._version import __version__
 from monai_bayes.data.dicom import DicomVolume
 from monai_bayes.pacs.bundle import InferenceBundle
+from monai_bayes.pacs.errors import InvalidInputError
 from monai_bayes.pacs.inference import Prediction
 from monai_bayes.pacs.settings import DicomInferenceSettings
-from monai_bayes.pacs.uids import derive_uid
+from monai_bayes.pacs.uids import check_uid, derive_uid
 from monai_bayes.pacs.writers import MapSpec, build_parametric_map, build_segmentation, write_nifti
+from monai_bayes.utils.atomic import (
+    atomic_write_json,
+    make_private_dir,
+    publish_dir,
+    restrict_tree,
+    scratch_dir,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "ResultInstance",
     "StoredResult",
-    "atomic_write_json",
-    "fsync_tree",
     "load_result",
     "result_dir",
-    "staging",
     "write_result",
 ]
 
@@ -103,112 +106,59 @@ class StoredResult:
 
 
 def result_dir(output_dir: str | os.PathLike[str], series_instance_uid: str, fingerprint: str) -> Path:
-    """Folder of the result with this source series and fingerprint."""
-    return Path(output_dir) / "results" / series_instance_uid / fingerprint[:16]
+    """Folder of the result with this source series and fingerprint.
 
+    Parameters
+    ----------
+    output_dir : str or os.PathLike
+        Output root.
+    series_instance_uid : str
+        Source series; must be a valid UID (it names a folder).
+    fingerprint : str
+        Hex result fingerprint (its first 16 characters name the folder).
 
-def fsync_tree(root: Path) -> None:
-    """fsync every file under ``root`` and the folders themselves (durable before a rename)."""
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+    Returns
+    -------
+    Path
+        ``output_dir/results/<series_instance_uid>/<fingerprint[:16]>``.
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_stale_staging(stage_root: Path) -> None:
-    """Remove staging folders left by processes that no longer run (crashed runs)."""
-    if not stage_root.is_dir():
-        return
-    for p in stage_root.iterdir():
-        try:
-            pid = int(p.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            logger.debug("removing stale staging folder %s", p)
-            shutil.rmtree(p, ignore_errors=True)
-
-
-@contextmanager
-def staging(root: Path, tag: str) -> Iterator[Path]:
-    """A fresh folder ``root/.staging/<tag>-<pid>-<random>`` removed on exit (moved away on success)."""
-    stage_root = root / ".staging"
-    stage_root.mkdir(parents=True, exist_ok=True)
-    _clean_stale_staging(stage_root)
-    tmp = stage_root / f"{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            stage_root.rmdir()  # only when empty: no other run is staging here
-
-
-def _publish(tmp: Path, final: Path, replace: bool = False) -> bool:
-    """Rename ``tmp`` to ``final``; False if ``final`` appeared meanwhile (another run finished).
-
-    With ``replace`` an existing ``final`` is first moved into the staging area, then removed.
+    Raises
+    ------
+    InvalidInputError
+        If the UID is not a UID, the fingerprint not hexadecimal, or the folder would not lie
+        inside ``output_dir/results`` (exit code 65).
     """
-    fsync_tree(tmp)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if replace and final.exists():
-        old = tmp.with_name(tmp.name + "-replaced")
-        os.rename(final, old)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if (final / MANIFEST_NAME).is_file():
-            return False
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(final.parent)
-    return True
+    check_uid(series_instance_uid, "SeriesInstanceUID of the input series")
+    if not re.fullmatch(r"[0-9a-f]{16,}", str(fingerprint)):
+        raise InvalidInputError(f"result fingerprint must be hexadecimal, got {fingerprint!r}")
+    root = Path(output_dir) / "results"
+    final = root / series_instance_uid / fingerprint[:16]
+    inside_output(final, root)
+    return final
+
+
+def inside_output(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """Return ``path`` if, with ``..`` and symbolic links resolved, it lies inside ``root``.
+
+    Parameters
+    ----------
+    path, root : str or os.PathLike
+        Candidate output path and the folder it must stay in.
+
+    Returns
+    -------
+    Path
+        ``path`` unchanged.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``path`` escapes ``root`` (exit code 65: the name came from the input data).
+    """
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if not resolved.is_relative_to(base):
+        raise InvalidInputError(f"output path {path} would lie outside the output folder {base}; refused")
+    return Path(path)
 
 
 def load_result(directory: str | os.PathLike[str], fingerprint: str | None = None) -> StoredResult | None:
@@ -297,7 +247,8 @@ def write_result(
     final = result_dir(output_dir, volume.series_instance_uid, fingerprint)
     seg_series = derive_uid(fingerprint, "seg-series")
     pm_series = derive_uid(fingerprint, "pm-series")
-    with staging(output_dir, fingerprint[:16]) as tmp:
+    make_private_dir(output_dir / "results")
+    with scratch_dir(output_dir, fingerprint[:16], private=True) as tmp:
         (tmp / "dicom").mkdir()
         instances: list[ResultInstance] = []
         seg = build_segmentation(
@@ -354,8 +305,10 @@ def write_result(
             "nifti": nifti,
             "timings_s": {k: round(v, 3) for k, v in (timings or {}).items()},
         }
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        if not _publish(tmp, final, replace):
+        atomic_write_json(tmp / MANIFEST_NAME, manifest, indent=2, sort_keys=True, durable=True)
+        restrict_tree(tmp)
+        make_private_dir(final.parent)
+        if not publish_dir(tmp, final, complete=MANIFEST_NAME, replace=replace, durable=True):
             logger.info("result %s was published meanwhile by another run; using it", final)
     result = load_result(final, fingerprint)
     if result is None:

@@ -21,6 +21,7 @@ from typing import Any
 from monai_bayes.pacs.errors import PacsConfigError
 
 __all__ = [
+    "DEFAULT_MAX_VOLUME_VOXELS",
     "TEMPLATE_NAME",
     "UNCERTAINTY_KINDS",
     "CodeSpec",
@@ -45,8 +46,14 @@ _TRANSPORT_FIELDS = frozenset(
         "max_attempts",
         "backoff_s",
         "max_backoff_s",
+        "ca_bundle",
+        "allow_insecure_http",
+        "max_volume_voxels",
     }
 )
+
+#: Default upper bound of an input volume (voxels): 512 × 512 × 2048, i.e. 2 GiB as float32.
+DEFAULT_MAX_VOLUME_VOXELS = 512 * 512 * 2048
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,16 @@ class DicomInferenceSettings:
     max_attempts, backoff_s, max_backoff_s
         Bounded retries: up to ``max_attempts`` tries per request on connection errors, timeouts,
         5xx, 408 and 429, sleeping ``min(backoff_s · 2^k, max_backoff_s)`` seconds before retry k+1.
+    ca_bundle
+        PEM file of the certificate authorities to trust for ``https://`` (e.g. a hospital's
+        internal CA). ``None``: ``$REQUESTS_CA_BUNDLE`` / ``$CURL_CA_BUNDLE`` if set, else the
+        certifi bundle. Verification is never switched off.
+    allow_insecure_http
+        Allow sending credentials over plain ``http://`` to a host other than loopback (refused by
+        default: they would cross the network readable by anyone on the path).
+    max_volume_voxels
+        Largest input volume accepted (Z · Y · X voxels), checked from the headers before any
+        pixel memory is allocated.
     """
 
     modality: list[str] = field(default_factory=lambda: ["CT"])
@@ -188,6 +205,9 @@ class DicomInferenceSettings:
     max_attempts: int = 4
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    ca_bundle: str | None = None
+    allow_insecure_http: bool = False
+    max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS
 
     def __post_init__(self) -> None:
         self.modality = [self.modality] if isinstance(self.modality, str) else [str(m) for m in self.modality]
@@ -230,6 +250,11 @@ class DicomInferenceSettings:
         for name in ("backoff_s", "max_backoff_s"):
             if float(getattr(self, name)) < 0:
                 raise PacsConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        if self.ca_bundle is not None and not isinstance(self.ca_bundle, str):
+            raise PacsConfigError(f"ca_bundle must be a path (string) or null, got {self.ca_bundle!r}")
+        if not isinstance(self.allow_insecure_http, bool):
+            raise PacsConfigError(f"allow_insecure_http must be true or false, got {self.allow_insecure_http!r}")
+        _positive_int(self.max_volume_voxels, "max_volume_voxels")
 
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod

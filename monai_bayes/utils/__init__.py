@@ -9,6 +9,7 @@ from monai_bayes.utils.atomic import (
     finished_cache,
     staging_dir,
 )
+from monai_bayes.utils.errors import errors_reported_by_caller, summarize_errors
 from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.utils.optim import add_new_parameters
 from monai_bayes.utils.optional import MissingExtraError, require_extra
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_save_npy",
     "atomic_write_json",
     "atomic_write_text",
+    "errors_reported_by_caller",
     "finished_cache",
     "look_up",
     "progress_bar",
@@ -34,4 +36,5 @@ __all__ = [
     "show_progress",
     "staging_dir",
     "stderr_is_terminal",
+    "summarize_errors",
 ]

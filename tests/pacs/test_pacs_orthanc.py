@@ -143,13 +143,15 @@ def test_pacs_down_mid_run_then_flush_delivers_exactly_once(
     assert sorted(p.name for p in entry.files()) == ["pm_mutual_information.dcm", "pm_total_entropy.dcm", "seg.dcm"]
 
     # still down: flush keeps it, exit 75
-    rc, out, err = _run_cli(["pacs", "flush-outbox", "--output", str(out_dir), *FAST_RETRY], capsys)
+    rc, out, err = _run_cli(
+        ["pacs", "flush-outbox", "--output", str(out_dir), "--url", orthanc.dicomweb_url, *FAST_RETRY], capsys
+    )
     assert rc == EXIT_PENDING and json.loads(out)["pending"] == [entry.entry_id]
     assert box.entries()[0].attempts == 2
 
     orthanc.start()
     before = orthanc.count_instances()
-    rc, out, err = _run_cli(["pacs", "flush-outbox", "--output", str(out_dir)], capsys)
+    rc, out, err = _run_cli(["pacs", "flush-outbox", "--output", str(out_dir), "--url", orthanc.dicomweb_url], capsys)
     assert rc == 0, err
     assert json.loads(out)["sent"] == [entry.entry_id]
     assert box.entries() == []
@@ -157,7 +159,7 @@ def test_pacs_down_mid_run_then_flush_delivers_exactly_once(
     for inst in entry.instances:
         assert len(orthanc.instances_of_sop(inst["sop_instance_uid"])) == 1
     # nothing left to send: a second flush sends nothing
-    rc, out, _ = _run_cli(["pacs", "flush-outbox", "--output", str(out_dir)], capsys)
+    rc, out, _ = _run_cli(["pacs", "flush-outbox", "--output", str(out_dir), "--url", orthanc.dicomweb_url], capsys)
     assert rc == 0 and json.loads(out)["sent"] == []
     assert orthanc.count_instances() == before + 3
     [record] = box.sent_entries()
