@@ -31,7 +31,8 @@ _EXTRAS = frozenset({"pacs"})
 
 def _import_command(name: str, module: str) -> ModuleType:
     """Import a sub-command module; a missing optional dependency ends the program with one line saying
-    what to install (``pip install "monai-bayes[pacs]"``) instead of a traceback."""
+    what to install (``pip install "monai-bayes[pacs]"``) instead of a traceback.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as err:

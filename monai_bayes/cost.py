@@ -28,7 +28,8 @@ def count_parameters(network: nn.Module) -> dict[str, int]:
 def count_flops(step: Callable[[], object]) -> int:
     """Floating-point operations counted by :class:`torch.utils.flop_counter.FlopCounterMode` while
     running ``step()`` (e.g. one forward + backward). Counts matmul/conv-type operators (the
-    dominant cost); element-wise operations are not counted."""
+    dominant cost); element-wise operations are not counted.
+    """
     with FlopCounterMode(display=False) as counter:
         step()
     return int(counter.get_total_flops())

@@ -56,7 +56,8 @@ def predictive_mean(probs: torch.Tensor) -> torch.Tensor:
 
 def entropy(p: torch.Tensor, activation: Activation | str = Activation.SOFTMAX, channel_dim: int = 1) -> torch.Tensor:
     """Entropy in nats of categorical (``softmax``, summed over ``channel_dim``, kept as size 1) or
-    per-channel Bernoulli (``sigmoid``) probabilities ``p``."""
+    per-channel Bernoulli (``sigmoid``) probabilities ``p``.
+    """
     activation = look_up("activation", activation, Activation)
     if activation == "softmax":
         return -torch.special.xlogy(p, p).sum(dim=channel_dim, keepdim=True)

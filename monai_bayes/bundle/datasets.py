@@ -115,14 +115,18 @@ def resolve_lidc_dataset(
 
     Parameters
     ----------
-    dataset_dir: empty for the real reader annotations (else the synthetic generator, see the
+    dataset_dir
+        empty for the real reader annotations (else the synthetic generator, see the
         module docstring), ``"synthetic"``, ``"real-annotations"``, or a real LIDC source (raw
         tree, patch cache, crop pickle).
-    cache_dir: where generated / converted data go.
-    num_cases, seed, synth_kwargs: number of scans / cases and seed (``synth_kwargs`` go to the
+    cache_dir
+        where generated / converted data go.
+    num_cases, seed, synth_kwargs
+        number of scans / cases and seed (``synth_kwargs`` go to the
         synthetic generator :func:`~monai_bayes.data.synthetic.write_lidc_cases`, e.g.
         ``{"shape": [40, 256, 256]}``; the real annotations do not use them).
-    patch_size, num_folds, on_error: conversion settings (:func:`~monai_bayes.data.lidc.prepare_lidc_dataset`).
+    patch_size, num_folds, on_error
+        conversion settings (:func:`~monai_bayes.data.lidc.prepare_lidc_dataset`).
 
     Returns
     -------
@@ -227,7 +231,8 @@ def resolve_isic_dataset(
 
 def datalist_items(datalist: str | os.PathLike, key: str) -> list[dict[str, Any]]:
     """The items of list ``key`` (e.g. ``"training"``, ``"test"``) of a datalist, with absolute
-    ``image`` / ``label`` paths (relative paths are relative to the datalist's folder)."""
+    ``image`` / ``label`` paths (relative paths are relative to the datalist's folder).
+    """
     from monai_bayes.data import load_datalist
 
     data, folder = load_datalist(datalist)

@@ -20,7 +20,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg")
 
 def num_mc_samples(method: str, num_samples: int, ensemble_size: int = 5) -> int:
     """Monte-Carlo samples to draw at evaluation / inference: 1 for a deterministic network (all
-    samples would be equal), ``ensemble_size`` for an ensemble (each member once), else ``num_samples``."""
+    samples would be equal), ``ensemble_size`` for an ensemble (each member once), else ``num_samples``.
+    """
     rule = method_spec(method).mc_samples
     if rule == "one":
         return 1
@@ -62,7 +63,8 @@ def inference_inputs(
     default: Callable[[], list[dict[str, str]]] | None = None,
 ) -> list[dict[str, str]]:
     """The images to run inference on: every image file in ``input_dir`` (sorted by name), or -- when
-    it is empty -- ``default()`` (e.g. :func:`export_hu_slices` of held-out patches)."""
+    it is empty -- ``default()`` (e.g. :func:`export_hu_slices` of held-out patches).
+    """
     if input_dir is None or str(input_dir).strip() in ("", "None", "null"):
         if default is None:
             raise ValueError(

@@ -33,11 +33,16 @@ class RunLayout:
 
     Parameters
     ----------
-    runs_dir: root of all runs (e.g. ``<bundle_root>/runs``).
-    method: one of :data:`METHODS`.
-    r_bayes: fraction of Bayesian weights (``sparse_bayes`` only).
-    ensemble_size: ``M`` (``ensemble`` only).
-    member_index: which ensemble member a training step writes (0 = the deterministic model).
+    runs_dir
+        root of all runs (e.g. ``<bundle_root>/runs``).
+    method
+        one of :data:`METHODS`.
+    r_bayes
+        fraction of Bayesian weights (``sparse_bayes`` only).
+    ensemble_size
+        ``M`` (``ensemble`` only).
+    member_index
+        which ensemble member a training step writes (0 = the deterministic model).
     """
 
     runs_dir: str | os.PathLike
@@ -63,7 +68,8 @@ class RunLayout:
     @property
     def reported_r_bayes(self) -> float | None:
         """The fraction of Bayesian weights reported for this run: ``r_bayes``, 1.0 when every candidate
-        weight is Bayesian (full Bayes), ``None`` for methods without Bayesian weights."""
+        weight is Bayesian (full Bayes), ``None`` for methods without Bayesian weights.
+        """
         if self.spec.uses_r_bayes:
             return self.r_bayes
         return 1.0 if self.spec.selection == "all" else None

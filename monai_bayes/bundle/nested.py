@@ -104,8 +104,10 @@ class NestedRunLayout:
 
     Parameters
     ----------
-    runs_dir: root of all runs (e.g. ``<bundle_root>/runs``).
-    groups: ``G`` of the nested layers (part of the run name, ``nested_g<G>``).
+    runs_dir
+        root of all runs (e.g. ``<bundle_root>/runs``).
+    groups
+        ``G`` of the nested layers (part of the run name, ``nested_g<G>``).
     """
 
     runs_dir: str | os.PathLike
@@ -203,8 +205,10 @@ class NestedWidthHandler:
 
     Parameters
     ----------
-    width: kept groups (``None``: the sampled widths).
-    network: defaults to ``engine.network``.
+    width
+        kept groups (``None``: the sampled widths).
+    network
+        defaults to ``engine.network``.
     """
 
     def __init__(self, width: int | None, network: nn.Module | None = None) -> None:
@@ -234,7 +238,8 @@ class NestedWidthHandler:
 
 class ProgressPasses:
     """Iterable over ``data`` showing a progress bar for every pass (``evaluate_width_sweep`` makes one
-    pass per width). Pass ``i`` is titled ``"<desc> <labels[i]> (i+1/n)"`` when ``labels`` are given."""
+    pass per width). Pass ``i`` is titled ``"<desc> <labels[i]> (i+1/n)"`` when ``labels`` are given.
+    """
 
     def __init__(self, data: Iterable[Any], desc: str = "", labels: Sequence[Any] | None = None) -> None:
         self.data = data
@@ -276,7 +281,8 @@ def write_nested_report(
     results: Sequence[WidthSweepResult], output_dir: str | os.PathLike, prefix: str = "width_sweep"
 ) -> dict[str, Path]:
     """:func:`~monai_bayes.evaluation.write_width_sweep_report` (``<prefix>.csv`` + one figure per metric,
-    seed 001 Fig. 7) plus ``<prefix>.md``; the table is also logged. Returns the paths by name."""
+    seed 001 Fig. 7) plus ``<prefix>.md``; the table is also logged. Returns the paths by name.
+    """
     paths = write_width_sweep_report(results, output_dir, prefix=prefix)
     table = width_sweep_markdown(results)
     paths["markdown"] = atomic_write_text(Path(output_dir) / f"{prefix}.md", table)
@@ -437,14 +443,21 @@ def run_nested_pipeline(
 
     Parameters
     ----------
-    bundle_root: the ``lidc_nested_unet`` bundle folder.
-    overrides: config ids to override in every step (``None`` values are ignored), e.g.
+    bundle_root
+        the ``lidc_nested_unet`` bundle folder.
+    overrides
+        config ids to override in every step (``None`` values are ignored), e.g.
         ``{"nested_groups": 8, "widths": [2, 4, 8], "bayes_epochs": 10}``.
-    resume: skip training steps whose checkpoint exists (the evaluation always runs).
-    publish: copy the BN3 model to ``models/model.pt`` (:func:`publish_nested_model`).
+    resume
+        skip training steps whose checkpoint exists (the evaluation always runs).
+    publish
+        copy the BN3 model to ``models/model.pt`` (:func:`publish_nested_model`).
 
-    Returns the report files: ``{"table": csv, "markdown": md, "ged": png, "hm_iou": png,
-    "sample_diversity": png}``.
+    Returns
+    -------
+    dict
+        The report files: ``{"table": csv, "markdown": md, "ged": png, "hm_iou": png,
+        "sample_diversity": png}``.
     """
     overrides = _clean(overrides)
     names = ("common", "train_deterministic", "nested", "train_nested", "evaluate_widths")

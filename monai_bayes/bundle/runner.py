@@ -64,7 +64,8 @@ SWEEP_METRICS: dict[str, str] = {
 class PipelineStep:
     """One step: the config to run (merged after ``common``; a tuple merges several in order), extra
     overrides, the file whose existence means it is done, and the config merged in when the pipeline
-    runs under torchrun (``None``: rank 0 runs it alone)."""
+    runs under torchrun (``None``: rank 0 runs it alone).
+    """
 
     name: str
     config: str | tuple[str, ...]
@@ -112,7 +113,8 @@ def validate_pipeline_overrides(
     where: str = "pipeline",
 ) -> None:
     """Validate ``overrides`` against ``common`` and every step config the method(s) run (see
-    :func:`~monai_bayes.bundle.overrides.validate_overrides`); ``ValueError`` before anything runs."""
+    :func:`~monai_bayes.bundle.overrides.validate_overrides`); ``ValueError`` before anything runs.
+    """
     names: list[str] = ["common"]
     for method in methods if methods is not None else [_method(bundle_root, overrides)]:
         names += [c for c in method_spec(method).configs if c not in names]
@@ -227,14 +229,19 @@ def run_pipeline(
 
     Parameters
     ----------
-    bundle_root: the bundle folder.
-    overrides: config ids to override in every step (e.g. ``{"method": "mc_dropout",
+    bundle_root
+        the bundle folder.
+    overrides
+        config ids to override in every step (e.g. ``{"method": "mc_dropout",
         "deterministic_epochs": 2}``); ``None`` values are ignored. Every id must exist in ``common`` or
         a step config of the method, with a value of the default's type and in range
         (:func:`validate_pipeline_overrides`), checked before the first step.
-    resume: skip training steps whose output checkpoint exists (evaluation always runs).
-    publish: copy the final model to ``models/model.pt`` (:func:`~monai_bayes.bundle.publish_model`).
-    distributed: the pipeline runs under torchrun: training and selection steps run on every rank
+    resume
+        skip training steps whose output checkpoint exists (evaluation always runs).
+    publish
+        copy the final model to ``models/model.pt`` (:func:`~monai_bayes.bundle.publish_model`).
+    distributed
+        the pipeline runs under torchrun: training and selection steps run on every rank
         with their ``multi_gpu_*`` config merged in; evaluation and publishing run on rank 0.
     """
     overrides = _clean(overrides)

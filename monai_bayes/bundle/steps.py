@@ -161,7 +161,8 @@ PUBLISHED_INFO = "model.json"
 def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict of the posterior-mean network: a stochastic checkpoint without its Bayesian
     extras (``*_rho``, ``*_bayes_index``); the means are the ``weight``/``bias`` entries themselves.
-    It loads strictly into the deterministic architecture (e.g. for MONAI ``ckpt_export``)."""
+    It loads strictly into the deterministic architecture (e.g. for MONAI ``ckpt_export``).
+    """
     return {k: v for k, v in state.items() if not k.endswith(("_rho", "_bayes_index"))}
 
 

@@ -130,7 +130,8 @@ class DicomVolume:
     @property
     def affine(self) -> np.ndarray:
         """``(4, 4)`` matrix mapping a homogeneous voxel index ``(x, y, z, 1)`` (column, row, slice;
-        note: the reverse of the array's axis order) to LPS patient coordinates in mm."""
+        note: the reverse of the array's axis order) to LPS patient coordinates in mm.
+        """
         dz, dy, dx = self.spacing
         a = np.eye(4)
         a[:3, :3] = self.direction * np.array([dx, dy, dz])[None, :]
@@ -140,7 +141,8 @@ class DicomVolume:
     @property
     def z_positions(self) -> np.ndarray:
         """``(Z,)`` patient z coordinate (ImagePositionPatient[2]) of each slice in mm; this is what
-        LIDC XML calls ``imageZposition``."""
+        LIDC XML calls ``imageZposition``.
+        """
         return self.positions[:, 2]
 
     def index_of_sop_uid(self, uid: str) -> int | None:
@@ -152,7 +154,8 @@ class DicomVolume:
 
     def index_of_z(self, z: float, tolerance_mm: float | None = None) -> int | None:
         """Index of the slice whose patient z is nearest to ``z`` (mm), or ``None`` if the nearest
-        is further than ``tolerance_mm`` (default: a quarter of the slice spacing)."""
+        is further than ``tolerance_mm`` (default: a quarter of the slice spacing).
+        """
         tol = 0.25 * self.spacing[0] if tolerance_mm is None else tolerance_mm
         dist = np.abs(self.z_positions - float(z))
         i = int(np.argmin(dist))
@@ -597,7 +600,8 @@ class _DeferToDebug(logging.Filter):
 @contextlib.contextmanager
 def _pydicom_errors_at_debug() -> Iterator[None]:
     """While decoding pixels, pydicom's own error logs (full tracebacks) go to DEBUG: the failure is
-    reported once, as the :class:`DicomSeriesError` the caller raises."""
+    reported once, as the :class:`DicomSeriesError` the caller raises.
+    """
     # logger filters do not see records propagated from child loggers: filter every pydicom logger
     names = ["pydicom", *(n for n in list(logging.Logger.manager.loggerDict) if n.startswith("pydicom."))]
     targets = [logging.getLogger(n) for n in names]
@@ -613,7 +617,8 @@ def _pydicom_errors_at_debug() -> Iterator[None]:
 
 def _pixel_array(ds: Dataset) -> np.ndarray:
     """Stored pixel values; datasets without file meta (built in memory) are taken as native
-    little-endian, i.e. uncompressed."""
+    little-endian, i.e. uncompressed.
+    """
     if getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) is not None:
         return ds.pixel_array
     tmp = copy.copy(ds)

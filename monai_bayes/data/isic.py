@@ -274,7 +274,6 @@ def prepare_isic_dataset(
         ``cache_dir/datalist.json`` with ``"training"``, ``"validation"``, ``"test"`` lists of
         ``{"image", "label", "case_id"}`` (paths relative to the datalist) and ``"official_split"``.
     """
-
     from monai_bayes.utils.progress import progress_bar
 
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)

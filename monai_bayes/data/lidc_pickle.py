@@ -88,7 +88,8 @@ _NDARRAY = _NdarrayMarker()
 
 class _ArrayState:
     """Placeholder returned by :func:`_reconstruct`; numpy's pickle protocol then calls
-    :meth:`__setstate__` with ``(version, shape, dtype, is_fortran, raw bytes)``."""
+    :meth:`__setstate__` with ``(version, shape, dtype, is_fortran, raw bytes)``.
+    """
 
     array: np.ndarray | None = None
 
@@ -118,7 +119,8 @@ _DTYPE_NAME = re.compile(r"[?bBhHiIlLqQefdgFDG]|[biufc][0-9]{1,2}|[SUV][0-9]{1,4
 class _DtypeSpec:
     """Stands for a pickled ``numpy.dtype``: numpy's ``dtype.__setstate__`` trusts its state (element
     size, alignment, fields) and a damaged state corrupts memory, so the state is checked here and
-    the dtype built from a plain type code and a byte order only."""
+    the dtype built from a plain type code and a byte order only.
+    """
 
     def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
         if not isinstance(name, str) or not _DTYPE_NAME.fullmatch(name):
@@ -254,7 +256,8 @@ _REFUSED_OPCODES = frozenset({"NEXT_BUFFER", "READONLY_BUFFER", "PERSID", "BINPE
 
 class _CappedReader(io.RawIOBase):
     """Reads from ``f`` but never asks for more than the ``size - position`` bytes that exist, so a
-    forged length field cannot make the reader allocate (``f.read(2**62)``)."""
+    forged length field cannot make the reader allocate (``f.read(2**62)``).
+    """
 
     def __init__(self, f: Any, size: int) -> None:
         self.f, self.remaining, self.size = f, size, size
@@ -281,7 +284,8 @@ def _prescan(f: Any, size: int) -> None:
     """Walk the opcodes once before unpickling: refuse :data:`_REFUSED_OPCODES` and out-of-sequence memo
     indices (``LONG_BINPUT 2**32-1`` makes the C unpickler allocate a 32 GiB memo), and fail
     (``ValueError``) on any length field that claims more bytes than the file holds, before the C
-    unpickler allocates them."""
+    unpickler allocates them.
+    """
     memo = 0
     for op, arg, pos in pickletools.genops(_CappedReader(f, size)):
         if op.name in _REFUSED_OPCODES:

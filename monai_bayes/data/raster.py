@@ -10,10 +10,10 @@ LIDC ``edgeMap`` elements. On a slice of shape ``(H, W)``:
 * *outline pixels* — the vertices and the digital line segments joining consecutive vertices
   (points at most one pixel apart along each edge, rounded half-to-even);
 * the region of an *inclusion* outline is ``interior ∪ outline`` (the outline pixels belong to the
-  nodule; ``include_outline=False`` gives ``interior \\ outline``, pylidc's default reading);
+  nodule; ``include_outline=False`` gives ``interior ∖ outline``, pylidc's default reading);
 * the region of an *exclusion* outline (``inclusion=FALSE``, a hole) is always
   ``interior ∪ outline`` — an outline belongs to the region it outlines;
-* a reader's mask on a slice is ``∪ inclusion regions  \\  ∪ exclusion regions``.
+* a reader's mask on a slice is ``∪ inclusion regions  ∖  ∪ exclusion regions``.
 
 A single point (LIDC's "nodule < 3 mm" mark) therefore rasterises to that one pixel.
 

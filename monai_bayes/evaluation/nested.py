@@ -66,11 +66,16 @@ class WidthSweepResult:
 
     Attributes
     ----------
-    method: display name (``"BN3"``, ``"MC dropout"``, ...).
-    groups: ``G`` of the nested layers, or ``None`` for a network without them.
-    widths: evaluated widths (``None``: the network as it is).
-    num_samples: evaluated sample counts.
-    values: ``{metric: {(width, S): (N,) float tensor}}`` on the CPU, one value per case.
+    method
+        display name (``"BN3"``, ``"MC dropout"``, ...).
+    groups
+        ``G`` of the nested layers, or ``None`` for a network without them.
+    widths
+        evaluated widths (``None``: the network as it is).
+    num_samples
+        evaluated sample counts.
+    values
+        ``{metric: {(width, S): (N,) float tensor}}`` on the CPU, one value per case.
     """
 
     method: str
@@ -194,23 +199,35 @@ def evaluate_width_sweep(
 
     Parameters
     ----------
-    network: a nested network (:func:`~monai_bayes.networks.to_nested`) or any baseline.
-    data: evaluation batches, dicts with ``image_key`` ``(B, C_in, *sp)`` and ``label_key`` holding all
+    network
+        a nested network (:func:`~monai_bayes.networks.to_nested`) or any baseline.
+    data
+        evaluation batches, dicts with ``image_key`` ``(B, C_in, *sp)`` and ``label_key`` holding all
         raters (see :func:`rater_masks`).
-    widths: numbers of kept groups to evaluate (e.g. ``[6, 8, 12, 16, 24, 32]``); ``None``: the network
+    widths
+        numbers of kept groups to evaluate (e.g. ``[6, 8, 12, 16, 24, 32]``); ``None``: the network
         as it is (baselines; for a nested network: sampled widths).
-    num_samples: sample counts ``S``; ``max(S)`` samples are drawn per case and the first ``S`` used.
-    method: name in the table and figure (default: ``"BN3"`` for a nested network, else the class name).
-    activation: ``"softmax"`` (predictions = argmax, one-hot) or ``"sigmoid"`` (threshold 0.5).
-    inferer: inner inferer of the :class:`~monai_bayes.inferers.MonteCarloInferer` (e.g. sliding window).
-    chunk_size: MC samples per forward pass (memory bound).
-    recalibration_data, recalibration_batches, recalibration_mode: if data are given, batch-norm
+    num_samples
+        sample counts ``S``; ``max(S)`` samples are drawn per case and the first ``S`` used.
+    method
+        name in the table and figure (default: ``"BN3"`` for a nested network, else the class name).
+    activation
+        ``"softmax"`` (predictions = argmax, one-hot) or ``"sigmoid"`` (threshold 0.5).
+    inferer
+        inner inferer of the :class:`~monai_bayes.inferers.MonteCarloInferer` (e.g. sliding window).
+    chunk_size
+        MC samples per forward pass (memory bound).
+    recalibration_data, recalibration_batches, recalibration_mode
+        if data are given, batch-norm
         statistics are re-estimated for every width first (:func:`~monai_bayes.networks.recalibrate_batch_norm`).
-    include_background, empty_policy: passed to :func:`~monai_bayes.metrics.compute_ged` /
+    include_background, empty_policy
+        passed to :func:`~monai_bayes.metrics.compute_ged` /
         :func:`~monai_bayes.metrics.compute_hm_iou`.
-    seed: noise seed; batch ``i`` uses ``seed + i`` so the draws are reproducible but differ per batch
+    seed
+        noise seed; batch ``i`` uses ``seed + i`` so the draws are reproducible but differ per batch
         (the recalibration passes use ``seed``).
-    device: where to run (default: the network's device).
+    device
+        where to run (default: the network's device).
     """
     activation = look_up("activation", activation, Activation).value
     width_list = _check_sweep_args(network, widths, num_samples)

@@ -30,13 +30,20 @@ class BNRecalibrationHandler:
 
     Parameters
     ----------
-    data: training batches (e.g. the train ``DataLoader`` of the bundle).
-    width: number of kept groups, or ``None`` to keep the network's current width.
-    num_batches: batches per recalibration (default: one pass over ``data``).
-    mode: ``"sample"`` or ``"mean"``, see :func:`recalibrate_batch_norm`.
-    network: defaults to ``engine.network``.
-    event: name of the Ignite event to run on (``"STARTED"``, ``"EPOCH_STARTED"``, ...).
-    prepare_batch: defaults to the engine's ``prepare_batch`` or MONAI's default.
+    data
+        training batches (e.g. the train ``DataLoader`` of the bundle).
+    width
+        number of kept groups, or ``None`` to keep the network's current width.
+    num_batches
+        batches per recalibration (default: one pass over ``data``).
+    mode
+        ``"sample"`` or ``"mean"``, see :func:`recalibrate_batch_norm`.
+    network
+        defaults to ``engine.network``.
+    event
+        name of the Ignite event to run on (``"STARTED"``, ``"EPOCH_STARTED"``, ...).
+    prepare_batch
+        defaults to the engine's ``prepare_batch`` or MONAI's default.
     """
 
     def __init__(

@@ -70,14 +70,22 @@ class KLAnnealingHandler(ParamSchedulerHandler):
 
     Parameters
     ----------
-    loss: an object with ``set_beta(float)`` (e.g. :class:`~monai_bayes.losses.ELBOLoss`), or a setter callable.
-    schedule: ``"seed"``, ``"linear"``, ``"constant"`` or ``"cyclical"`` (module docstring).
-    total_steps: ``T``; default: the trainer's ``max_epochs`` (or its total iterations when
+    loss
+        an object with ``set_beta(float)`` (e.g. :class:`~monai_bayes.losses.ELBOLoss`), or a setter callable.
+    schedule
+        ``"seed"``, ``"linear"``, ``"constant"`` or ``"cyclical"`` (module docstring).
+    total_steps
+        ``T``; default: the trainer's ``max_epochs`` (or its total iterations when
         ``epoch_level=False``), read when attached.
-    start, end: β values (for ``"seed"``: ``β_init`` and ``β_target``).
-    epoch_level: update per epoch (default) or per iteration.
-    cycle_length, ramp_fraction: for ``"cyclical"``.
+    start, end
+        β values (for ``"seed"``: ``β_init`` and ``β_target``).
+    epoch_level
+        update per epoch (default) or per iteration.
+    cycle_length, ramp_fraction
+        for ``"cyclical"``.
 
+    Notes
+    -----
     β is also stored in ``engine.state.metrics["kl_beta"]`` so that ``StatsHandler`` and
     ``TensorBoardStatsHandler`` record it.
     """

@@ -25,11 +25,15 @@ class ProgressBarHandler:
 
     Parameters
     ----------
-    output_transform: maps ``engine.state.output`` to a number or dict to display (e.g. :func:`first_loss`
+    output_transform
+        maps ``engine.state.output`` to a number or dict to display (e.g. :func:`first_loss`
         for trainers; ``None`` for evaluators).
-    desc: text in front of the bar.
-    persist: keep finished bars on screen.
-    enabled: ``True`` always shows the bar, ``False`` never; ``None`` (default) shows it only when standard
+    desc
+        text in front of the bar.
+    persist
+        keep finished bars on screen.
+    enabled
+        ``True`` always shows the bar, ``False`` never; ``None`` (default) shows it only when standard
         error is a terminal. A bar redraws with carriage returns on every iteration, which piles up into
         one very long line in log files (CI, ``nohup``, Slurm); there the engines' own
         ``Epoch[n] Complete`` log lines report progress instead.

@@ -44,12 +44,18 @@ class EvaluationReportHandler:
 
     Parameters
     ----------
-    output_dir: folder for ``summary.json``, ``cases.png``, ``reliability.png``.
-    info: extra entries for the summary (method, run name, r_bayes, ...).
-    cost_files: ``{step name: path}`` of :class:`TrainingCostHandler` JSON files to include.
-    selection_file: the per-layer selection report JSON to include (if it exists).
-    num_figure_cases: rows of ``cases.png``.
-    num_bins: bins of the reliability diagram.
+    output_dir
+        folder for ``summary.json``, ``cases.png``, ``reliability.png``.
+    info
+        extra entries for the summary (method, run name, r_bayes, ...).
+    cost_files
+        ``{step name: path}`` of :class:`TrainingCostHandler` JSON files to include.
+    selection_file
+        the per-layer selection report JSON to include (if it exists).
+    num_figure_cases
+        rows of ``cases.png``.
+    num_bins
+        bins of the reliability diagram.
     """
 
     def __init__(

@@ -111,7 +111,7 @@ class MCDropoutLayer(_MCDropoutState):
         return self._apply_dropout(super().forward(x, *args, **kwargs))
 
     def deterministic_module(self) -> nn.Module:
-        """This module as its plain base type (mean mode: dropout off)."""
+        """Return this module as its plain base type (mean mode: dropout off)."""
         for attr in ("p", "channel_wise"):
             self.__dict__.pop(attr, None)
         self.__class__ = self._base_type  # type: ignore[assignment]  # deliberate in-place swap to the plain base class

@@ -215,7 +215,7 @@ def prior_keep_vector(prior_keep: float | Sequence[float], nodes: int) -> torch.
 
 
 def initial_order_logits(order_init: float | str, prior: torch.Tensor) -> torch.Tensor:
-    """log β at initialisation: ``"prior"`` (β = p(v), Φ1 = 0), ``"uniform"``, or a chain keep probability ρ."""
+    """Log β at initialisation: ``"prior"`` (β = p(v), Φ1 = 0), ``"uniform"``, or a chain keep probability ρ."""
     if order_init == "prior":
         beta = chain_mask_probabilities(prior)
     elif order_init == "uniform":

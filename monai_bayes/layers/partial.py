@@ -64,9 +64,11 @@ def inverse_softplus(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, prior_mu: float, prior_sigma: float) -> torch.Tensor:
-    """Sum of ``KL(N(μ, σ²) ‖ N(μ₀, σ₀²))`` over all entries, in nats (closed form)::
+    """Sum of ``KL(N(μ, σ²) ‖ N(μ₀, σ₀²))`` over all entries, in nats (closed form).
 
-    log(σ₀/σ) + (σ² + (μ - μ₀)²) / (2 σ₀²) - 1/2
+    Per entry::
+
+        log(σ₀/σ) + (σ² + (μ - μ₀)²) / (2 σ₀²) - 1/2
     """
     var_ratio = (sigma / prior_sigma) ** 2
     return (

@@ -1,4 +1,6 @@
-"""Negative ELBO for stochastic networks (seed 000, SBN §2.2 step 3)::
+"""Negative ELBO for stochastic networks (seed 000, SBN §2.2 step 3).
+
+The loss::
 
     loss = (1/S) Σ_s NLL(f(x; θ_s), y)  +  β · KL(q(θ_b) ‖ p(θ_b)) / D
 

@@ -53,7 +53,8 @@ _ACTIVATION = {"categorical": "softmax", "bernoulli": "sigmoid"}
 
 def _entropy_maps(samples: torch.Tensor, likelihood: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(predictive mean (B, C, *sp), predictive entropy (B, K, *sp), mutual information (B, K, *sp)),
-    from :func:`monai_bayes.uncertainty.uncertainty_maps` (categorical = softmax, Bernoulli = sigmoid)."""
+    from :func:`monai_bayes.uncertainty.uncertainty_maps` (categorical = softmax, Bernoulli = sigmoid).
+    """
     maps = uncertainty_maps(samples, _ACTIVATION[likelihood])
     return maps["mean"], maps["total"], maps["epistemic"]
 

@@ -119,7 +119,8 @@ class InferenceBundle:
 
 def configure_inferer(inferer: MonteCarloInferer, num_samples: int | None = None, seed: int | None = None) -> None:
     """Set ``S`` and the seed of a bundle's MC inferer (a missing seed becomes 0: results must be
-    reproducible) and make it return the samples ``(B, S, C, *sp)``."""
+    reproducible) and make it return the samples ``(B, S, C, *sp)``.
+    """
     if num_samples is not None:
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise PacsConfigError(f"num_samples must be a positive int, got {num_samples!r}")
@@ -147,7 +148,8 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def _weights_sha256(root: Path) -> str:
     """Hash of the published weights: ``models/model.pt`` alone, or -- when the bundle splits a stochastic
     model into means and extras (``model_bayes.pt``, ``model_nested.pt``) -- of every ``models/*.pt``
-    (sorted); without ``model.pt``, of every file under ``models/``."""
+    (sorted); without ``model.pt``, of every file under ``models/``.
+    """
     models = root / "models"
     main = models / "model.pt"
     if main.is_file():

@@ -133,6 +133,7 @@ class PacsTLSError(PacsConfigError):
 
 class OutboxEntryError(PacsError):
     """An outbox entry that cannot be trusted or read (corrupt ``entry.json``, foreign file paths,
-    symbolic link, mismatching id); it is never sent, and reported until it is replaced or removed."""
+    symbolic link, mismatching id); it is never sent, and reported until it is replaced or removed.
+    """
 
     exit_code = EXIT_DATA

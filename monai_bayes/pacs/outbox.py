@@ -153,7 +153,8 @@ class FlushReport:
     @property
     def exit_code(self) -> int:
         """0 if nothing is pending; 77 if credentials were refused; the code of another
-        non-transient error (e.g. 65 for a refused instance); else 75 (PACS unavailable, retry later)."""
+        non-transient error (e.g. 65 for a refused instance); else 75 (PACS unavailable, retry later).
+        """
         if not self.pending:
             return EXIT_OK
         codes = {e.exit_code for e in self.errors.values()}

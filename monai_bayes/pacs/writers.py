@@ -263,7 +263,8 @@ def build_parametric_map(
 
 def nifti_affine(volume: DicomVolume) -> np.ndarray:
     """``(4, 4)`` RAS+ affine of the NIfTI arrays ``(X, Y, Z)``: the volume's LPS affine with x and
-    y negated."""
+    y negated.
+    """
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
 
 

@@ -1,5 +1,6 @@
 """Shared helpers: atomic writes, seeding, tensors, progress bars, string options, optimizers, JSON files,
-optional-extra checks."""
+optional-extra checks.
+"""
 
 from monai_bayes.utils.atomic import (
     atomic_path,

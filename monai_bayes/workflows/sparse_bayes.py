@@ -198,7 +198,8 @@ def train_bayesian(
 ) -> dict[str, Any]:
     """SBN step 3: train a partial/full-Bayes network with the ELBO (``num_samples`` samples per step,
     β annealed by ``kl_schedule``); ``handlers`` are attached to the trainer as well (e.g.
-    :class:`~monai_bayes.handlers.BMRPruningHandler`). Returns the cost summary."""
+    :class:`~monai_bayes.handlers.BMRPruningHandler`). Returns the cost summary.
+    """
     nll = make_nll(loss_function) if isinstance(loss_function, str) else loss_function
     if kl_reduction == "dataset" and dataset_size is None:
         dataset_size = _dataset_size(loader)
@@ -278,13 +279,19 @@ def train_sparse_bayes(
 
     Parameters
     ----------
-    method: a key of :data:`~monai_bayes.workflows.methods.METHOD_REGISTRY` (``"sparse_bayes"`` (default),
+    method
+        a key of :data:`~monai_bayes.workflows.methods.METHOD_REGISTRY` (``"sparse_bayes"`` (default),
         ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"``, ``"ensemble"``); its entry says which steps run.
-    output_dir: where step checkpoints go (and are resumed from); ``None`` keeps everything in memory.
-    deterministic_epochs: epochs of step 1 (also of MC-dropout and each ensemble member).
-    bayes_epochs: epochs of step 3 (partial/full Bayes).
-    r_bayes, selection_method, scope, saliency_batches: step 2 (``saliency_batches=None``: one epoch).
-    num_samples, kl_schedule, beta_start, beta_end, kl_reduction, dataset_size: step 3 ELBO
+    output_dir
+        where step checkpoints go (and are resumed from); ``None`` keeps everything in memory.
+    deterministic_epochs
+        epochs of step 1 (also of MC-dropout and each ensemble member).
+    bayes_epochs
+        epochs of step 3 (partial/full Bayes).
+    r_bayes, selection_method, scope, saliency_batches
+        step 2 (``saliency_batches=None``: one epoch).
+    num_samples, kl_schedule, beta_start, beta_end, kl_reduction, dataset_size
+        step 3 ELBO
         (see :class:`~monai_bayes.losses.ELBOLoss`, :class:`~monai_bayes.handlers.KLAnnealingHandler`).
 
     Returns

@@ -85,7 +85,8 @@ def prepare_synthetic_isic(
 ) -> Path:
     """Write synthetic ISIC data (``cache_dir/isic_raw``) and convert it with
     :func:`~monai_bayes.data.isic.prepare_isic_dataset` (``cache_dir/isic_cache``); returns the
-    datalist path."""
+    datalist path.
+    """
     from monai_bayes.data.isic import prepare_isic_dataset
 
     root = Path(cache_dir)
@@ -104,7 +105,8 @@ def prepare_synthetic_chestmnist(
     seed: int = 0,
 ) -> Path:
     """Write (once) ``cache_dir/chestmnist_synth_<size>_s<seed>_<n>-<n>-<n>.npz`` and return its
-    path; an existing file of that name is validated and reused."""
+    path; an existing file of that name is validated and reused.
+    """
     from monai_bayes.data.chestmnist import load_chestmnist
 
     path = Path(cache_dir) / f"chestmnist_synth_{size}_s{seed}_{num_train}-{num_val}-{num_test}.npz"

@@ -62,7 +62,8 @@ class ChestGeometry:
     @classmethod
     def sample(cls, rng: np.random.Generator, fov_mm: float = 340.0) -> ChestGeometry:
         """Draw an adult-sized chest, shrunk uniformly (``scale`` < 1) when it would not fit in a
-        field of view of ``fov_mm`` (small test volumes)."""
+        field of view of ``fov_mm`` (small test volumes).
+        """
         sc = min(1.0, 0.45 * fov_mm / 155.0)
         body_a = rng.uniform(135, 155) * sc
         body_b = rng.uniform(95, 112) * sc
@@ -289,7 +290,8 @@ def make_chest_ct(
 
 def lung_membership(g: ChestGeometry, X: np.ndarray, Y: np.ndarray, t: float) -> np.ndarray:
     """Soft lung membership in [0, 1] on the plane at relative height ``t`` (grids ``X``, ``Y`` in mm):
-    the two lung ellipses minus the mediastinum (heart and spine band)."""
+    the two lung ellipses minus the mediastinum (heart and spine band).
+    """
     sc = g.scale
     m_lung = np.zeros_like(X)
     for cx, cy, a, b in g.lung_params(t):
@@ -389,7 +391,8 @@ def _add_nodules(
     calcified: Sequence[NoduleSpec],
 ) -> np.ndarray:
     """Blend nodules (with partial volume along z and cavities) into ``hu`` in place; returns the
-    ``(Z, Y, X)`` uint8 truth (nodule index + 1 where the membership is >= 0.5, cavities excluded)."""
+    ``(Z, Y, X)`` uint8 truth (nodule index + 1 where the membership is >= 0.5, cavities excluded).
+    """
     truth = np.zeros(hu.shape, dtype=np.uint8)
     for i, spec in enumerate(list(nodules) + list(calcified)):
         half = spec.radius * spec.z_scale + dz

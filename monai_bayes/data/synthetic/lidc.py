@@ -186,7 +186,8 @@ def _reader_masks(
     hw: tuple[int, int],
 ) -> tuple[dict[int, np.ndarray], float]:
     """Reader ``r``'s masks ``{slice: (H, W) bool}`` for one nodule (before the < 3 mm rule) and
-    the diameter (mm) the reader perceives (twice the largest cross-section radius)."""
+    the diameter (mm) the reader perceives (twice the largest cross-section radius).
+    """
     ggo = spec.kind == "ground_glass"
     bias = readers.bias_mm[r] * (1.5 if ggo else 1.0) + rng.normal(0, 0.5 if ggo else 0.25)
     jit = readers.jitter_mm[r] * (1.5 if ggo else 1.0)
@@ -378,7 +379,8 @@ def _series_info(seed: int, case: int, rng: np.random.Generator) -> CTSeriesInfo
 @dataclass
 class _Grid:
     """Voxel grid of one case: ``(Z, Y, X)`` size, in-plane spacing ``ps`` and slice spacing ``dz``
-    (mm), origin ``(x, y, z)`` of voxel 0 and the slice z positions."""
+    (mm), origin ``(x, y, z)`` of voxel 0 and the slice z positions.
+    """
 
     shape: tuple[int, int, int]
     ps: float
