@@ -18,7 +18,7 @@ import pickle
 import pickletools
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 
@@ -145,7 +145,7 @@ class _DtypeSpec:
         """The checked :class:`numpy.dtype`."""
         dt = np.dtype(self.name)
         if self.byteorder in ("<", ">") and dt.itemsize > 1:
-            dt = dt.newbyteorder(self.byteorder)
+            dt = dt.newbyteorder(cast(Literal["<", ">"], self.byteorder))
         if self.elsize not in (-1, dt.itemsize) or dt.itemsize == 0:
             raise UnsafePickleError(f"dtype {self.name} with element size {self.elsize} is not allowed")
         return dt
@@ -169,7 +169,7 @@ def _scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dt)[0].copy()
 
 
-def _array_from_bytes(raw: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+def _array_from_bytes(raw: Any, dtype: Any, shape: Any, order: Literal["C", "F"]) -> np.ndarray:
     """An array rebuilt from the pickle's own bytes: nothing is allocated beyond what the file holds."""
     shape = _check_shape(shape)
     dtype = _as_dtype(dtype)
@@ -194,7 +194,7 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayState:
     return _ArrayState()
 
 
-def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Literal["C", "F"]) -> np.ndarray:
     return _array_from_bytes(buf, dtype, shape, "F" if order == "F" else "C")
 
 
@@ -287,7 +287,7 @@ def _prescan(f: Any, size: int) -> None:
     unpickler allocates them.
     """
     memo = 0
-    for op, arg, pos in pickletools.genops(_CappedReader(f, size)):
+    for op, arg, pos in pickletools.genops(cast(IO[bytes], _CappedReader(f, size))):  # reads like a binary file
         if op.name in _REFUSED_OPCODES:
             raise UnsafePickleError(f"pickle opcode {op.name} at byte {pos} is not allowed in a crop pickle")
         if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):

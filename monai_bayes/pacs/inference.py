@@ -88,7 +88,7 @@ def _summarise(probs: torch.Tensor, activation: str, channels: list[int]) -> dic
     bad = [c for c in channels if c >= C]
     if bad:
         raise PacsConfigError(f"segment class_index {bad} out of range: the network outputs {C} channel(s)")
-    maps = uncertainty_maps(probs, activation)  # type: ignore[arg-type]
+    maps = uncertainty_maps(probs, activation)
     out = {"probability": maps["mean"][:, channels]}
     pick = (lambda m: m) if activation == "softmax" else (lambda m: m[:, channels])
     out["total_entropy"] = pick(maps["total"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -87,7 +88,7 @@ def _model_phrase(bundle: InferenceBundle) -> str:
     return f"S={bundle.num_samples}{r}"
 
 
-def _equipment(bundle: InferenceBundle) -> dict[str, str]:
+def _equipment(bundle: InferenceBundle) -> dict[str, Any]:
     return {
         "manufacturer": "monai_bayes",
         "manufacturer_model_name": _lo(bundle.name),

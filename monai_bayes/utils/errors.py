@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["errors_reported_by_caller", "summarize_errors", "summary_line"]
 
@@ -75,7 +75,7 @@ class summarize_errors(contextlib.ContextDecorator):  # noqa: N801 - used like a
     def __enter__(self) -> summarize_errors:
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or not isinstance(exc, Exception) or _CALLER_REPORTS.get():
             return False
         if getattr(exc, _REPORTED_ATTR, False):

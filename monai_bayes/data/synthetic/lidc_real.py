@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from monai_bayes.data.cache import reusable_cache, stale_cache_of_ours
 from monai_bayes.data.dicom import DicomVolume
 from monai_bayes.data.lidc import (
     DATALIST_NAME,
@@ -47,9 +48,8 @@ from monai_bayes.data.lidc import (
     LidcPatch,
     LidcScan,
     ReaderAnnotation,
-    _datalist,
-    _reuse,
     extract_patches,
+    patch_datalist,
     write_patch_cache,
 )
 from monai_bayes.data.lidc_db import (
@@ -65,6 +65,7 @@ from monai_bayes.data.synthetic.ct_phantom import ChestGeometry, lung_membership
 from monai_bayes.data.synthetic.dicom_writer import CTSeriesInfo, deterministic_uid, write_ct_series
 from monai_bayes.data.synthetic.lidc import _write_xml
 from monai_bayes.utils.atomic import atomic_write_json, staging_dir
+from monai_bayes.utils.progress import progress_bar
 
 __all__ = [
     "REAL_CACHE_VERSION",
@@ -478,11 +479,11 @@ def write_real_lidc_raw_tree(
 
     Scans with unevenly spaced slices are left out (logged). Returns the XML paths written.
     """
-    from tqdm.auto import tqdm
-
     written = []
     with LidcAnnotationDb(db_path) as db:
-        for sid in tqdm(select_scans(db, num_scans, seed), desc="LIDC raw", unit="scan", disable=not show_progress):
+        for sid in progress_bar(
+            select_scans(db, num_scans, seed), desc="LIDC raw", unit="scan", enabled=None if show_progress else False
+        ):
             try:
                 written.append(write_real_lidc_raw(out_dir, db.scan(sid), seed, None if full_series else 2)[1])
             except ValueError as e:
@@ -540,7 +541,7 @@ def prepare_real_lidc(
     overwrite : bool
         Replace a cache built with other settings.
     show_progress : bool
-        tqdm bar over scans.
+        progress bar over scans (drawn on a terminal only).
 
     Returns
     -------
@@ -555,8 +556,6 @@ def prepare_real_lidc(
     ValueError
         Bad ``num_scans``.
     """
-    from tqdm.auto import tqdm
-
     cache_dir = Path(cache_dir)
     with LidcAnnotationDb(db_path) as db:
         config = {
@@ -572,17 +571,18 @@ def prepare_real_lidc(
             "num_folds": int(num_folds),
             "seed": int(seed),
         }
-        if not overwrite and (done := _reuse(cache_dir, config)) is not None:
+        if not overwrite and (done := reusable_cache(cache_dir, config)) is not None:
             return done
         ids = select_scans(db, num_scans, seed)
-        stale = cache_dir.exists() and (cache_dir / "patches").is_dir()
-        with staging_dir(cache_dir, overwrite=overwrite or stale) as tmp:
+        with staging_dir(cache_dir, overwrite=overwrite or stale_cache_of_ours(cache_dir, "patches")) as tmp:
             items: list[dict[str, Any]] = []
-            for sid in tqdm(ids, desc="LIDC annotations", unit="scan", disable=not show_progress):
+            for sid in progress_bar(
+                ids, desc="LIDC annotations", unit="scan", enabled=None if show_progress else False
+            ):
                 scan = db.scan(sid)
                 items += write_patch_cache(tmp, real_lidc_patches(scan, seed, patch_size, hu_window))
             if not items:
                 raise ValueError(f"no patches from scans {ids[:5]}...; the database has no usable annotations")
             assign_folds(items, num_folds=num_folds, seed=seed)
-            atomic_write_json(tmp / DATALIST_NAME, _datalist("lidc-real-annotations", config, items, NUM_READERS))
+            atomic_write_json(tmp / DATALIST_NAME, patch_datalist("lidc-real-annotations", config, items, NUM_READERS))
     return cache_dir / DATALIST_NAME
