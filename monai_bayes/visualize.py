@@ -122,11 +122,14 @@ def plot_case(
 
     Notes
     -----
-    The overlay compares the thresholded prediction with the raters' majority vote.
+    The overlay compares the thresholded prediction with the consensus of the raters who marked the
+    case (a pixel marked by more than half of them; pylidc's ``consensus(clevel=0.5)``); rater channels
+    that are empty everywhere (a reader who did not mark the nodule) do not vote.
     """
     img, rat = display_image(image), _np(raters).astype(bool)
     prob, unc = _np(mean_probability), _np(uncertainty)
-    majority = rat.mean(axis=0) > 0.5
+    marked = rat.reshape(len(rat), -1).any(axis=1)
+    majority = rat[marked].mean(axis=0) > 0.5 if marked.any() else np.zeros(rat.shape[1:], dtype=bool)
     axes[0].imshow(img, cmap="gray")
     axes[0].set_title("input")
     axes[1].imshow(img, cmap="gray")
@@ -134,7 +137,7 @@ def plot_case(
     for r, mask in enumerate(rat):
         if mask.any():
             axes[1].contour(mask.astype(float), levels=[0.5], colors=[colors[r]], linewidths=1.0)
-    axes[1].set_title(f"{len(rat)} raters")
+    axes[1].set_title(f"{int(marked.sum())} of {len(rat)} raters marked")
     axes[2].imshow(overlay_errors(img, prob > threshold, majority))
     axes[2].set_title("TP green / FP blue / FN red")
     im = axes[3].imshow(unc, cmap="jet", vmin=0.0, vmax=uncertainty_max)

@@ -97,10 +97,38 @@ def check_sweep(book: nbformat.NotebookNode, work: Path) -> None:
     assert _images(book) == 1
 
 
+def check_bmr(book: nbformat.NotebookNode, work: Path) -> None:
+    import torch
+    from monai.networks.nets import UNet
+
+    from monai_bayes.networks import candidate_parameters
+
+    rows = dict(re.findall(r"^(.+?)\s+pruned\s+([0-9.]+)\s+Dice", _text(_cell(book, "bmr_masks(one)")), re.M))
+    bmr = float(rows["BMR, one pass"])
+    assert float(rows["flat, unpruned"]) == 0.0 and 0.0 < bmr < 1.0
+    for method in ("magnitude", "snr", "random"):  # ablations prune the same number of weights
+        assert float(rows[f"{method}, same count"]) == pytest.approx(bmr, abs=1e-3)
+    loop = _text(_cell(book, "train_bmr("))
+    passes = [float(v) for v in re.findall(r"^pass \d+: ([0-9.]+) pruned", loop, re.M)]
+    final = float(re.search(r"^final: ([0-9.]+) pruned", loop, re.M)[1])
+    assert len(passes) == 3 and passes == sorted(passes) and final == passes[-1]  # masks only grow
+    sizes = re.search(
+        r"compact ([0-9,]+) B vs dense ([0-9,]+) B \(ratio ([0-9.]+)\)", _text(_cell(book, "save_compact("))
+    )
+    compact, dense = (int(sizes[i].replace(",", "")) for i in (1, 2))
+    assert float(sizes[3]) == pytest.approx(compact / dense, abs=1e-3)
+    # the exported posterior-mean UNet holds exact zeros at (at least) every pruned candidate weight
+    state = torch.load(work / "bmr_unet_mean.pt", weights_only=True)
+    names = candidate_parameters(UNet(2, 1, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1))
+    zeros = sum(int((state[n] == 0).sum()) for n in names)
+    assert zeros / sum(state[n].numel() for n in names) >= final - 1e-3
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
     "01_quick_start": check_quick_start,
     "02_lidc_bundle": check_lidc_bundle,
     "03_r_bayes_sweep": check_sweep,
+    "04_bmr": check_bmr,
 }
 
 

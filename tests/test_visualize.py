@@ -56,3 +56,21 @@ def test_rgb_images_are_displayed_in_colour():
     assert overlay.shape == (4, 5, 3) and np.allclose(overlay, out)
     with pytest.raises(ValueError, match="image must be"):
         display_image(np.zeros((2, 4, 5)))
+
+
+def test_case_overlay_uses_the_consensus_of_the_raters_who_marked():
+    """A nodule marked by 1 of 4 readers: that reader's mask is the reference (pylidc's consensus), not empty."""
+    from matplotlib.figure import Figure
+
+    from monai_bayes.visualize import plot_case
+
+    raters = np.zeros((4, 6, 6))
+    raters[2, 1:3, 1:3] = 1  # only reader 2 marked the nodule
+    prob = raters[2].copy()
+    axes = Figure().subplots(1, 4)
+    plot_case(axes, np.zeros((6, 6)), raters, prob, np.zeros((6, 6)))
+    assert axes[1].get_title() == "1 of 4 raters marked"
+    overlay = np.asarray(axes[2].get_images()[0].get_array())
+    expected = overlay_errors(np.zeros((6, 6)), prob > 0.5, raters[2] > 0)  # reader 2 is the reference
+    np.testing.assert_allclose(overlay, expected)  # a 4-channel majority (empty) would paint it FP blue
+    assert overlay[1, 1, 1] > overlay[1, 1, 2]  # green (TP), not blue

@@ -7,9 +7,9 @@ Attach :class:`EvaluationReportHandler` to a MONAI evaluator whose decollated ou
 * ``summary.json``: every scalar in ``engine.state.metrics``, with the mean/std over cases of the
   per-case values in ``engine.state.metric_details``, the run's training costs (parameters, FLOPs
   per step, wall time) and the per-layer Bayesian selection;
-* ``cases.png``: input | raters | prediction overlay (TP green / FP blue / FN red vs. majority
-  vote) | predictive entropy, for the first ``num_figure_cases`` cases with a rater mark (seed 000
-  Fig. 3);
+* ``cases.png``: input | raters | prediction overlay (TP green / FP blue / FN red vs. the
+  consensus of the raters who marked) | predictive entropy, for ``num_figure_cases`` cases with a
+  rater mark spread evenly over the evaluation (over its first 256 such cases; seed 000 Fig. 3);
 * ``reliability.png``: the reliability diagram of the mean foreground probability vs. the majority
   vote (accumulated on the evaluator's device in ``num_bins`` bins).
 """
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
@@ -33,6 +34,9 @@ from monai_bayes.visualize import plot_cases, plot_reliability
 __all__ = ["EvaluationReportHandler"]
 
 logger = logging.getLogger(__name__)
+
+#: cases with a rater mark kept for ``cases.png``; the figure's rows are spread evenly over them
+MAX_FIGURE_CANDIDATES = 256
 
 
 def _items(output: Any) -> list[Mapping[str, Any]]:
@@ -92,7 +96,7 @@ class EvaluationReportHandler:
             mean = samples.float().mean(dim=0)[0]  # (*sp) mean foreground probability
             majority = raters.float().mean(dim=0)[0] > 0.5
             self._accumulate_bins(mean, majority)
-            if len(self._cases) < self.num_figure_cases and bool(raters.any()) and mean.dim() == 2:
+            if len(self._cases) < MAX_FIGURE_CANDIDATES and bool(raters.any()) and mean.dim() == 2:
                 entropy = uncertainty_maps(samples.float()[None], "sigmoid")["total"][0, 0]
                 image = item.get("image")
                 name = getattr(image, "meta", {}).get("filename_or_obj", f"case {len(self._cases)}")
@@ -150,8 +154,10 @@ class EvaluationReportHandler:
         summary = self.summary(engine)
         atomic_write_json(self.output_dir / "summary.json", summary)
         if self._cases:
+            picks = np.unique(np.linspace(0, len(self._cases) - 1, self.num_figure_cases).round().astype(int))
+            cases = [self._cases[i] for i in picks]
             title = f"{summary.get('run', summary.get('method', ''))}"
-            plot_cases(self._cases, self.output_dir / "cases.png", title=title)
+            plot_cases(cases, self.output_dir / "cases.png", title=title)
         conf, freq = self.reliability()
         if conf.numel():
             plot_reliability({str(summary.get("run", "model")): (conf, freq)}, self.output_dir / "reliability.png")
