@@ -47,6 +47,9 @@ class MethodSpec:
         The run name and the reports carry ``r_bayes``.
     description : str
         One line for docs and error messages.
+    train_config : str
+        The bundle config of step 3 (ELBO / method-specific training), e.g. ``"train"``; a method with its own
+        training loop names its own config here and adds its steps to the bundle.
     """
 
     name: str
@@ -57,6 +60,7 @@ class MethodSpec:
     mc_samples: McSamples = "num_samples"
     uses_r_bayes: bool = False
     description: str = ""
+    train_config: str = "train"
 
     @property
     def configs(self) -> tuple[str, ...]:
@@ -65,7 +69,7 @@ class MethodSpec:
         if self.selection is not None:
             steps.append("select")
         if self.bayes_training:
-            steps.append("train")
+            steps.append(self.train_config)
         return (*steps, "evaluate")
 
     @property
