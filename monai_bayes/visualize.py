@@ -28,10 +28,12 @@ from monai_bayes.utils.atomic import atomic_path
 __all__ = [
     "display_image",
     "overlay_errors",
+    "parse_results_cell",
     "plot_case",
     "plot_cases",
     "plot_method_comparison",
     "plot_reliability",
+    "plot_results_csv",
     "save_figure",
 ]
 
@@ -47,9 +49,14 @@ def _np(x: Any) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG through a temporary file and an atomic rename."""
+    """Save ``fig`` through a temporary file and an atomic rename.
+
+    A PNG is written without the ``Software`` text chunk (matplotlib's version), so the same figure
+    gives the same bytes (``scripts/make_results.py --check`` compares figures byte for byte).
+    """
+    metadata = {"Software": None} if Path(path).suffix.lower() == ".png" else None
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=metadata)
     return Path(path)
 
 
@@ -224,3 +231,76 @@ def plot_reliability(
     ax.set_title(title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+#: columns of a results CSV that :func:`plot_results_csv` leaves out (counts and costs, not metrics)
+RESULTS_CSV_SKIPPED = frozenset({"params", "Bayesian params", "train FLOPs", "train time (s)", "S", "folds"})
+
+
+def parse_results_cell(cell: str) -> tuple[float, float] | None:
+    """``"0.835 ± 0.151"`` → ``(0.835, 0.151)``, ``"0.0022"`` → ``(0.0022, 0.0)``, else ``None``.
+
+    Parameters
+    ----------
+    cell : str
+        A formatted cell of a results CSV (thin / normal spaces inside numbers are removed).
+
+    Returns
+    -------
+    tuple of (float, float) or None
+        Mean and spread, ``None`` for cells that are no number (``"–"``, text).
+    """
+    parts = [p.replace(" ", "").replace("\u2009", "").replace("−", "-") for p in cell.split("±")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        return None
+    if len(values) == 1:
+        return values[0], 0.0
+    if len(values) == 2:
+        return values[0], values[1]
+    return None
+
+
+def plot_results_csv(inputs: Sequence[Path], output: Path) -> None:
+    """Fig.-4-like bars from a committed results table (a ``figures.json`` plotting function).
+
+    One panel per metric column of the first CSV in ``inputs`` (first column: the run's label; a
+    column is drawn when every cell is ``"mean ± std"`` or a number, except the counts and costs in
+    :data:`RESULTS_CSV_SKIPPED`); when the CSV has an ``S`` column, only the rows with the largest
+    ``S`` of each run are drawn.
+
+    Parameters
+    ----------
+    inputs : Sequence of Path
+        ``[results/<experiment>/<table>.csv]`` (further inputs are ignored).
+    output : Path
+        The PNG to write (byte-stable, see :func:`save_figure`).
+
+    Raises
+    ------
+    ValueError
+        If the CSV has no rows or no metric column.
+    """
+    import csv
+
+    with open(inputs[0], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{inputs[0]}: no rows to plot.")
+    label = next(iter(rows[0]))
+    if "S" in rows[0]:
+        largest: dict[str, int] = {}
+        for row in rows:
+            s = int(row["S"]) if row["S"].isdigit() else 0
+            largest[row[label]] = max(largest.get(row[label], 0), s)
+        rows = [r for r in rows if (int(r["S"]) if r["S"].isdigit() else 0) == largest[r[label]]]
+    columns = [
+        c
+        for c in rows[0]
+        if c != label and c not in RESULTS_CSV_SKIPPED and all(parse_results_cell(r[c]) is not None for r in rows)
+    ]
+    if not columns:
+        raise ValueError(f"{inputs[0]}: no column of numbers to plot.")
+    summary = {r[label]: {c: parse_results_cell(r[c]) or (float("nan"), 0.0) for c in columns} for r in rows}
+    plot_method_comparison(summary, columns, output)
