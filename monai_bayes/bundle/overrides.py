@@ -45,6 +45,10 @@ def _non_negative_int(value: Any) -> str | None:
     return None if ok else "an int >= 0"
 
 
+def _optional_positive_int(value: Any) -> str | None:
+    return None if value is None or _positive_int(value) is None else "null or a positive int (>= 1)"
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -67,6 +71,19 @@ def _probability(value: Any) -> str | None:
 
 def _fraction(value: Any) -> str | None:
     return None if _number(value) and 0 < value <= 1 else "a number in (0, 1]"
+
+
+def _list_of(rule: Callable[[Any], str | None], optional: bool = False) -> Callable[[Any], str | None]:
+    """A rule for a non-empty list whose every item passes ``rule`` (``optional``: or null)."""
+
+    def check(value: Any) -> str | None:
+        if optional and value is None:
+            return None
+        ok = isinstance(value, list | tuple) and len(value) > 0 and all(rule(v) is None for v in value)
+        item = rule(object())  # what one item must be
+        return None if ok else f"{'null or ' if optional else ''}a non-empty list of items that are each {item}"
+
+    return check
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -123,6 +140,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "momentum": _non_negative_number,
     "num_samples": _positive_int,
     "eval_samples": _positive_int,
+    "eval_chunk_size": _optional_positive_int,
     "val_samples": _positive_int,
     "val_interval": _positive_int,
     "beta_start": _non_negative_number,
@@ -136,6 +154,10 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "temperature_start": _positive_number,
     "temperature_min": _positive_number,
     "temperature_decay": _fraction,
+    # the sweep's own settings (sweep.json; checked by run_sweep before anything runs)
+    "r_bayes_values": _list_of(_fraction),
+    "sample_counts": _list_of(_positive_int, optional=True),
+    "folds": _list_of(_non_negative_int, optional=True),
 }
 
 

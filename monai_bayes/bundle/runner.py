@@ -14,6 +14,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shlex
+import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +26,18 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_bayes.bundle.distributed import barrier, init_distributed, is_main_process
 from monai_bayes.bundle.layout import RunLayout
-from monai_bayes.bundle.overrides import setting_defaults, validate_overrides
+from monai_bayes.bundle.overrides import SETTING_RULES, setting_defaults, validate_overrides
 from monai_bayes.bundle.steps import publish_model
+from monai_bayes.evaluation.results import render_table, write_provenance, write_results_table
 from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from monai_bayes.utils.errors import summarize_errors
 from monai_bayes.utils.files import read_json_if_exists
-from monai_bayes.visualize import plot_method_comparison
+from monai_bayes.visualize import plot_results_csv
 from monai_bayes.workflows.methods import check_method, method_spec
 
 __all__ = [
+    "FIG4_R_BAYES",
     "PipelineStep",
     "bundle_config",
     "pipeline_steps",
@@ -40,6 +45,8 @@ __all__ = [
     "run_pipeline",
     "run_steps",
     "run_sweep",
+    "sweep_results_table",
+    "sweep_sample_counts_for",
     "validate_pipeline_overrides",
 ]
 
@@ -93,7 +100,7 @@ def _defaults(bundle_root: str | os.PathLike, overrides: Mapping[str, Any]) -> d
     parser = ConfigParser()
     parser.read_config(str(bundle_config(bundle_root, "common")))
     parser.update({"bundle_root": str(bundle_root), **overrides})
-    keys = ("method", "r_bayes", "ensemble_size", "mc_dropout_p", "runs_dir")
+    keys = ("method", "r_bayes", "ensemble_size", "mc_dropout_p", "runs_dir", "seed")
     values = {k: parser.get_parsed_content(k) for k in keys}
     values["base_keys"] = list(parser.get_parsed_content("network_def").state_dict())
     return values
@@ -273,8 +280,9 @@ def _variants(r_bayes_values: Sequence[float], baselines: Sequence[str]) -> list
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -307,42 +315,239 @@ def markdown_table(rows: list[dict[str, Any]], metrics: Mapping[str, str]) -> st
     return "\n".join(lines) + "\n"
 
 
+#: the r_bayes values of seed 000 Fig. 4 (1, 10, 20, 40, 80 % partial and 100 % = full Bayes)
+FIG4_R_BAYES: tuple[float, ...] = (0.01, 0.1, 0.2, 0.4, 0.8, 1.0)
+
+
+def sweep_sample_counts_for(method: str, sample_counts: Sequence[int] | None, ensemble_size: int) -> list[int]:
+    """The sample counts ``S`` at which a sweep evaluates ``method``.
+
+    Parameters
+    ----------
+    method : str
+        A registry method.
+    sample_counts : Sequence of int or None
+        The requested counts (e.g. ``[1, 4, 8, 16]``); ``None``: one evaluation at the configured
+        ``eval_samples``.
+    ensemble_size : int
+        ``M``, the members of the trained ensemble.
+
+    Returns
+    -------
+    list of int
+        ``[0]`` (meaning: the configured count) when ``sample_counts`` is ``None``; ``[1]`` for a
+        deterministic network (every sample is the same); for an ensemble its sub-ensembles of the
+        first ``S`` members for every requested ``2 <= S < M`` plus ``M`` itself (``S = 1`` is the
+        deterministic network, member 0); else the requested counts, sorted.
+    """
+    if sample_counts is None:
+        return [0]
+    rule = method_spec(method).mc_samples
+    if rule == "one":
+        return [1]
+    if rule == "members":
+        return sorted({s for s in sample_counts if 2 <= s < ensemble_size} | {ensemble_size})
+    return sorted(set(sample_counts))
+
+
+def _check_sweep_settings(
+    r_bayes_values: Sequence[float], sample_counts: Sequence[int] | None, folds: Sequence[int] | None
+) -> None:
+    """``ValueError`` naming the sweep setting unless r_bayes values, sample counts and folds pass their
+    :data:`~monai_bayes.bundle.overrides.SETTING_RULES`.
+    """
+    given = {"r_bayes_values": r_bayes_values, "sample_counts": sample_counts, "folds": folds}
+    problems = []
+    for name, value in given.items():
+        expected = SETTING_RULES[name](list(value) if isinstance(value, tuple) else value)
+        if expected is not None:
+            problems.append(f"--{name} must be {expected}, got {value!r}")
+    if problems:
+        raise ValueError("sweep: invalid settings, nothing was run:\n  " + "\n  ".join(problems))
+
+
+def _cell(values: Sequence[float | None], stds: Sequence[float | None]) -> str:
+    """``"mean ± std"`` of one table cell: over cases for one fold, over the folds' means for several."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    if len(values) > 1:
+        mean, std = statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+    else:
+        mean, std = present[0], stds[0] if stds[0] is not None else 0.0
+    return f"{_num(mean)} ± {_num(std)}"
+
+
+def _num(value: float) -> str:
+    """3 decimals, or 3 significant digits below 0.1 (Brier / ECE / entropy are small)."""
+    if value == 0 or abs(value) >= 0.1:
+        return f"{value:.3f}"
+    return f"{value:.3g}"
+
+
+def _count(value: Any) -> str:
+    """A parameter count with thin-space-free digit groups (``1 643 848``), ``–`` when unknown."""
+    return "–" if value is None else f"{int(value):,}".replace(",", " ")
+
+
+def sweep_results_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The sweep's table as shown in the docs: one row per (run, S), metrics over cases or folds.
+
+    Parameters
+    ----------
+    rows : Sequence of Mapping
+        :func:`~monai_bayes.evaluation.tables.metric_table_rows` rows with ``S`` (the evaluated
+        sample count) and ``fold`` added.
+
+    Returns
+    -------
+    header, cells
+        Column names (``run``, ``S``, the reported metrics of :data:`SWEEP_METRICS`, ``folds``,
+        ``params``, ``Bayesian params``, ``train FLOPs``, ``train time (s)``) and formatted cells:
+        ``mean ± std`` over the test cases when one fold was run, over the folds' means when several
+        were; costs are the first fold's (identical for every fold except the wall time, which is
+        the mean).
+    """
+    metrics = [k for k in SWEEP_METRICS if any(r.get(k) is not None for r in rows)]
+    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["run"]), int(row["S"])), []).append(row)
+    header = ["run", "S", *(SWEEP_METRICS[k] for k in metrics), "folds", "params", "Bayesian params"]
+    header += ["train FLOPs", "train time (s)"]
+    cells = []
+    for (run, samples), group in groups.items():
+        first = group[0]
+        line = [run, str(samples)]
+        line += [_cell([g.get(k) for g in group], [g.get(f"{k}_std") for g in group]) for k in metrics]
+        flops = first.get("train_flops_total")
+        times = [g["train_wall_seconds"] for g in group if g.get("train_wall_seconds")]
+        line += [
+            ", ".join(str(g["fold"]) for g in group),
+            _count(first.get("params_total")),
+            _count(first.get("params_bayesian")),
+            f"{flops:.3g}" if flops else "–",
+            f"{statistics.fmean(times):.0f}" if times else "–",
+        ]
+        cells.append(line)
+    return header, cells
+
+
+def _invocation() -> str:
+    """The command line of this process (``python -m monai.bundle ...`` when run through MONAI's CLI)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).parts[-2:] == ("bundle", "__main__.py"):
+        return "python -m monai.bundle " + shlex.join(argv[1:])
+    return "python " + shlex.join(argv)
+
+
+def _write_results_folder(
+    folder: Path, header: list[str], cells: list[list[str]], rows: list[dict[str, Any]], seed: Any, notes: str
+) -> None:
+    """The sweep's results in the results contract (:mod:`monai_bayes.evaluation.results`)."""
+    write_results_table(folder / "methods.csv", header, cells)
+    _write_csv(folder / "runs.csv", rows)
+    write_provenance(folder, _invocation(), seed, notes)
+    if folder.resolve().parent.name == "results":  # results/<experiment> of a repository: register the figure
+        name = folder.resolve().name
+        figure = {
+            "output": f"docs/images/{name}.png",
+            "function": "monai_bayes.visualize:plot_results_csv",
+            "inputs": [f"results/{name}/methods.csv"],
+        }
+        atomic_write_json(folder / "figures.json", [figure], indent=2)
+
+
 def run_sweep(
     bundle_root: str | os.PathLike,
     overrides: Mapping[str, Any] | None = None,
-    r_bayes_values: Sequence[float] = (0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0),
+    r_bayes_values: Sequence[float] = FIG4_R_BAYES,
     baselines: Sequence[str] = ("ensemble", "deterministic", "mc_dropout"),
     output_dir: str | os.PathLike | None = None,
     resume: bool = True,
+    sample_counts: Sequence[int] | None = None,
+    folds: Sequence[int] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    notes: str = "",
 ) -> Path:
-    """Run the pipeline for every ``r_bayes`` (1.0 = full mean-field Bayes) and baseline; write
-    ``table.csv``, ``table.md``, ``summaries.json`` and ``comparison.png`` (seed 000 Fig. 4).
+    """Run the pipeline for every ``r_bayes`` (1.0 = full mean-field Bayes) and baseline, evaluate each
+    at several sample counts and over several folds; write the comparison table and figure (seed 000
+    Fig. 4).
 
-    Returns the output folder (default ``<runs_dir>/sweep``).
+    Parameters
+    ----------
+    bundle_root : str or os.PathLike
+        The bundle folder.
+    overrides : Mapping or None
+        Settings for every step (as :func:`run_pipeline`).
+    r_bayes_values : Sequence of float
+        Fractions of Bayesian weights; ``1.0`` runs ``full_bayes``. Default: seed 000 Fig. 4's
+        :data:`FIG4_R_BAYES`.
+    baselines : Sequence of str
+        Further registry methods (``ensemble``, ``deterministic``, ``mc_dropout``, ...).
+    output_dir : str or os.PathLike or None
+        Where ``table.csv`` (raw numbers, one row per run, ``S`` and fold), ``table.md``,
+        ``methods.csv``, ``summaries.json`` and ``comparison.png`` go (default ``<runs_dir>/sweep``).
+    resume : bool
+        Skip training steps whose checkpoints exist.
+    sample_counts : Sequence of int or None
+        Evaluate every method at these MC sample counts ``S`` where it has them
+        (:func:`sweep_sample_counts_for`: deterministic ``S = 1``, ensemble its sub-ensembles of the
+        first ``S`` members and all ``M``); ``None``: once at the configured ``eval_samples``.
+    folds : Sequence of int or None
+        Cross-validation folds to run (e.g. ``[0, 1, 2, 3]``), each in ``<runs_dir>/fold<k>``; the
+        table shows mean ± std over the folds' means. ``None``: the ``fold`` setting alone, in
+        ``runs_dir``, with mean ± std over the test cases.
+    results_dir : str or os.PathLike or None
+        Also write the results contract there: ``methods.csv`` (the docs' table), ``runs.csv`` (raw
+        numbers), ``provenance.json`` (command, commit, seed, machine, date, ``notes``) and, for
+        ``results/<experiment>``, ``figures.json`` registering ``docs/images/<experiment>.png``.
+    notes : str
+        Free text for ``provenance.json`` (sizes run, caveats).
+
+    Returns
+    -------
+    Path
+        The output folder.
+
+    Raises
+    ------
+    ValueError
+        Before anything runs, for invalid overrides, r_bayes values, sample counts, folds or methods.
     """
     base = _clean(overrides)
+    _check_sweep_settings(r_bayes_values, sample_counts, folds)
     variants = _variants(r_bayes_values, baselines)
     methods = list(dict.fromkeys(v["method"] for v in variants))
     validate_pipeline_overrides(bundle_root, base, methods=methods, where="sweep")
-    summaries = []
-    for variant in variants:
-        logger.info("sweep: %s", variant)
-        summaries.append(run_pipeline(bundle_root, {**base, **variant}, resume=resume, publish=False))
-    out = Path(output_dir) if output_dir is not None else Path(_defaults(bundle_root, base)["runs_dir"]) / "sweep"
-    rows = metric_table_rows(summaries, list(SWEEP_METRICS))
-    reported = {k: v for k, v in SWEEP_METRICS.items() if any(row.get(k) is not None for row in rows)}
+    defaults = _defaults(bundle_root, base)
+    fold_settings: list[dict[str, Any]] = (
+        [{}]
+        if folds is None
+        else [{"fold": k, "runs_dir": str(Path(defaults["runs_dir"]) / f"fold{k}")} for k in dict.fromkeys(folds)]
+    )
+    summaries, rows = [], []
+    for fold_setting in fold_settings:
+        for variant in variants:
+            counts = sweep_sample_counts_for(variant["method"], sample_counts, int(defaults["ensemble_size"]))
+            for i, samples in enumerate(counts):
+                key = "ensemble_size" if method_spec(variant["method"]).mc_samples == "members" else "eval_samples"
+                setting = {key: samples} if samples else {}
+                logger.info("sweep: %s", {**fold_setting, **variant, **setting})
+                summary = run_pipeline(
+                    bundle_root, {**base, **fold_setting, **variant, **setting}, resume=resume or i > 0, publish=False
+                )
+                summaries.append(summary)
+                row = metric_table_rows([summary], list(SWEEP_METRICS))[0]
+                rows.append({**row, "S": summary.get("mc_samples", samples), "fold": summary.get("fold")})
+    out = Path(output_dir) if output_dir is not None else Path(defaults["runs_dir"]) / "sweep"
+    header, cells = sweep_results_table(rows)
     _write_csv(out / "table.csv", rows)
-    atomic_write_text(out / "table.md", markdown_table(rows, reported))
+    write_results_table(out / "methods.csv", header, cells)
+    table = render_table(out / "methods.csv")
+    atomic_write_text(out / "table.md", table)
     atomic_write_json(out / "summaries.json", summaries)
-    figure = {
-        row["run"]: {k: (row.get(k), row.get(f"{k}_std") or 0.0) for k in SWEEP_METRICS if row.get(k) is not None}
-        | ({"train_flops_total": row["train_flops_total"]} if row.get("train_flops_total") else {})
-        for row in rows
-    }
-    shown = [k for k in SWEEP_METRICS if any(k in v for v in figure.values())]
-    if any("train_flops_total" in v for v in figure.values()):
-        shown.append("train_flops_total")
-    labels = {**SWEEP_METRICS, "train_flops_total": "training FLOPs"}
-    plot_method_comparison(figure, shown, out / "comparison.png", labels=labels, title="methods on the same evaluator")
-    logger.info("sweep table:\n%s", markdown_table(rows, reported))
+    plot_results_csv([out / "methods.csv"], out / "comparison.png")
+    if results_dir is not None and str(results_dir):
+        _write_results_folder(Path(results_dir), header, cells, rows, defaults["seed"], notes)
+    logger.info("sweep table:\n%s", table)
     return out

@@ -48,7 +48,8 @@ def test_weight_decay_reaches_the_training_step(first_step, lidc_bundle, tmp_pat
     _run_pipeline_config(lidc_bundle, config, weight_decay=0.5, rho_lr=0.002, runs_dir=str(tmp_path))
     names, overrides = first_step[0]
     assert names == ["train_deterministic"]
-    variant = {"method": "sparse_bayes", "r_bayes": 0.01} if config == "sweep" else {}  # the sweep's first run
+    # the sweep's first run: 1 % partial Bayes evaluated at the first of sweep.json's sample_counts
+    variant = {"method": "sparse_bayes", "r_bayes": 0.01, "eval_samples": 1} if config == "sweep" else {}
     assert overrides == {"weight_decay": 0.5, "rho_lr": 0.002, "runs_dir": str(tmp_path), **variant}
     # ... and the training step builds its optimizer with it
     parser = ConfigParser()
