@@ -457,6 +457,27 @@ def _write_results_folder(
         atomic_write_json(folder / "figures.json", [figure], indent=2)
 
 
+def _write_sweep_outputs(
+    out: Path,
+    results: Path | None,
+    rows: list[dict[str, Any]],
+    summaries: list[dict[str, Any]],
+    seed: Any,
+    notes: str,
+) -> str:
+    """Write the sweep's output folder (and the results contract folder); return the Markdown table."""
+    header, cells = sweep_results_table(rows)
+    _write_csv(out / "table.csv", rows)
+    write_results_table(out / "methods.csv", header, cells)
+    table = render_table(out / "methods.csv")
+    atomic_write_text(out / "table.md", table)
+    atomic_write_json(out / "summaries.json", summaries)
+    plot_results_csv([out / "methods.csv"], out / "comparison.png")
+    if results is not None:
+        _write_results_folder(results, header, cells, rows, seed, notes)
+    return table
+
+
 def run_sweep(
     bundle_root: str | os.PathLike,
     overrides: Mapping[str, Any] | None = None,
@@ -525,7 +546,11 @@ def run_sweep(
         if folds is None
         else [{"fold": k, "runs_dir": str(Path(defaults["runs_dir"]) / f"fold{k}")} for k in dict.fromkeys(folds)]
     )
-    summaries, rows = [], []
+    out = Path(output_dir) if output_dir is not None else Path(defaults["runs_dir"]) / "sweep"
+    results = Path(results_dir) if results_dir is not None and str(results_dir) else None
+    summaries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    table = ""
     for fold_setting in fold_settings:
         for variant in variants:
             counts = sweep_sample_counts_for(variant["method"], sample_counts, int(defaults["ensemble_size"]))
@@ -539,15 +564,7 @@ def run_sweep(
                 summaries.append(summary)
                 row = metric_table_rows([summary], list(SWEEP_METRICS))[0]
                 rows.append({**row, "S": summary.get("mc_samples", samples), "fold": summary.get("fold")})
-    out = Path(output_dir) if output_dir is not None else Path(defaults["runs_dir"]) / "sweep"
-    header, cells = sweep_results_table(rows)
-    _write_csv(out / "table.csv", rows)
-    write_results_table(out / "methods.csv", header, cells)
-    table = render_table(out / "methods.csv")
-    atomic_write_text(out / "table.md", table)
-    atomic_write_json(out / "summaries.json", summaries)
-    plot_results_csv([out / "methods.csv"], out / "comparison.png")
-    if results_dir is not None and str(results_dir):
-        _write_results_folder(Path(results_dir), header, cells, rows, defaults["seed"], notes)
+                # written after every evaluation: an interrupted sweep leaves the table of what it finished
+                table = _write_sweep_outputs(out, results, rows, summaries, defaults["seed"], notes)
     logger.info("sweep table:\n%s", table)
     return out
