@@ -8,6 +8,7 @@ partial-Bayes / ensemble parameter counts against each other.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import math
@@ -132,13 +133,21 @@ CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
 }
 
 
-def test_tutorials_are_stored_without_outputs_and_each_has_checks():
+def test_tutorials_are_stored_executed_and_each_has_checks():
+    """Committed with their outputs (scripts/execute_tutorials.py), in order, with small figures."""
     assert {p.stem for p in TUTORIALS} == set(CHECKS)
     for path in TUTORIALS:
         book = nbformat.read(path, as_version=4)
-        for cell in book.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip the outputs"
+        code = [c for c in book.cells if c.cell_type == "code"]
+        counts = [c.execution_count for c in code]
+        assert counts == list(range(1, len(code) + 1)), f"{path.name}: run python scripts/execute_tutorials.py"
+        assert "executed_with" in book.metadata.get("monai_bayes", {}), f"{path.name}: not written by the script"
+        assert not any(o.output_type == "error" for c in code for o in c.outputs), f"{path.name}: a cell failed"
+        for cell in code:
+            for output in cell.outputs:
+                png = output.get("data", {}).get("image/png", "")
+                assert len(base64.b64decode(png)) <= 150 * 1024, f"{path.name}: PNG output over 150 KiB"
+    assert sum(p.stat().st_size for p in TUTORIALS) < 2 * 1024 * 1024
 
 
 @pytest.mark.notebooks
