@@ -11,7 +11,9 @@ is computed as the sum over entries (``kl_reduction="dataset"`` / ``"sum"``) and
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import io
 import platform
 import subprocess
 import sys
@@ -90,9 +92,9 @@ def kl_row(bundle: str, r_bayes: float, sigma_init: str) -> dict[str, str]:
         "Bayesian entries": f"{count_parameters(net)['bayesian']:,}".replace(",", " "),
         "KL sum (nats)": f"{kl:.3g}",
         "N": str(n),
-        **{f"β·KL/N, β = {b:g}": f"{b * kl / n:.3g}" for b in BETAS},
+        **{f"β·KL/N (β = {b:g})": f"{b * kl / n:.3g}" for b in BETAS},
         "layer-mean KL (nats)": f"{layer_mean:.3g}",
-        **{f"β·layer-mean KL, β = {b:g}": f"{b * layer_mean:.3g}" for b in BETAS},
+        **{f"β·layer-mean KL (β = {b:g})": f"{b * layer_mean:.3g}" for b in BETAS},
     }
 
 
@@ -110,9 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         kl_row(bundle, r, sigma) for bundle in DATASET_SIZE for r in (0.01, 1.0) for sigma in ("relative", "rho_normal")
     ]
-    header = list(rows[0])
-    lines = [",".join(header)] + [",".join(row[h] for h in header) for row in rows]
-    atomic_write_text(options.output / "kl_scale.csv", "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(options.output / "kl_scale.csv", buffer.getvalue())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     atomic_write_json(
         options.output / "provenance.json",
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             "(LIDC: 334 patches of fold 0, docs/results.md; ISIC: 28 of 40 synthetic cases)",
         },
     )
-    print("\n".join(lines))
+    print(buffer.getvalue())
 
 
 if __name__ == "__main__":
