@@ -159,6 +159,10 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+#: settings whose default is a name but that also take a number (their rule checks both)
+_NAME_OR_NUMBER = frozenset({"sigma_init", "kl_reduction"})
+
+
 def _calling_parser() -> ConfigParser:
     """The :class:`~monai.bundle.ConfigParser` whose expression is being evaluated up the call stack."""
     frame = inspect.currentframe()
@@ -311,7 +315,7 @@ def validate_overrides(
             hint = f"; nearest valid: {', '.join(repr(n) for n in near)}" if near else ""
             problems.append(f"unknown setting {key!r} (not an id of {', '.join(f.name for f in files)}){hint}")
             continue
-        expected = _type_error(value, _nested_default(merged, key))
+        expected = None if key in _NAME_OR_NUMBER else _type_error(value, _nested_default(merged, key))
         if expected is None and key in SETTING_RULES and not _is_expression(value):
             expected = SETTING_RULES[key](value)
         if expected is not None:

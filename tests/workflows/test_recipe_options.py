@@ -246,3 +246,18 @@ def test_sgd_default_has_the_reference_momentum():
 def test_override_rules_of_the_new_settings(key, good, bad):
     assert SETTING_RULES[key](good) is None
     assert SETTING_RULES[key](bad) is not None
+
+
+def test_pipeline_validation_accepts_names_and_numbers_and_rejects_typos():
+    from pathlib import Path
+
+    from monai_bayes.bundle.runner import validate_pipeline_overrides
+
+    lidc = Path(__file__).resolve().parents[2] / "bundles" / "lidc_sparse_bayes"
+    good = {"saliency_criterion": "sum_of_abs", "saliency_batch_norm": "eval", "sigma_init": 0.05, "kl_reduction": 2.0}
+    validate_pipeline_overrides(lidc, good)
+    validate_pipeline_overrides(lidc, {"sigma_init": "rho_normal", "kl_reduction": "layer_mean"})
+    with pytest.raises(ValueError) as info:
+        validate_pipeline_overrides(lidc, {"saliency_criterion": "abs", "sigma_init": -1.0, "kl_reduction": "mean"})
+    text = str(info.value)
+    assert "--saliency_criterion" in text and "--sigma_init" in text and "--kl_reduction" in text
