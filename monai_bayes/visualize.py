@@ -99,6 +99,26 @@ def overlay_errors(image: Any, prediction: Any, reference: Any, alpha: float = 0
     return rgb
 
 
+def rater_title(num_raters: int, num_marked: int) -> str:
+    """Title of the rater panel: ``"ground truth"`` for one annotation, else how many raters marked.
+
+    Parameters
+    ----------
+    num_raters : int
+        Rater masks of the case (1 for single-annotation data such as ISIC).
+    num_marked : int
+        How many of them are non-empty.
+
+    Returns
+    -------
+    str
+        E.g. ``"ground truth"``, ``"ground truth (empty)"``, ``"3 of 4 raters marked"``.
+    """
+    if num_raters == 1:
+        return "ground truth" if num_marked else "ground truth (empty)"
+    return f"{num_marked} of {num_raters} raters marked"
+
+
 def plot_case(
     axes: Sequence[Axes],
     image: Any,
@@ -144,7 +164,7 @@ def plot_case(
     for r, mask in enumerate(rat):
         if mask.any():
             axes[1].contour(mask.astype(float), levels=[0.5], colors=[colors[r]], linewidths=1.0)
-    axes[1].set_title(f"{int(marked.sum())} of {len(rat)} raters marked")
+    axes[1].set_title(rater_title(len(rat), int(marked.sum())))
     axes[2].imshow(overlay_errors(img, prob > threshold, majority))
     axes[2].set_title("TP green / FP blue / FN red")
     im = axes[3].imshow(unc, cmap="jet", vmin=0.0, vmax=uncertainty_max)

@@ -74,3 +74,18 @@ def test_case_overlay_uses_the_consensus_of_the_raters_who_marked():
     expected = overlay_errors(np.zeros((6, 6)), prob > 0.5, raters[2] > 0)  # reader 2 is the reference
     np.testing.assert_allclose(overlay, expected)  # a 4-channel majority (empty) would paint it FP blue
     assert overlay[1, 1, 1] > overlay[1, 1, 2]  # green (TP), not blue
+
+
+def test_single_annotation_panel_is_called_ground_truth():
+    from matplotlib.figure import Figure
+
+    from monai_bayes.visualize import plot_case, rater_title
+
+    assert rater_title(1, 1) == "ground truth" and rater_title(1, 0) == "ground truth (empty)"
+    assert rater_title(4, 3) == "3 of 4 raters marked"
+    fig = Figure()
+    axes = fig.subplots(1, 4)
+    mask = np.zeros((1, 6, 6))
+    mask[0, 2:4, 2:4] = 1
+    plot_case(axes, np.zeros((6, 6)), mask, mask[0], np.zeros((6, 6)))
+    assert axes[1].get_title() == "ground truth"

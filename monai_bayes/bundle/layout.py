@@ -146,7 +146,7 @@ class RunLayout:
                 f"member_{m}": replace(self, member_index=m).costs_file("train_deterministic")
                 for m in range(self.ensemble_size)
             }
-        files = {"train_deterministic": self.costs_file("train_deterministic")}
+        files = {} if self.spec.from_scratch else {"train_deterministic": self.costs_file("train_deterministic")}
         if self.spec.bayes_training:
             files["train"] = self.costs_file("train")
         return files

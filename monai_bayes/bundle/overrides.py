@@ -27,6 +27,10 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from monai_bayes.bundle.datasets import DATASET_KEYWORDS
+from monai_bayes.handlers.kl_annealing import KLSchedule
+from monai_bayes.layers.partial import SIGMA_INIT_NAMES
+from monai_bayes.losses.elbo import KLReduction
+from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion
 from monai_bayes.workflows.methods import check_method
 
 __all__ = ["SETTING_RULES", "config_overrides", "setting_defaults", "validate_overrides"]
@@ -93,6 +97,16 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _sigma_init(value: Any) -> str | None:
+    ok = value in SIGMA_INIT_NAMES or (_number(value) and value > 0)
+    return None if ok else f"one of {list(SIGMA_INIT_NAMES)} or a number > 0"
+
+
+def _kl_reduction(value: Any) -> str | None:
+    ok = value in tuple(KLReduction) or (_number(value) and value > 0)
+    return None if ok else f"one of {[r.value for r in KLReduction]} or a number > 0"
+
+
 def _method(value: Any) -> str | None:
     try:
         check_method(value)
@@ -144,6 +158,12 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "val_samples": _positive_int,
     "val_interval": _positive_int,
     "beta_start": _non_negative_number,
+    "saliency_criterion": _one_of(*(c.value for c in SaliencyCriterion)),
+    "saliency_batch_norm": _one_of(*(m.value for m in SaliencyBatchNorm)),
+    "sigma_init": _sigma_init,
+    "prior_sigma": _positive_number,
+    "kl_reduction": _kl_reduction,
+    "kl_schedule": _one_of(*(k.value for k in KLSchedule)),
     "beta_end": _non_negative_number,
     "dataset_dir": _dataset_source,
     "input_dir": _existing_dir_or_empty,
@@ -159,6 +179,10 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sample_counts": _list_of(_positive_int, optional=True),
     "folds": _list_of(_non_negative_int, optional=True),
 }
+
+
+#: settings whose default is a name but that also take a number (their rule checks both)
+_NAME_OR_NUMBER = frozenset({"sigma_init", "kl_reduction"})
 
 
 def _calling_parser() -> ConfigParser:
@@ -313,7 +337,7 @@ def validate_overrides(
             hint = f"; nearest valid: {', '.join(repr(n) for n in near)}" if near else ""
             problems.append(f"unknown setting {key!r} (not an id of {', '.join(f.name for f in files)}){hint}")
             continue
-        expected = _type_error(value, _nested_default(merged, key))
+        expected = None if key in _NAME_OR_NUMBER else _type_error(value, _nested_default(merged, key))
         if expected is None and key in SETTING_RULES and not _is_expression(value):
             expected = SETTING_RULES[key](value)
         if expected is not None:

@@ -23,7 +23,7 @@ from torch import nn
 from monai_bayes.bundle.distributed import barrier, is_main_process
 from monai_bayes.bundle.layout import RunLayout
 from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
-from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
+from monai_bayes.networks.convert import init_means_normal, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import format_selection_report, selection_report
 from monai_bayes.selection.select import select_bayesian_weights
@@ -72,6 +72,8 @@ def run_selection(
     r_bayes: float = 0.01,
     score_method: str = "saliency",
     scope: str = "global",
+    saliency_criterion: str = "abs_of_sum",
+    saliency_batch_norm: str = "train",
     num_batches: int | None = None,
     seed: int = 0,
     sigma_init: float | str = "relative",
@@ -83,13 +85,19 @@ def run_selection(
     """SBN step 2 as a bundle step: load the deterministic model, make its Top ``r_bayes`` weights
     Bayesian (``full_bayes``: all of them), save the converted network and the per-layer report.
 
-    Returns the path of the converted checkpoint.
+    A ``from_scratch`` method (``full_bayes_scratch``) loads nothing: the untrained ``network_def`` gets means
+    ``μ ~ N(0, 1)`` (:func:`~monai_bayes.networks.init_means_normal`) before every weight is made Bayesian.
+    ``saliency_criterion`` / ``saliency_batch_norm`` are the :class:`~monai_bayes.selection.SelectionSettings`
+    fields of the same names. Returns the path of the converted checkpoint.
     """
     spec = method_spec(method)
     if spec.selection is None:
         with_selection = [m for m, s in METHOD_REGISTRY.items() if s.selection is not None]
         raise ValueError(f"the selection step applies to {with_selection}, not {method!r}.")
-    network = load_checkpoint(network_def, _require(deterministic_checkpoint, "deterministic checkpoint"))
+    if spec.from_scratch:
+        network = init_means_normal(network_def, include=include, exclude=exclude)
+    else:
+        network = load_checkpoint(network_def, _require(deterministic_checkpoint, "deterministic checkpoint"))
     network.to(torch.device(device))
     if spec.selection == "all":
         to_full_bayes(network, include=include, exclude=exclude, sigma_init=sigma_init, prior_sigma=prior_sigma)
@@ -100,6 +108,8 @@ def run_selection(
             r_bayes=r_bayes,
             method=score_method,
             scope=scope,
+            saliency_criterion=saliency_criterion,
+            saliency_batch_norm=saliency_batch_norm,
             loader=loader,
             loss_function=loss_function,
             num_batches=num_batches,

@@ -189,11 +189,14 @@ class BrierScore(_QuantityMetricHandler):
         self,
         likelihood: str = "auto",
         rater_mode: str = "each",
+        class_mean: bool = True,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
     ) -> None:
-        metric_fn = BrierScoreMetric(likelihood=likelihood, rater_mode=rater_mode, reduction=reduction)
+        metric_fn = BrierScoreMetric(
+            likelihood=likelihood, rater_mode=rater_mode, class_mean=class_mean, reduction=reduction
+        )
         super().__init__(metric_fn, output_transform, save_details)
 
 

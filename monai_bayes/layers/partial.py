@@ -76,23 +76,57 @@ def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, prior_mu: float, prior_si
     ).sum()
 
 
+#: ``sigma_init`` names: the σ₀ rules of :func:`initial_sigma`
+SIGMA_INIT_NAMES: tuple[str, ...] = ("relative", "rho_normal")
+#: ρ ~ N(RHO_NORMAL_MEAN, RHO_NORMAL_STD²) for ``sigma_init="rho_normal"`` (the authors' ``posterior_rho_init``)
+RHO_NORMAL_MEAN = -3.0
+RHO_NORMAL_STD = 1.0
+
+
 def initial_sigma(mu: torch.Tensor, sigma_init: float | str, relative_scale: float, floor: float) -> torch.Tensor:
     """Initial posterior σ for Bayesian entries with means ``mu``.
 
-    ``sigma_init="relative"`` (default): ``σ = max(relative_scale·|μ|, floor)`` -- a sample starts
-    within a few percent of the trained weight, so the converted net initially behaves like the
-    deterministic one (SBN step 3 starts from the trained point estimates); the floor keeps
-    near-zero weights stochastic and their ρ trainable. A float gives a constant σ (e.g.
-    ``softplus(-3) ≈ 0.0486``, the common Bayes-by-backprop default).
+    * ``"relative"`` (default): ``σ = max(relative_scale·|μ|, floor)`` -- a sample starts within a few
+      percent of the trained weight, so the converted net initially behaves like the deterministic one
+      (SBN step 3 starts from the trained point estimates); the floor keeps near-zero weights stochastic
+      and their ρ trainable.
+    * ``"rho_normal"``: ``σ = softplus(ρ)`` with ``ρ ~ N(-3, 1)`` drawn from torch's global generator
+      (seed it, e.g. ``monai.utils.set_determinism``), as the authors' code initialises every
+      Bayesian entry (``models/bayeslayers.py``: ``rho_weight.data.normal_(mean=posterior_rho_init, std=1)``
+      with ``posterior_rho: -3`` in ``configs/lidc.json`` / ``configs/isic.json``); median σ ≈ 0.049.
+    * a float: a constant σ (e.g. ``softplus(-3) ≈ 0.0486``).
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        Means of the Bayesian entries, any shape.
+    sigma_init : float or str
+        The rule (above).
+    relative_scale, floor : float
+        Parameters of ``"relative"``.
+
+    Returns
+    -------
+    torch.Tensor
+        σ₀ shaped like ``mu``, > 0.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a non-positive constant or non-positive ``relative_scale`` / ``floor``.
     """
+    expected = f"one of {list(SIGMA_INIT_NAMES)} or a positive float"
     if isinstance(sigma_init, str):
-        if sigma_init != "relative":
-            raise ValueError(f"sigma_init must be 'relative' or a positive float, got {sigma_init!r}.")
+        if sigma_init not in SIGMA_INIT_NAMES:
+            raise ValueError(f"sigma_init must be {expected}, got {sigma_init!r}.")
+        if sigma_init == "rho_normal":
+            rho = torch.randn(mu.shape, dtype=torch.float64) * RHO_NORMAL_STD + RHO_NORMAL_MEAN
+            return F.softplus(rho).to(device=mu.device, dtype=mu.dtype)
         if relative_scale <= 0 or floor <= 0:
             raise ValueError(f"sigma_relative_scale and sigma_floor must be > 0, got {relative_scale!r} and {floor!r}.")
         return torch.clamp(relative_scale * mu.abs(), min=floor)
     if not float(sigma_init) > 0:
-        raise ValueError(f"sigma_init must be 'relative' or a positive float, got {sigma_init!r}.")
+        raise ValueError(f"sigma_init must be {expected}, got {sigma_init!r}.")
     return torch.full_like(mu, float(sigma_init))
 
 
@@ -245,6 +279,27 @@ class PartialBayesLayer(StochasticLayer):
         """``Σ_i KL(N(μ_i, σ_i²) ‖ prior)`` over the Bayesian entries; deterministic entries add 0."""
         terms = [
             gaussian_kl(self.posterior_mean(p), self.sigma(p), self.prior_mu, self.prior_sigma)
+            for p in self.bayes_param_names
+        ]
+        if not terms:
+            return self.weight.new_zeros(())
+        return torch.stack(terms).sum()
+
+    def kl_mean(self) -> torch.Tensor:
+        """Mean KL over the Bayesian entries of each parameter (weight, bias), summed over the parameters.
+
+        The per-layer reduction of the authors' code (``models/bayeslayers.py``, ``kl_div(..., mask)``:
+        ``kl[~mask].mean()`` for the weight plus the same for the bias); used by
+        ``ELBOLoss(kl_reduction="layer_mean")``. A layer without Bayesian entries gives 0.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar, nats per entry.
+        """
+        terms = [
+            gaussian_kl(self.posterior_mean(p), self.sigma(p), self.prior_mu, self.prior_sigma)
+            / getattr(self, f"{p}_rho").numel()
             for p in self.bayes_param_names
         ]
         if not terms:

@@ -25,6 +25,12 @@ The loss::
   ``"parameters"``
       ``D = number of Bayesian entries``: the mean KL per Bayesian weight, which keeps the KL on
       the NLL's scale whatever ``r_bayes`` is.
+  ``"layer_mean"``
+      the KL term itself changes: the mean KL over the Bayesian entries of each parameter tensor
+      (weight, bias) of each layer, summed over tensors and layers (:meth:`PartialBayesLayer.kl_mean`),
+      with ``D = 1`` -- the authors' code (``models/bayeslayers.py`` ``kl_div``: ``kl[~mask].mean()``;
+      ``train.py``: ``loss = likelihood + kl_weight.get_weight(step, epoch) * kl``). Partial/full-Bayes
+      layers only.
   a positive number
       ``D`` = that number.
 """
@@ -42,6 +48,7 @@ from torch import nn
 from torch.nn.modules.loss import _Loss
 
 from monai_bayes.layers.base import kl_divergence, stochastic_layers
+from monai_bayes.layers.partial import PartialBayesLayer
 from monai_bayes.utils.options import look_up
 
 __all__ = ["ELBOLoss", "KLReduction", "NLLName", "WeightedCrossEntropyLoss", "make_nll"]
@@ -54,6 +61,7 @@ class KLReduction(StrEnum):
     BATCH = "batch"
     SUM = "sum"
     PARAMETERS = "parameters"
+    LAYER_MEAN = "layer_mean"
 
 
 class NLLName(StrEnum):
@@ -128,7 +136,7 @@ class ELBOLoss(_Loss):
     beta
         initial KL weight β (a :class:`~monai_bayes.handlers.KLAnnealingHandler` updates it).
     kl_reduction
-        ``"dataset"``, ``"batch"``, ``"sum"``, ``"parameters"`` or a positive divisor.
+        ``"dataset"``, ``"batch"``, ``"sum"``, ``"parameters"``, ``"layer_mean"`` or a positive divisor.
     dataset_size
         number of training items (required for ``"dataset"``).
     class_weights
@@ -180,12 +188,38 @@ class ELBOLoss(_Loss):
             return float(cast(int, self.dataset_size))  # __init__ checks it is set for "dataset"
         if r == "batch":
             return float(batch_size)
-        if r == "sum":
+        if r in ("sum", "layer_mean"):
             return 1.0
         if r == "parameters":
             n = sum(getattr(layer, "num_bayes", lambda: 0)() for _, layer in stochastic_layers(self.network[0]))
             return float(max(n, 1))
         return float(r)
+
+    def kl_term(self) -> torch.Tensor:
+        """The network's KL as the reduction defines it: the sum over entries, or per-layer means (``"layer_mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar KL in nats (before β and ``D``).
+
+        Raises
+        ------
+        ValueError
+            For ``"layer_mean"`` with a stochastic layer that is not a partial/full-Bayes layer.
+        """
+        network = self.network[0]
+        if self.kl_reduction != "layer_mean":
+            return kl_divergence(network)
+        terms = []
+        for name, layer in stochastic_layers(network):
+            if not isinstance(layer, PartialBayesLayer):
+                raise ValueError(
+                    f"kl_reduction='layer_mean' averages over Bayesian weight entries (partial/full-Bayes layers); "
+                    f"layer {name!r} is a {type(layer).__name__}."
+                )
+            terms.append(layer.kl_mean())
+        return torch.stack(terms).sum()
 
     def sample_nll(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """NLL averaged over samples: ``preds`` ``(B, S, C, *sp)`` (or ``(B, C, *sp)`` for one sample)."""
@@ -202,6 +236,6 @@ class ELBOLoss(_Loss):
                 "SaliencySelectionHandler before training starts)."
             )
         nll = self.sample_nll(preds, target)
-        kl = kl_divergence(self.network[0])
+        kl = self.kl_term()
         self.last_nll, self.last_kl = nll.detach(), kl.detach()
         return nll + self.beta * kl / self.kl_divisor(target.shape[0])

@@ -52,12 +52,19 @@ def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def compute_brier_score(
-    y_pred: torch.Tensor, y: torch.Tensor, likelihood: str = "auto", rater_mode: str = "each"
+    y_pred: torch.Tensor,
+    y: torch.Tensor,
+    likelihood: str = "auto",
+    rater_mode: str = "each",
+    class_mean: bool = True,
 ) -> torch.Tensor:
     """Brier score of the predictive mean against rater labels, averaged over voxels, per case.
 
     Bernoulli (sigmoid, multi-label): BS_c = mean_v (p̄_c − y_c)² per channel, (B, C).
-    Categorical (softmax): BS = mean_v Σ_c (p̄_c − y_c)² (Brier 1950, range [0, 2]), (B, 1).
+    Categorical (softmax), ``class_mean=True`` (default): BS = mean_v (1/C) Σ_c (p̄_c − y_c)², range [0, 2/C] --
+    the definition of seed 000 and of the authors' code (``utils.py`` ``compute_brier_score``:
+    ``torch.sum((probs - targets)**2, dim=class_dim) / num_classes``); for C = 2 it equals the Bernoulli score
+    of the foreground channel. ``class_mean=False``: Brier's (1950) sum over classes, range [0, 2] (2× for C = 2).
 
     Parameters
     ----------
@@ -71,6 +78,8 @@ def compute_brier_score(
     rater_mode
         ``"each"``: mean over raters of the score against each rater (= score against the soft label plus the
         rater variance); ``"soft"``: against the rater mean; ``"majority"``: against the majority vote.
+    class_mean
+        Categorical only: divide the sum over classes by C (default, the seed's) or not (Brier 1950).
 
     Returns
     -------
@@ -84,7 +93,7 @@ def compute_brier_score(
     else:
         squared = (mean - reduce_raters(raters, rater_mode, likelihood).to(mean.dtype)).square()
     if likelihood == "categorical":
-        squared = squared.sum(dim=1, keepdim=True)
+        squared = squared.mean(dim=1, keepdim=True) if class_mean else squared.sum(dim=1, keepdim=True)
     return _spatial_mean(squared)
 
 
@@ -160,16 +169,29 @@ class BrierScoreMetric(_ScoreMetric):
 
     Parameters
     ----------
-    likelihood, rater_mode
-        As in :func:`compute_brier_score`.
+    likelihood, rater_mode, class_mean
+        As in :func:`compute_brier_score` (``class_mean=True``: the seed's 1/C factor).
     reduction, get_not_nans
         MONAI reduction of the per-case values and whether to return ``not_nans``.
     """
 
     quantities = ("brier",)
 
+    def __init__(
+        self,
+        likelihood: str = "auto",
+        rater_mode: str = "each",
+        class_mean: bool = True,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__(likelihood=likelihood, rater_mode=rater_mode, reduction=reduction, get_not_nans=get_not_nans)
+        self.class_mean = bool(class_mean)
+
     def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return compute_brier_score(y_pred, y, likelihood=self.likelihood, rater_mode=self.rater_mode)
+        return compute_brier_score(
+            y_pred, y, likelihood=self.likelihood, rater_mode=self.rater_mode, class_mean=self.class_mean
+        )
 
 
 class NegativeLogLikelihoodMetric(_ScoreMetric):

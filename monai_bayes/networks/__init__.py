@@ -9,7 +9,13 @@ from monai_bayes.networks.checkpoint import (
     load_stochastic_state_dict,
     save_checkpoint,
 )
-from monai_bayes.networks.convert import to_deterministic, to_full_bayes, to_mc_dropout, to_partial_bayes
+from monai_bayes.networks.convert import (
+    init_means_normal,
+    to_deterministic,
+    to_full_bayes,
+    to_mc_dropout,
+    to_partial_bayes,
+)
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.extract import extract_width
 from monai_bayes.networks.nested import to_nested
@@ -23,6 +29,7 @@ __all__ = [
     "candidate_modules",
     "candidate_parameters",
     "extract_width",
+    "init_means_normal",
     "load_checkpoint",
     "load_stochastic_state_dict",
     "recalibrate_batch_norm",

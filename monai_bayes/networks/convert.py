@@ -38,6 +38,7 @@ from monai_bayes.utils.options import look_up
 
 __all__ = [
     "DropoutPlacement",
+    "init_means_normal",
     "to_deterministic",
     "to_full_bayes",
     "to_mc_dropout",
@@ -166,6 +167,47 @@ def to_partial_bayes(
             prior_mu=prior_mu,
             prior_sigma=prior_sigma,
         )
+    return model
+
+
+def init_means_normal(
+    model: nn.Module,
+    mean: float = 0.0,
+    std: float = 1.0,
+    include: ModulePattern | Sequence[ModulePattern] | None = None,
+    exclude: ModulePattern | Sequence[ModulePattern] | None = None,
+) -> nn.Module:
+    """Draw every candidate weight and bias ``~ N(mean, std²)`` in place (full Bayes from scratch).
+
+    The seed's and the authors' full-Bayes baseline starts from ``μ ~ N(0, 1)`` (``models/bayeslayers.py``:
+    ``mu_weight.data.normal_(mean=posterior_mu_init, std=1)``, ``posterior_mu: 0``) rather than from a trained
+    network. Normalisation layers are not candidates and keep their (untrained) initial state. Draws come from
+    torch's global generator (seed it first).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, changed in place (before or after conversion: the means live in ``weight`` / ``bias``).
+    mean, std : float
+        Moments of the draw (``std > 0``).
+    include, exclude : ModulePattern or sequence of ModulePattern, optional
+        Restrict the candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+
+    Raises
+    ------
+    ValueError
+        If ``std <= 0``.
+    """
+    if not float(std) > 0:
+        raise ValueError(f"std must be > 0, got {std!r}.")
+    with torch.no_grad():
+        for param in candidate_parameters(model, include, exclude).values():
+            param.normal_(mean=float(mean), std=float(std))
     return model
 
 

@@ -2,6 +2,8 @@
 
 from monai_bayes.selection.report import LayerSelection, format_selection_report, selection_report
 from monai_bayes.selection.saliency import (
+    SaliencyBatchNorm,
+    SaliencyCriterion,
     ScoreMethod,
     compute_scores,
     magnitude_scores,
@@ -14,6 +16,8 @@ from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_select
 
 __all__ = [
     "LayerSelection",
+    "SaliencyBatchNorm",
+    "SaliencyCriterion",
     "ScopeName",
     "ScoreMethod",
     "SelectionScope",

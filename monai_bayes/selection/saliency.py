@@ -1,10 +1,26 @@
 """Parameter scores for choosing Bayesian weights (seed 000, SBN §2.2 step 2, and ablations).
 
-* ``"saliency"`` (the seed's criterion): ``Σ_batches |∇θ L|`` -- the gradient magnitude of the task
-  loss, accumulated over batches (default: one epoch). One forward and one backward per batch;
-  the gradient of every batch is taken in absolute value *before* summing, so opposite-signed
-  gradients of different batches do not cancel.
-* ``"saliency_sq"``: ``Σ_batches (∇θ L)²`` (a Fisher-information-like variant).
+* ``"saliency"`` (the seed's criterion, ``Top-k(|∇θ|)``): the gradient of the task loss accumulated over
+  batches (default: one epoch), one forward and one backward per batch, reduced by a
+  :class:`SaliencyCriterion`:
+
+  ``"abs_of_sum"`` (default)
+      ``|Σ_b ∇θ L_b|``: the magnitude of the gradient of the loss summed over the loader -- the seed's
+      ``|∇θ|`` with ∇θ the training-loss gradient, and what the authors' code computes (``utils.py``,
+      ``SensitivityAnalyzer.compute_sensitivity``: ``loss.backward()`` per batch accumulates the signed
+      gradient in ``.grad``, scored after the loop);
+  ``"squared_sum"``
+      ``(Σ_b ∇θ L_b)²``: the authors' literal score (``torch.square(param.grad)``); the same ranking as
+      ``"abs_of_sum"``;
+  ``"sum_of_abs"``
+      ``Σ_b |∇θ L_b|``: per-batch magnitudes summed, so opposite-signed batches do not cancel (this
+      project's criterion before issue 16);
+  ``"sum_of_squares"``
+      ``Σ_b (∇θ L_b)²``: a Fisher-information-like variant (also ``"saliency_sq"``).
+
+  With two batches of gradients +1 and -1 the first two give 0, ``"sum_of_abs"`` gives 2 and
+  ``"sum_of_squares"`` 2.
+* ``"saliency_sq"``: ``"saliency"`` with ``criterion="sum_of_squares"`` (kept for old configs).
 * ``"magnitude"``: ``|θ|`` (largest-magnitude ablation, no data needed).
 * ``"random"``: i.i.d. uniform scores from a seeded generator (random ablation).
 
@@ -32,7 +48,15 @@ from monai_bayes.utils.options import look_up
 from monai_bayes.utils.progress import progress_bar
 from monai_bayes.utils.tensors import as_plain_tensor
 
-__all__ = ["ScoreMethod", "compute_scores", "magnitude_scores", "random_scores", "saliency_scores"]
+__all__ = [
+    "SaliencyBatchNorm",
+    "SaliencyCriterion",
+    "ScoreMethod",
+    "compute_scores",
+    "magnitude_scores",
+    "random_scores",
+    "saliency_scores",
+]
 
 
 class ScoreMethod(StrEnum):
@@ -42,6 +66,67 @@ class ScoreMethod(StrEnum):
     SALIENCY_SQ = "saliency_sq"
     MAGNITUDE = "magnitude"
     RANDOM = "random"
+
+
+class SaliencyCriterion(StrEnum):
+    """How per-batch gradients ``g_b`` become a score (module docstring)."""
+
+    ABS_OF_SUM = "abs_of_sum"
+    SQUARED_SUM = "squared_sum"
+    SUM_OF_ABS = "sum_of_abs"
+    SUM_OF_SQUARES = "sum_of_squares"
+
+
+class SaliencyBatchNorm(StrEnum):
+    """Mode of the batch-norm layers during the saliency passes.
+
+    ``"train"``: normalise with each batch's statistics, as the network was trained and as the authors' code
+    runs it (the network is never put in eval mode before ``compute_sensitivity``); the running statistics
+    are restored afterwards, so the pass leaves the network unchanged. ``"eval"``: use the running statistics.
+    Every other module (dropout, ...) is in eval mode either way.
+    """
+
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+def _accumulate(score: torch.Tensor, grad: torch.Tensor, criterion: SaliencyCriterion) -> None:
+    """Add one batch's gradient to the running score (signed for the ``*_sum`` criteria, in place)."""
+    if criterion in (SaliencyCriterion.ABS_OF_SUM, SaliencyCriterion.SQUARED_SUM):
+        score += grad
+    elif criterion == SaliencyCriterion.SUM_OF_ABS:
+        score += grad.abs()
+    else:
+        score += grad.square()
+
+
+def _finish(score: torch.Tensor, criterion: SaliencyCriterion) -> torch.Tensor:
+    """The score of a parameter from its accumulated gradients."""
+    if criterion == SaliencyCriterion.ABS_OF_SUM:
+        return score.abs()
+    if criterion == SaliencyCriterion.SQUARED_SUM:
+        return score.square()
+    return score
+
+
+def _batch_norm_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the running statistics of every batch-norm layer (restored after a train-mode pass)."""
+    return {
+        f"{name}.{b}": buf.detach().clone()
+        for name, module in network.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for b, buf in module.named_buffers(recurse=False)
+        if buf is not None
+    }
+
+
+def _set_saliency_mode(network: nn.Module, batch_norm: SaliencyBatchNorm) -> None:
+    """Eval mode everywhere; batch-norm layers in train mode when ``batch_norm == "train"``."""
+    network.eval()
+    if batch_norm == SaliencyBatchNorm.TRAIN:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train()
 
 
 def _world_size() -> int:
@@ -76,6 +161,8 @@ def saliency_scores(
     *,
     num_batches: int | None = None,
     squared: bool = False,
+    criterion: SaliencyCriterion | str = SaliencyCriterion.ABS_OF_SUM,
+    batch_norm: SaliencyBatchNorm | str = SaliencyBatchNorm.TRAIN,
     device: torch.device | str | None = None,
     prepare_batch: Callable[..., Any] = default_prepare_batch,
     include: ModulePattern | Sequence[ModulePattern] | None = None,
@@ -83,7 +170,7 @@ def saliency_scores(
     all_reduce: bool = True,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Accumulated gradient saliency ``Σ_b |∇θ L_b|`` (or ``Σ_b (∇θ L_b)²``) of the task loss.
+    """Gradient saliency of the task loss over a loader (``|Σ_b ∇θ L_b|`` by default, see ``criterion``).
 
     Parameters
     ----------
@@ -96,7 +183,13 @@ def saliency_scores(
     num_batches
         batches to accumulate over; ``None`` = one full pass over ``loader``.
     squared
-        accumulate ``∇θ²`` instead of ``|∇θ|``.
+        shorthand for ``criterion="sum_of_squares"`` (``Σ_b ∇θ²``).
+    criterion
+        ``"abs_of_sum"`` (default), ``"squared_sum"``, ``"sum_of_abs"`` or ``"sum_of_squares"``
+        (:class:`SaliencyCriterion`, module docstring).
+    batch_norm
+        ``"train"`` (default, as the authors' code) or ``"eval"``: batch-norm mode during the passes
+        (:class:`SaliencyBatchNorm`); running statistics are restored afterwards.
     device
         where to run (default: the network's device).
     prepare_batch
@@ -105,20 +198,28 @@ def saliency_scores(
         restrict candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
     all_reduce
         under ``torch.distributed``, average each batch's gradients over the ranks before
-        taking their magnitude (see :func:`_average_over_ranks`); all ranks then hold identical scores.
+        accumulating them (see :func:`_average_over_ranks`); all ranks then hold identical scores.
     progress
         show a progress bar.
 
     Returns
     -------
     ``{parameter name: scores}`` (float32, on the network's device).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``criterion`` / ``batch_norm`` or a loader without batches.
     """
+    criterion = SaliencyCriterion.SUM_OF_SQUARES if squared else look_up("criterion", criterion, SaliencyCriterion)
+    batch_norm = look_up("batch_norm", batch_norm, SaliencyBatchNorm)
     params = candidate_parameters(network, include, exclude)
     device = torch.device(device) if device is not None else next(network.parameters()).device
     scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = network.training
     requires = {n: p.requires_grad for n, p in network.named_parameters()}
-    network.eval()  # deterministic forward: no dropout, batch-norm running statistics
+    bn_state = _batch_norm_state(network)
+    _set_saliency_mode(network, batch_norm)
     for p in network.parameters():
         p.requires_grad_(False)
     for p in params.values():
@@ -136,15 +237,19 @@ def saliency_scores(
                 if all_reduce:
                     grads = _average_over_ranks(grads)
                 for (name, _), g in zip(params.items(), grads):
-                    scores[name] += g.square() if squared else g.abs()
+                    _accumulate(scores[name], g, criterion)
                 seen += 1
     finally:
         for n, p in network.named_parameters():
             p.requires_grad_(requires[n])
         network.train(was_training)
+        buffers = dict(network.named_buffers())
+        with torch.no_grad():
+            for key, value in bn_state.items():
+                buffers[key].copy_(value)
     if seen == 0:
         raise ValueError("the loader yielded no batch: saliency needs at least one batch of training data.")
-    return scores
+    return {name: _finish(score, criterion) for name, score in scores.items()}
 
 
 def _safe_len(loader: Iterable[Any]) -> int | None:

@@ -17,7 +17,7 @@ from torch import nn
 from monai_bayes.layers.candidates import ModulePattern
 from monai_bayes.networks.convert import to_partial_bayes
 from monai_bayes.selection.report import LayerSelection, selection_report
-from monai_bayes.selection.saliency import ScoreMethod, compute_scores
+from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion, ScoreMethod, compute_scores
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, select_topk
 from monai_bayes.utils.options import look_up
 
@@ -33,7 +33,12 @@ class SelectionSettings:
     r_bayes : float
         Fraction in (0, 1] of the candidate entries made Bayesian (seed 000: 0.01).
     method : ScoreMethod or str
-        Score: ``"saliency"`` (Σ|∇θ|, the seed's), ``"saliency_sq"``, ``"magnitude"`` or ``"random"``.
+        Score: ``"saliency"`` (the seed's ``|∇θ|``), ``"saliency_sq"``, ``"magnitude"`` or ``"random"``.
+    saliency_criterion : SaliencyCriterion or str
+        How the saliency reduces per-batch gradients: ``"abs_of_sum"`` (``|Σ_b g_b|``, the seed's and the
+        authors' code, default), ``"squared_sum"``, ``"sum_of_abs"`` (``Σ_b |g_b|``) or ``"sum_of_squares"``.
+    saliency_batch_norm : SaliencyBatchNorm or str
+        Batch-norm mode during the saliency passes: ``"train"`` (the authors' code, default) or ``"eval"``.
     scope : SelectionScope or str
         Top-k over the whole network (``"global"``, the seed's) or within each layer (``"layer"``).
     num_batches : int, optional
@@ -43,20 +48,23 @@ class SelectionSettings:
     include, exclude : ModulePattern or sequence of ModulePattern, optional
         Restrict the candidate modules (see :func:`~monai_bayes.layers.candidate_modules`).
     sigma_init : float or str
-        Initial σ of the Bayesian entries: ``"relative"`` (``max(0.05·|μ|, 1e-3)``) or a constant.
+        Initial σ of the Bayesian entries: ``"relative"`` (``max(0.05·|μ|, 1e-3)``), ``"rho_normal"``
+        (``σ = softplus(ρ)``, ``ρ ~ N(-3, 1)``, the authors' code) or a constant.
     prior_mu, prior_sigma : float
         Gaussian prior ``N(prior_mu, prior_sigma²)`` of the Bayesian entries (seed 000: ``N(0, 1)``).
 
     Raises
     ------
     ValueError
-        For ``r_bayes`` outside (0, 1], an unknown ``method`` / ``scope``, ``num_batches < 1`` or
+        For ``r_bayes`` outside (0, 1], an unknown ``method`` / ``scope`` / saliency option, ``num_batches < 1`` or
         ``prior_sigma <= 0``.
     """
 
     r_bayes: float = 0.01
     method: ScoreMethod | str = ScoreMethod.SALIENCY
     scope: SelectionScope | str = SelectionScope.GLOBAL
+    saliency_criterion: SaliencyCriterion | str = SaliencyCriterion.ABS_OF_SUM
+    saliency_batch_norm: SaliencyBatchNorm | str = SaliencyBatchNorm.TRAIN
     num_batches: int | None = None
     seed: int = 0
     include: ModulePattern | Sequence[ModulePattern] | None = None
@@ -69,6 +77,10 @@ class SelectionSettings:
         object.__setattr__(self, "r_bayes", check_r_bayes(self.r_bayes))
         object.__setattr__(self, "method", look_up("method", self.method, ScoreMethod))
         object.__setattr__(self, "scope", look_up("scope", self.scope, SelectionScope))
+        criterion = look_up("saliency_criterion", self.saliency_criterion, SaliencyCriterion)
+        object.__setattr__(self, "saliency_criterion", criterion)
+        batch_norm = look_up("saliency_batch_norm", self.saliency_batch_norm, SaliencyBatchNorm)
+        object.__setattr__(self, "saliency_batch_norm", batch_norm)
         if self.num_batches is not None and (isinstance(self.num_batches, bool) or int(self.num_batches) < 1):
             raise ValueError(f"num_batches must be a positive int or None, got {self.num_batches!r}.")
         if not float(self.prior_sigma) > 0:
@@ -154,6 +166,9 @@ def select_bayesian_weights(
     kwargs: dict[str, Any] = {"include": settings.include, "exclude": settings.exclude}
     if settings.needs_data:
         kwargs.update(num_batches=settings.num_batches, device=device, progress=progress)
+        kwargs.update(batch_norm=settings.saliency_batch_norm)
+        if settings.method == ScoreMethod.SALIENCY:  # "saliency_sq" fixes its own criterion
+            kwargs.update(criterion=settings.saliency_criterion)
         if prepare_batch is not None:
             kwargs["prepare_batch"] = prepare_batch
     scores = compute_scores(settings.method, network, loader, loss_function, seed=settings.seed, **kwargs)

@@ -50,6 +50,10 @@ class MethodSpec:
     train_config : str
         The bundle config of step 3 (ELBO / method-specific training), e.g. ``"train"``; a method with its own
         training loop names its own config here and adds its steps to the bundle.
+    from_scratch : bool
+        No step 1: step 2 converts the *untrained* network with its means drawn ``μ ~ N(0, 1)``
+        (:func:`~monai_bayes.networks.init_means_normal`) and step 3 trains it from there (the seed's and the
+        authors' full-Bayes baseline, ``posterior_mu: 0`` with ``mu_weight.data.normal_(mean=0, std=1)``).
     """
 
     name: str
@@ -61,11 +65,16 @@ class MethodSpec:
     uses_r_bayes: bool = False
     description: str = ""
     train_config: str = "train"
+    from_scratch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.from_scratch and (self.selection is None or not self.bayes_training):
+            raise ValueError(f"method {self.name!r}: from_scratch needs a selection step and Bayesian training.")
 
     @property
     def configs(self) -> tuple[str, ...]:
         """The bundle step configs this method runs, in order (each merged after ``common``)."""
-        steps = ["train_deterministic"]
+        steps = [] if self.from_scratch else ["train_deterministic"]
         if self.selection is not None:
             steps.append("select")
         if self.bayes_training:
@@ -99,13 +108,22 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             "full_bayes",
             selection="all",
             bayes_training=True,
-            description="mean-field Bayes over every candidate weight (r_bayes = 1), from the deterministic means",
+            description="mean-field Bayes over every candidate weight (r_bayes = 1), warm-started from the trained "
+            "deterministic means",
         ),
         MethodSpec(
             "ensemble",
             deterministic_output="members",
             mc_samples="members",
             description="deep ensemble of independently initialised deterministic members",
+        ),
+        MethodSpec(
+            "full_bayes_scratch",
+            selection="all",
+            bayes_training=True,
+            from_scratch=True,
+            description="mean-field Bayes over every candidate weight trained from scratch (means drawn N(0, 1), "
+            "no deterministic step), the seed's full-Bayes baseline",
         ),
     )
 }

@@ -3,8 +3,8 @@
 :func:`train_sparse_bayes` runs
 
 1. **deterministic training** (NLL) → ``deterministic.pt``;
-2. **selection**: gradient saliency ``Σ|∇θ|`` over one epoch, Top ``r_bayes`` made Bayesian with μ
-   from the trained weights → ``selection.json`` (per-layer report);
+2. **selection**: gradient saliency ``|Σ_b ∇θ L_b|`` over one epoch (``saliency_criterion``), Top ``r_bayes``
+   made Bayesian with μ from the trained weights → ``selection.json`` (per-layer report);
 3. **partial-Bayes training**: ELBO with ``num_samples`` MC samples per step and annealed β →
    ``sparse_bayes.pt``.
 
@@ -13,7 +13,8 @@ Each step is also a public function (:func:`train_deterministic`,
 :func:`train_bayesian`). With ``output_dir`` set, every finished step leaves its checkpoint and a
 rerun resumes after the last finished step (``resume=True``). Baselines go through the same
 entry point (``method=``): ``"deterministic"``, ``"mc_dropout"``, ``"full_bayes"`` (r_bayes = 1:
-every conv/linear weight), ``"ensemble"`` (``ensemble_size`` independently initialised
+every conv/linear weight, warm-started from step 1), ``"full_bayes_scratch"`` (the same, no step 1, means
+drawn ``N(0, 1)``), ``"ensemble"`` (``ensemble_size`` independently initialised
 deterministic members). Every training step records parameters, FLOPs per step and wall time
 (:class:`~monai_bayes.handlers.TrainingCostHandler`).
 
@@ -43,10 +44,10 @@ from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
 from monai_bayes.losses.elbo import ELBOLoss, make_nll
 from monai_bayes.networks.checkpoint import load_checkpoint, save_checkpoint
-from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
+from monai_bayes.networks.convert import init_means_normal, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.selection.report import LayerSelection
-from monai_bayes.selection.saliency import ScoreMethod
+from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion, ScoreMethod
 from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes
 from monai_bayes.utils.atomic import atomic_write_json
@@ -68,12 +69,14 @@ Loss = nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class OptimizerSettings:
-    """Optimizer of every training step (seed 000: SGD, lr 0.01, weight decay 1e-5)."""
+    """Optimizer of every training step (seed 000: SGD, lr 0.01, weight decay 1e-5; momentum 0.9 as the authors'
+    ``utils.py`` ``get_optimizer`` builds it; ``momentum`` is used by SGD only).
+    """
 
     name: str = "sgd"
     lr: float = 0.01
     weight_decay: float = 1e-5
-    momentum: float = 0.0
+    momentum: float = 0.9
     rho_lr: float | None = None  # learning rate of the ρ parameters (default: lr)
 
     def build(self, network: nn.Module) -> torch.optim.Optimizer:
@@ -259,6 +262,8 @@ def train_sparse_bayes(
     selection_method: ScoreMethod | str = "saliency",
     scope: SelectionScope | str = "global",
     saliency_batches: int | None = None,
+    saliency_criterion: SaliencyCriterion | str = "abs_of_sum",
+    saliency_batch_norm: SaliencyBatchNorm | str = "train",
     sigma_init: float | str = "relative",
     prior_sigma: float = 1.0,
     num_samples: int = 5,
@@ -288,8 +293,8 @@ def train_sparse_bayes(
         epochs of step 1 (also of MC-dropout and each ensemble member).
     bayes_epochs
         epochs of step 3 (partial/full Bayes).
-    r_bayes, selection_method, scope, saliency_batches
-        step 2 (``saliency_batches=None``: one epoch).
+    r_bayes, selection_method, scope, saliency_batches, saliency_criterion, saliency_batch_norm
+        step 2 (``saliency_batches=None``: one epoch; see :class:`~monai_bayes.selection.SelectionSettings`).
     num_samples, kl_schedule, beta_start, beta_end, kl_reduction, dataset_size
         step 3 ELBO
         (see :class:`~monai_bayes.losses.ELBOLoss`, :class:`~monai_bayes.handlers.KLAnnealingHandler`).
@@ -325,7 +330,10 @@ def train_sparse_bayes(
         return result
     if spec.mc_dropout:
         to_mc_dropout(network, mc_dropout_p)
-    run_deterministic(network, "deterministic" if spec.deterministic_output == "shared" else method)
+    if spec.from_scratch:
+        init_means_normal(network)
+    else:
+        run_deterministic(network, "deterministic" if spec.deterministic_output == "shared" else method)
     if spec.selection is None:
         return result
 
@@ -345,6 +353,8 @@ def train_sparse_bayes(
             loader=train_loader,
             loss_function=make_nll(loss_function) if isinstance(loss_function, str) else loss_function,
             num_batches=saliency_batches,
+            saliency_criterion=saliency_criterion,
+            saliency_batch_norm=saliency_batch_norm,
             seed=seed,
             sigma_init=sigma_init,
             prior_sigma=prior_sigma,

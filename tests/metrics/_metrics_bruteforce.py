@@ -126,7 +126,10 @@ def hm_iou_case(
 
 
 def brier_case(samples: torch.Tensor, raters: torch.Tensor, categorical: bool, rater_mode: str) -> list[float]:
-    """Brier score of one case: samples (S, C, *sp) probabilities, raters (R, C, *sp)."""
+    """Brier score of one case: samples (S, C, *sp) probabilities, raters (R, C, *sp).
+
+    Categorical: the seed's (1/C) Σ_c, averaged over voxels; Bernoulli: one score per channel.
+    """
     s_count, c_count = samples.shape[0], samples.shape[1]
     s_lists = [[_pixels(samples[s, c]) for c in range(c_count)] for s in range(s_count)]
     r_lists = [[_pixels(raters[r, c]) for c in range(c_count)] for r in range(raters.shape[0])]
@@ -142,7 +145,7 @@ def brier_case(samples: torch.Tensor, raters: torch.Tensor, categorical: bool, r
             else:
                 total += (p - sum(labels) / len(labels)) ** 2
         per_channel.append(total / n)
-    return [sum(per_channel)] if categorical else per_channel
+    return [sum(per_channel) / c_count] if categorical else per_channel
 
 
 def nll_case(samples: torch.Tensor, raters: torch.Tensor, categorical: bool, eps: float = 1e-7) -> list[float]:

@@ -74,7 +74,7 @@ def test_saliency_over_batches_is_sum_of_per_batch_abs_gradients():
         for (n, _), g in zip(net.named_parameters(), grads):
             expected[n] += g.abs()
             signed[n] += g
-    scores = saliency_scores(net, batches, loss, num_batches=3, progress=False)
+    scores = saliency_scores(net, batches, loss, num_batches=3, criterion="sum_of_abs", progress=False)
     for n in expected:
         torch.testing.assert_close(scores[n], expected[n])
     assert any(not torch.allclose(scores[n], signed[n].abs()) for n in expected), "|Σg| must differ from Σ|g| here"
