@@ -281,7 +281,9 @@ def forward_with_sparse_samples(
     return y
 
 
-def _compact_delta(module: nn.Module, index: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _compact_delta(
+    module: nn.Module, index: torch.Tensor, delta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(out_channels A, in_channels I, ΔW)``: the ``S`` perturbations as compact kernels ``(S, |A|, |I|, *k)``.
 
     For a transposed conv the compact kernels are ``(S, |I|, |A|, *k)`` (its weight is in × out).

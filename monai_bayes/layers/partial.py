@@ -309,7 +309,7 @@ class PartialBayesLayer(StochasticLayer):
         return density is not None and 1.0 + S * density < S
 
     def _forward_shared_input(self, x: torch.Tensor, output_size: list[int] | None) -> torch.Tensor:
-        """``(S·B, ...)`` samples for an input ``x`` of ``B`` items shared by all samples (see ``takes_shared_input``)."""
+        """``(S·B, ...)`` samples for an input ``x`` of ``B`` items shared by all samples (``takes_shared_input``)."""
         S = self._num_samples
         bias_delta = None
         if self.bias is not None and "bias" in self.bayes_param_names:

@@ -147,19 +147,21 @@ def _expanding_stochastic_inputs(
 
     def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         first = args[0] if args else None
+        layer = cast(StochasticLayer, module)
         if (
             sparse_shared_input
             and isinstance(first, torch.Tensor)
             and mode.kind(first) == _SHARED
-            and cast(StochasticLayer, module).takes_shared_input()
+            and layer.takes_shared_input()
         ):
-            module._shared_input = True
+            layer._shared_input = True
             return None
         return tuple(mode.expand(a) if isinstance(a, torch.Tensor) and mode.kind(a) == _SHARED else a for a in args)
 
     def post_hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if getattr(module, "_shared_input", False):
-            module._shared_input = False
+        layer = cast(StochasticLayer, module)
+        if getattr(layer, "_shared_input", False):
+            layer._shared_input = False
             if isinstance(out, torch.Tensor):
                 mode.mark_expanded(out)
 
@@ -174,7 +176,7 @@ def _expanding_stochastic_inputs(
             h.remove()
         for _, layer in stochastic_layers(model):  # an exception inside a layer must not leave the flag set
             if getattr(layer, "_shared_input", False):
-                layer._shared_input = False
+                cast(StochasticLayer, layer)._shared_input = False
 
 
 def shared_prefix_forward(

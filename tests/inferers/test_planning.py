@@ -109,7 +109,7 @@ def test_runoff_keeps_the_loop_against_a_lucky_round():
     def run(plan: MCPlan) -> None:
         time.sleep(next(timings[plan], 0.03))
 
-    plan, times = choose_plan([loop, lucky], run, torch.device("cpu"), repeats=1, runoff=2)
+    plan, _ = choose_plan([loop, lucky], run, torch.device("cpu"), repeats=1, runoff=2)
     assert plan == loop, "a plan must beat the loop over the run-off too"
     assert plan_candidates(4, "auto", "auto", can_share=True, can_sparse=True)[-2:] == [
         MCPlan(2, True, True),
