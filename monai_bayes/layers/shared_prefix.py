@@ -176,7 +176,7 @@ def _expanding_stochastic_inputs(
             h.remove()
         for _, layer in stochastic_layers(model):  # an exception inside a layer must not leave the flag set
             if getattr(layer, "_shared_input", False):
-                cast(StochasticLayer, layer)._shared_input = False
+                layer._shared_input = False
 
 
 def shared_prefix_forward(
