@@ -253,8 +253,8 @@ def main() -> None:
     for label, net, dims in networks(args.quick):
         if not only or label in only:
             rows.extend(bench(label, net, dims, args, device))
-    if args.out is not None:
-        write_results(args.out, rows, args)
+            if args.out is not None:  # after every network, so a long run keeps what it measured
+                write_results(args.out, rows, args)
 
 
 def write_results(folder: Path, rows: list[dict[str, str]], args: argparse.Namespace) -> None:

@@ -90,8 +90,14 @@ def evaluate(parser: ConfigParser, network: torch.nn.Module) -> dict[str, float]
 
 
 def mc_cost(network: torch.nn.Module, det: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[int, float]:
-    """Default-inferer MC time at S = 8, 16 over S × one deterministic forward (medians, interleaved)."""
-    inferers = {s: MonteCarloInferer(s, seed=0) for s in (8, 16)}
+    """MC time at S = 8, 16 over S × one deterministic forward (medians, interleaved).
+
+    All S samples in one pass with the shared prefix (and the sparse shared input where a layer's cost
+    model predicts a gain): the plan that the scopes are for. A fixed plan, not the default's probe: the
+    probe would cost ~40 S-sample calls per scope on this machine (``benchmarks/bench_mc.py`` times the
+    default against this plan).
+    """
+    inferers = {s: MonteCarloInferer(s, chunk_size=s, shared_prefix=True, seed=0) for s in (8, 16)}
     fns = {"det": lambda: det(x), 8: lambda: inferers[8](x, network), 16: lambda: inferers[16](x, network)}
     times: dict[Any, list[float]] = {k: [] for k in fns}
     with torch.no_grad():
@@ -122,6 +128,7 @@ def main() -> None:
     ap.add_argument("--bayes-epochs", type=int, default=2)
     ap.add_argument("--train-samples", type=int, default=2, help="MC samples per ELBO step")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cost-batch", type=int, default=4, help="128^2 patches per timed MC call")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=BUNDLE / "cache")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "fast_mc")
@@ -140,7 +147,7 @@ def main() -> None:
     train_deterministic(det, train_loader, loss_function=nll, max_epochs=args.det_epochs, optimizer=optimizer)
     det.eval()
     batch = next(iter(parser.get_parsed_content("evaluate#dataloader")))["image"]
-    x = torch.as_tensor(batch)[:10]
+    x = torch.as_tensor(batch)[: args.cost_batch]
     rows = []
     for scope in SCOPES:
         net = copy.deepcopy(det).train()
@@ -195,7 +202,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
             f"LIDC bundle default data (real reader annotations), {args.num_cases} scans, bundle fold 0;"
             f" deterministic UNet {args.det_epochs} epochs, then per scope 1 % saliency selection and"
             f" {args.bayes_epochs} ELBO epochs ({args.train_samples} samples per step); evaluation with S = 8;"
-            f" MC cost = default MonteCarloInferer time / (S x deterministic forward), batch of 10 128^2 patches,"
+            f" MC cost = MonteCarloInferer(S, chunk_size=S, shared_prefix=True) time / (S x deterministic forward),"
+            f" batch of {args.cost_batch} 128^2 patches,"
             f" medians of {args.repeats}, {args.threads} thread(s), shared machine; wall {seconds / 60:.0f} min."
             " Far shorter training than the bundle's (12 + 6 epochs on 20 scans): read the quality columns as a"
             " comparison between scopes at equal training, not as the bundle's results."
