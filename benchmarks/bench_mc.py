@@ -9,22 +9,39 @@ decoder (``decoder``, :func:`monai_bayes.selection.scope_modules`), it times, in
 * ``stacked S`` -- all S samples in one stacked batch, no shared prefix (the old default);
 * ``shared S`` -- all S samples in one pass with the shared prefix (layers before the first stochastic
   layer run once);
-* ``auto`` -- the default ``MonteCarloInferer()`` (chunk size and shared prefix chosen by its probe; the
-  probe runs during the warm-up and its choice is printed).
+* ``shared+sparse S`` -- as ``shared S``, and layers whose input is still shared (under global saliency:
+  the first conv) compute their S samples as one dense conv plus one conv for all S sparse perturbations
+  (``sparse_input=True``, :func:`monai_bayes.layers.functional.forward_with_sparse_samples_shared`);
+* ``auto`` -- the default ``MonteCarloInferer()`` (chunk size, shared prefix and sparse input chosen by its
+  probe; the probe runs during the warm-up and its choice is printed).
+
+For the global selection it also times the first stochastic layer alone: S dense per-sample convs of the
+expanded input (the ``"loop"`` strategy) vs the sparse shared path (``first-layer`` ratio < 1: the sparse
+path is faster).
 
 It also prints the cost predicted from the MAC split (:func:`monai_bayes.layers.mc_cost_split`). Medians
 of ``--repeats`` rounds; the machine may be shared, so read the ratios, not the absolute times.
 
 Usage::
 
-    python benchmarks/bench_mc.py [--repeats 5] [--threads 2] [--device cpu] [--quick]
+    python benchmarks/bench_mc.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--quick] [--roi3d 96]
+                                  [--out results/fast_mc]
+
+With ``--out`` the rows are also written as ``mc_cost.csv`` (+ ``provenance.json``) in that folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
+import json
 import platform
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from bench_core import disc_batch, median_times
@@ -33,10 +50,28 @@ from monai.networks.nets import BasicUNet, UNet
 
 from monai_bayes import to_partial_bayes
 from monai_bayes.inferers import MonteCarloInferer
-from monai_bayes.layers import draw_noise, fixed_noise, mc_cost_split, select_noise
+from monai_bayes.layers import (
+    draw_noise,
+    fixed_noise,
+    mc_cost_split,
+    mc_samples,
+    sampling_mode,
+    select_noise,
+    stochastic_layers,
+)
+from monai_bayes.layers.functional import forward_with_samples, forward_with_sparse_samples_shared
 from monai_bayes.selection import restrict_scores, saliency_scores, scope_modules, select_topk
 
 S = 8
+
+#: timed variant -> CSV column (ratios to S x one deterministic forward)
+COLUMNS = {
+    "loop": "plain loop",
+    "stacked S": "stacked",
+    "shared S": "shared prefix",
+    "shared+sparse S": "shared + sparse input",
+    "auto": "auto (default)",
+}
 
 
 def networks(quick: bool) -> list[tuple[str, torch.nn.Module, int]]:
@@ -89,7 +124,57 @@ def plain_loop(net: torch.nn.Module, x: torch.Tensor, inner: Callable[..., torch
     return run
 
 
-def bench(label: str, det: torch.nn.Module, dims: int, args: argparse.Namespace, device: torch.device) -> None:
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a CUDA synchronisation (so wall times include the kernels)."""
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def first_layer_ratio(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float | None:
+    """Time of the sparse shared path / S dense per-sample convs, for the stochastic layers that read ``x``.
+
+    ``None`` when no stochastic layer reads the input directly (decoder scope) or none can use the path.
+    """
+    with mc_samples(net, S), sampling_mode(net, "sample"):
+        firsts = []
+        hooks = [
+            m.register_forward_pre_hook(lambda m, a: firsts.append(m) if a[0] is x else None)
+            for _, m in stochastic_layers(net)
+        ]
+        with torch.no_grad(), mc_samples(net, 1):  # one plain forward finds the layers that read x
+            net(x)
+        for h in hooks:
+            h.remove()
+        layers = [m for m in firsts if m.takes_shared_input()]
+        if not layers:
+            return None
+        xs = torch.cat([x] * S)
+
+        def dense() -> None:
+            for m in layers:
+                w = m.sample_parameter("weight", S)
+                forward_with_samples(m, xs, w, m.bias, "loop")
+
+        def sparse() -> None:
+            for m in layers:
+                delta = m.parameter_delta("weight", S)
+                forward_with_sparse_samples_shared(m, x, m.weight, m.bias, m.weight_bayes_index, delta)
+
+        with torch.no_grad():
+            t = median_times({"dense": synced(dense, x.device), "sparse": synced(sparse, x.device)}, repeats)
+    return t["sparse"] / t["dense"]
+
+
+def bench(
+    label: str, det: torch.nn.Module, dims: int, args: argparse.Namespace, device: torch.device
+) -> list[dict[str, str]]:
     if dims == 2:
         x, y = disc_batch(args.batch, args.size, seed=0)
         inner: Callable[..., torch.Tensor] = SimpleInferer()
@@ -97,6 +182,7 @@ def bench(label: str, det: torch.nn.Module, dims: int, args: argparse.Namespace,
         x, y = blob_batch(1, args.size3d, seed=0)
         inner = SlidingWindowInferer((args.roi3d,) * 3, sw_batch_size=2, overlap=0.25)
     x, y, det = x.to(device), y.to(device), det.to(device).eval()
+    rows = []
     for scope in ("global", "decoder"):
         net = partial_net(det, x, y, scope)
         split = mc_cost_split(net, x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d])
@@ -105,18 +191,40 @@ def bench(label: str, det: torch.nn.Module, dims: int, args: argparse.Namespace,
             "det": lambda: inner(x, det),
             "loop": plain_loop(net, x, inner),
             "stacked S": lambda n=net: MonteCarloInferer(S, inner, chunk_size=S, shared_prefix=False, seed=0)(x, n),
-            "shared S": lambda n=net: MonteCarloInferer(S, inner, chunk_size=S, shared_prefix=True, seed=0)(x, n),
+            "shared S": lambda n=net: MonteCarloInferer(
+                S, inner, chunk_size=S, shared_prefix=True, sparse_input=False, seed=0
+            )(x, n),
+            "shared+sparse S": lambda n=net: MonteCarloInferer(
+                S, inner, chunk_size=S, shared_prefix=True, sparse_input=True, seed=0
+            )(x, n),
             "auto": lambda n=net, a=auto: a(x, n),
         }
+        start = time.perf_counter()
         with torch.no_grad():
-            t = median_times(fns, args.repeats)
+            t = median_times({k: synced(f, device) for k, f in fns.items()}, args.repeats)
         unit = S * t["det"]
-        plans = ", ".join(f"chunk {p.chunk_size}{' shared' if p.shared_prefix else ''}" for p in auto.plans.values())
+        plans = "; ".join(sorted({p.label() for p in auto.plans.values()}))
+        patch = x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d]
+        first = first_layer_ratio(net, patch, args.repeats)
         ratios = "  ".join(f"{k} {v / unit:.3f}" for k, v in t.items() if k != "det")
+        first_txt = "—" if first is None else f"{first:.3f}"
         print(
-            f"RATIO {label:<12} {scope:<7} S={S}: {ratios}  | predicted shared {split.predicted_cost(S):.3f}"
-            f"  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
+            f"RATIO {label:<12} {scope:<7} S={S}: {ratios}  | first-layer sparse/dense {first_txt}"
+            f"  | predicted shared {split.predicted_cost(S):.3f}  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
+            f"  ({time.perf_counter() - start:.0f} s)",
+            flush=True,
         )
+        row = {"network": label, "selection": scope}
+        row.update({name: f"{t[key] / unit:.3f}" for key, name in COLUMNS.items()})
+        row.update(
+            {
+                "first layer sparse / dense": first_txt,
+                "predicted shared": f"{split.predicted_cost(S):.3f}",
+                "auto chose": plans,
+            }
+        )
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -129,6 +237,8 @@ def main() -> None:
     parser.add_argument("--size3d", type=int, default=48, help="3D volume edge (voxels)")
     parser.add_argument("--roi3d", type=int, default=32, help="3D sliding-window patch edge (voxels)")
     parser.add_argument("--quick", action="store_true", help="narrower 2D networks (a short run under load)")
+    parser.add_argument("--only", default="", help="comma-separated network labels to run (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="write mc_cost.csv + provenance.json here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -138,8 +248,37 @@ def main() -> None:
         f"{args.threads} threads, device {device}; 2D batch {args.batch} x {args.size}^2; 3D {args.size3d}^3 "
         f"volume, {args.roi3d}^3 windows; ratios = time / ({S} x deterministic forward), medians of {args.repeats})"
     )
+    rows = []
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
     for label, net, dims in networks(args.quick):
-        bench(label, net, dims, args, device)
+        if not only or label in only:
+            rows.extend(bench(label, net, dims, args, device))
+            if args.out is not None:  # after every network, so a long run keeps what it measured
+                write_results(args.out, rows, args)
+
+
+def write_results(folder: Path, rows: list[dict[str, str]], args: argparse.Namespace) -> None:
+    """``mc_cost.csv`` (one row per network and selection) and ``provenance.json`` (results contract)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "mc_cost.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    provenance = {
+        "command": "python " + " ".join(sys.argv),
+        "commit": commit,
+        "seed": 0,
+        "machine": f"2-core x86_64 dev VM, torch {torch.__version__}" if args.device == "cpu" else args.device,
+        "date": datetime.date.today().isoformat(),
+        "notes": (
+            f"S={S}; 2D batch {args.batch} x {args.size}^2{' (--quick: narrow 2D nets)' if args.quick else ''};"
+            f" 3D {args.size3d}^3 volume, {args.roi3d}^3 sliding windows; {args.threads} threads; medians of"
+            f" {args.repeats} interleaved rounds; ratios = time / (S x deterministic forward). Shared machine:"
+            " read ratios, not absolute times."
+        ),
+    }
+    (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 if __name__ == "__main__":

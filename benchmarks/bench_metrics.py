@@ -105,6 +105,28 @@ def run_ours_shared(samples: torch.Tensor, raters: torch.Tensor, chunk: int) -> 
     return _to_host(geds, hms)
 
 
+def run_bare_matmul(samples: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The matrix product the shared pass is built on, alone: one Gram matrix of the S + R float32 masks per case.
+
+    The masks are concatenated and flattened *before* timing (``prepare_gram_input``), so this row is the bare
+    ``X Xᵀ`` with no conversion, validation or copy -- the floor for the shared pass (issue 22, item 5).
+    """
+    out = None
+    for start in range(0, samples.shape[0], chunk):
+        x = samples[start : start + chunk]
+        out = torch.matmul(x, x.transpose(-1, -2))
+    if samples.is_cuda:
+        torch.cuda.synchronize()
+    assert out is not None
+    return out
+
+
+def prepare_gram_input(samples: torch.Tensor, raters: torch.Tensor) -> torch.Tensor:
+    """(B, S + R, N) float32: samples and raters of each case in one flattened tensor (not timed)."""
+    both = torch.cat([samples, raters], dim=1)
+    return both.reshape(both.shape[0], both.shape[1], -1).float().contiguous()
+
+
 def _to_host(geds: list[torch.Tensor], hms: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     ged, hm = torch.cat(geds), torch.cat(hms)
     if ged.is_cuda:
@@ -153,6 +175,8 @@ def main() -> None:
     t_base, c_base, (ged_ref, hm_ref) = best_time(lambda: run_baseline(samples_np, raters_np), args.baseline_repeats)
     t_ours, c_ours, (ged, hm) = best_time(lambda: run_ours(samples, raters, args.chunk), args.repeats)
     t_shared, c_shared, (ged_s, hm_s) = best_time(lambda: run_ours_shared(samples, raters, args.chunk), args.repeats)
+    gram_input = prepare_gram_input(samples, raters)
+    t_gram, c_gram, _ = best_time(lambda: run_bare_matmul(gram_input, args.chunk), args.repeats)
 
     print(
         f"machine: {platform.machine()} {_cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
@@ -171,6 +195,10 @@ def main() -> None:
     )
     for label, wall, cpu in rows:
         print(f"{label:36s}  {wall:8.3f}  {t_base / wall:6.1f}x  {cpu:8.3f}  {c_base / cpu:6.1f}x")
+    gram_label = "bare float32 Gram matrix X Xᵀ"
+    print(f"{gram_label:36s}  {t_gram:8.3f}  {t_base / t_gram:6.1f}x  {c_gram:8.3f}  {c_base / c_gram:6.1f}x")
+    ratio_wall, ratio_cpu = t_shared / t_gram, c_shared / c_gram
+    print(f"RATIO shared pass / bare matmul: wall {ratio_wall:.2f}, CPU {ratio_cpu:.2f}  (target <= 1.5)")
     print(f"(best of {args.baseline_repeats} baseline / {args.repeats} runs; CPU time sums all threads)")
     diffs = {
         "GED": max(np.abs(ged - ged_ref).max(), np.abs(ged_s - ged_ref).max()),

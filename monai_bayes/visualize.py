@@ -32,6 +32,7 @@ __all__ = [
     "plot_case",
     "plot_cases",
     "plot_method_comparison",
+    "plot_quality_cost_frontier",
     "plot_reliability",
     "plot_results_csv",
     "save_figure",
@@ -251,6 +252,56 @@ def plot_reliability(
     ax.set_title(title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def plot_quality_cost_frontier(inputs: list[Path], output: Path) -> None:
+    """Quality vs Monte-Carlo cost of selection scopes, from ``results/fast_mc/frontier.csv``.
+
+    Two panels share the x axis, the MC cost at S = 8 (time / (8 × one deterministic forward)): Dice (higher
+    is better) and GED (lower is better), one labelled point per selection row. The PNG is byte-stable
+    (no software tag), as ``scripts/make_results.py`` expects.
+
+    Parameters
+    ----------
+    inputs : list of pathlib.Path
+        ``[frontier.csv]`` with the columns ``selection``, ``Dice``, ``GED`` and ``MC cost S=8`` (numbers as
+        text; ``—`` for a missing value).
+    output : pathlib.Path
+        Where the PNG is written (atomically).
+
+    Raises
+    ------
+    ValueError
+        If the CSV lacks one of the columns.
+    """
+    import csv
+
+    with open(inputs[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    needed = ("selection", "Dice", "GED", "MC cost S=8")
+    missing = [c for c in needed if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"{inputs[0]} must have the columns {needed}; missing {missing}.")
+
+    def number(text: str) -> float:
+        return float("nan") if text.strip() in ("", "—") else float(text)
+
+    cost = [number(r["MC cost S=8"]) for r in rows]
+    fig = Figure(figsize=(8, 3.2))
+    axes = fig.subplots(1, 2)
+    for ax, metric, better in ((axes[0], "Dice", "higher"), (axes[1], "GED", "lower")):
+        values = [number(r[metric]) for r in rows]
+        ax.scatter(cost, values, color="tab:blue")
+        for r, c, v in zip(rows, cost, values):
+            ax.annotate(r["selection"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("MC cost, S = 8 (× 8 deterministic forwards)")
+        ax.set_ylabel(f"{metric} ({better} is better)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
 
 
 #: columns of a results CSV that :func:`plot_results_csv` leaves out (counts and costs, not metrics)

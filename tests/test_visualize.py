@@ -12,6 +12,7 @@ from monai_bayes.visualize import (
     overlay_errors,
     plot_cases,
     plot_method_comparison,
+    plot_quality_cost_frontier,
     plot_reliability,
 )
 
@@ -74,6 +75,19 @@ def test_case_overlay_uses_the_consensus_of_the_raters_who_marked():
     expected = overlay_errors(np.zeros((6, 6)), prob > 0.5, raters[2] > 0)  # reader 2 is the reference
     np.testing.assert_allclose(overlay, expected)  # a 4-channel majority (empty) would paint it FP blue
     assert overlay[1, 1, 1] > overlay[1, 1, 2]  # green (TP), not blue
+
+
+def test_quality_cost_frontier_figure_is_byte_stable(tmp_path):
+    table = tmp_path / "frontier.csv"
+    table.write_text("selection,Dice,GED,MC cost S=8\nglobal 1 %,0.700,0.500,0.95\ndecoder 1 %,0.690,0.520,0.40\n")
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    plot_quality_cost_frontier([table], first)
+    plot_quality_cost_frontier([table], second)
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first.read_bytes() == second.read_bytes(), "make_results.py needs byte-stable PNGs"
+    (tmp_path / "bad.csv").write_text("selection,Dice\nx,0.5\n")
+    with pytest.raises(ValueError, match="missing"):
+        plot_quality_cost_frontier([tmp_path / "bad.csv"], tmp_path / "c.png")
 
 
 def test_single_annotation_panel_is_called_ground_truth():

@@ -103,7 +103,7 @@ class _SampleStackingNetwork:
         outs = []
         for start in range(0, S, plan.chunk_size):
             c = min(plan.chunk_size, S - start)
-            out = self._chunk(x, slice(start, start + c), plan.shared_prefix, *args, **kwargs)
+            out = self._chunk(x, slice(start, start + c), plan, *args, **kwargs)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(
                     f"MonteCarloInferer needs a network returning one tensor, got {type(out).__name__} "
@@ -113,7 +113,7 @@ class _SampleStackingNetwork:
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.transpose(0, 1).reshape(n, S * out.shape[2], *out.shape[3:])
 
-    def _chunk(self, x: torch.Tensor, samples: slice, shared: bool, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def _chunk(self, x: torch.Tensor, samples: slice, plan: MCPlan, *args: Any, **kwargs: Any) -> torch.Tensor:
         c = samples.stop - samples.start
         if self.module is None:
             return self.network(torch.cat([x] * c), *args, **kwargs)
@@ -123,9 +123,15 @@ class _SampleStackingNetwork:
             mc_samples(module, c),
             fixed_noise(module, select_noise(self.noise, samples)),
         ):
-            if shared:
-                return shared_prefix_forward(module, x, c, *args, **kwargs)
+            if plan.shared_prefix:
+                return shared_prefix_forward(module, x, c, *args, sparse_shared_input=plan.sparse_input, **kwargs)
             return self.network(torch.cat([x] * c), *args, **kwargs)
+
+
+def _takes_shared_input(module: nn.Module, num_samples: int) -> bool:
+    """Whether any stochastic layer of ``module`` can take a shared input at ``S = num_samples``."""
+    with mc_samples(module, num_samples), sampling_mode(module, "sample"):
+        return any(layer.takes_shared_input() for _, layer in stochastic_layers(module))
 
 
 class MonteCarloInferer(Inferer):
@@ -150,6 +156,13 @@ class MonteCarloInferer(Inferer):
         sample (:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
         or ``"auto"`` (default: decided by the probe when ``chunk_size="auto"``, else ``True`` for a
         chunk of more than one sample). Same outputs either way, up to float rounding.
+    sparse_input
+        with the shared prefix, let a partial-Bayes conv whose input is still shared (e.g. the very first
+        layer under global saliency selection) compute its ``S`` samples as one dense conv plus one small conv
+        for all ``S`` sparse perturbations
+        (:func:`~monai_bayes.layers.functional.forward_with_sparse_samples_shared`) instead of ``S`` dense
+        convs; ``True``, ``False`` or ``"auto"`` (default: compared by the probe when ``chunk_size="auto"``,
+        else used where the layer's cost model predicts a gain). Same outputs, up to float rounding.
     activation
         ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
         ``output="samples"``).
@@ -175,6 +188,7 @@ class MonteCarloInferer(Inferer):
         output: OutputKind | str = OutputKind.SAMPLES,
         seed: int | None = None,
         shared_prefix: bool | Literal["auto"] = AUTO,
+        sparse_input: bool | Literal["auto"] = AUTO,
     ) -> None:
         super().__init__()
         if not isinstance(num_samples, int) or num_samples < 1:
@@ -183,6 +197,8 @@ class MonteCarloInferer(Inferer):
             raise ValueError(f"chunk_size must be a positive int, None or 'auto', got {chunk_size!r}.")
         if shared_prefix != AUTO and not isinstance(shared_prefix, bool):
             raise ValueError(f"shared_prefix must be True, False or 'auto', got {shared_prefix!r}.")
+        if sparse_input != AUTO and not isinstance(sparse_input, bool):
+            raise ValueError(f"sparse_input must be True, False or 'auto', got {sparse_input!r}.")
         if activation is not None:
             activation = look_up("activation", activation, Activation).value
         output = look_up("output", output, OutputKind).value
@@ -194,12 +210,23 @@ class MonteCarloInferer(Inferer):
         if shared_prefix == AUTO and self.chunk_size != AUTO:
             shared_prefix = self.chunk_size > 1
         self.shared_prefix: bool | Literal["auto"] = shared_prefix
+        self.sparse_input: bool | Literal["auto"] = sparse_input
         self.activation = activation
         self.output = output
         self.seed = seed
         self._warned_deterministic = False  # the no-stochastic-layer warning is given once per inferer
         #: plan chosen per (network, S, input shape, dtype, device), see ``chunk_size="auto"``
         self.plans: dict[tuple[Any, ...], MCPlan] = {}
+
+    def _candidates(self, module: nn.Module | None) -> list[MCPlan]:
+        """The plans the probe compares (one plan when nothing is left to choose)."""
+        probe_sparse = self.sparse_input == AUTO and self.chunk_size == AUTO
+        can_sparse = probe_sparse and module is not None and _takes_shared_input(module, self.num_samples)
+        plans = plan_candidates(self.num_samples, self.chunk_size, self.shared_prefix, module is not None, can_sparse)
+        if probe_sparse:
+            return plans
+        fixed = self.sparse_input is True or self.sparse_input == AUTO  # auto with a fixed plan: the layers decide
+        return [MCPlan(p.chunk_size, p.shared_prefix, fixed and p.shared_prefix) for p in plans]
 
     def _plan_for(self, x: torch.Tensor, module: nn.Module | None, run: Callable[[MCPlan], torch.Tensor]) -> MCPlan:
         """The plan for input ``x`` (cached per shape); probes the candidates on the first call."""
@@ -212,17 +239,16 @@ class MonteCarloInferer(Inferer):
         if module is not None and not has_stochastic and self.shared_prefix is not False:
             plan, times = MCPlan(self.num_samples, True), {}  # nothing varies: one pass, S copies
         else:
-            candidates = plan_candidates(self.num_samples, self.chunk_size, self.shared_prefix, module is not None)
+            candidates = self._candidates(module)
             plan, times = choose_plan(candidates, run, x.device)
-        probe = ", ".join(f"{p.chunk_size}{'s' if p.shared_prefix else ''}: {t * 1e3:.1f} ms" for p, t in times.items())
+        probe = "; ".join(f"{p.label()}: {t * 1e3:.1f} ms" for p, t in times.items())
         logger.info(
-            "MonteCarloInferer: S=%d, input %s on %s -> chunk_size=%d, shared_prefix=%s%s",
+            "MonteCarloInferer: S=%d, input %s on %s -> %s%s",
             self.num_samples,
             tuple(x.shape),
             x.device,
-            plan.chunk_size,
-            plan.shared_prefix,
-            f" (probe, s = shared prefix: {probe})" if probe else "",
+            plan.label(),
+            f" (probe: {probe})" if probe else "",
         )
         self.plans[key] = plan
         return plan

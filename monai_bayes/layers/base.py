@@ -68,6 +68,8 @@ class StochasticLayer(_ModuleBase):
         self._sampling_mode: str = "sample"
         self._num_samples: int = 1
         self._noise: dict[str, torch.Tensor] | None = None
+        #: set for one call by shared-prefix execution: the input holds B items shared by all S samples
+        self._shared_input: bool = False
 
     # ----------------------------------------------------------------------------- protocol
     def kl(self) -> torch.Tensor:
@@ -89,6 +91,16 @@ class StochasticLayer(_ModuleBase):
         copy unless asked to work in place.
         """
         raise NotImplementedError
+
+    def takes_shared_input(self) -> bool:
+        """Whether this layer can compute its ``S`` samples from one ``B``-item input shared by all samples.
+
+        Shared-prefix execution (:func:`~monai_bayes.layers.shared_prefix_forward` with
+        ``sparse_shared_input=True``) then calls the layer on the shared input with :attr:`_shared_input`
+        set, instead of expanding the input to ``S·B`` items first; the layer returns the usual ``(S·B, ...)``
+        sample-major output. Default: ``False`` (the input is expanded).
+        """
+        return False
 
     # ----------------------------------------------------------------------------- state
     @property

@@ -20,6 +20,7 @@ __all__ = [
     "forward_with",
     "forward_with_samples",
     "forward_with_sparse_samples",
+    "forward_with_sparse_samples_shared",
     "make_layer_variants",
     "sparse_touched_channels",
     "spatial_dims",
@@ -270,11 +271,7 @@ def forward_with_sparse_samples(
     S = delta.shape[0]
     B = x.shape[0] // S
     y = forward_with(module, x, weight, bias, output_size)
-    out_idx, in_idx, compact = sparse_touched_channels(module, index)
-    kernel = weight.shape[2:]
-    transposed = isinstance(module, _ConvTransposeNd)
-    shape = (len(in_idx), len(out_idx), *kernel) if transposed else (len(out_idx), len(in_idx), *kernel)
-    dW = delta.new_zeros(S, torch.Size(shape).numel()).index_add(1, compact, delta).view(S, *shape)
+    out_idx, in_idx, dW = _compact_delta(module, index, delta)
     ys = y.view(S, B, *y.shape[1:])  # in-place updates below: the conv backward does not need y
     for s in range(S):
         corr = forward_with(module, x[s * B : (s + 1) * B].index_select(1, in_idx), dW[s], None, output_size)
@@ -282,3 +279,85 @@ def forward_with_sparse_samples(
     if bias_delta is not None:
         ys.add_(bias_delta.view(S, 1, -1, *([1] * (y.dim() - 2))))
     return y
+
+
+def _compact_delta(
+    module: nn.Module, index: torch.Tensor, delta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out_channels A, in_channels I, ΔW)``: the ``S`` perturbations as compact kernels ``(S, |A|, |I|, *k)``.
+
+    For a transposed conv the compact kernels are ``(S, |I|, |A|, *k)`` (its weight is in × out).
+    """
+    out_idx, in_idx, compact = sparse_touched_channels(module, index)
+    kernel = cast(torch.Tensor, module.weight).shape[2:]
+    transposed = isinstance(module, _ConvTransposeNd)
+    shape = (len(in_idx), len(out_idx), *kernel) if transposed else (len(out_idx), len(in_idx), *kernel)
+    S = delta.shape[0]
+    dW = delta.new_zeros(S, torch.Size(shape).numel()).index_add(1, compact, delta).view(S, *shape)
+    return out_idx, in_idx, dW
+
+
+def forward_with_sparse_samples_shared(
+    module: nn.Module,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: torch.Tensor,
+    delta: torch.Tensor,
+    bias_delta: torch.Tensor | None = None,
+    output_size: list[int] | None = None,
+) -> torch.Tensor:
+    """``S`` samples ``W_s = weight + scatter(index, delta_s)`` of a layer whose input is the same for every sample.
+
+    ``f(x; W + Δ_s) = f(x; W) + f(x; Δ_s)``: one dense call on the ``B`` shared items, plus *one* convolution
+    that computes all ``S`` corrections at once -- the compact kernels ``Δ_s`` restricted to the touched input
+    channels ``I`` and output channels ``A`` (:func:`sparse_touched_channels`) stacked along the output channels
+    (``S·|A|`` of them), applied to ``x[:, I]``. The cost is ``1 + S·|A|·|I| / (C_out·C_in)`` dense calls on
+    ``B`` items instead of ``S`` (compare :func:`forward_with_sparse_samples`, whose input is already
+    ``S·B`` items). Exactly equal to ``S`` dense calls up to float rounding (tested in float64). Conv and
+    transposed conv with ``groups=1`` only.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A conv or transposed conv with ``groups=1``.
+    x : torch.Tensor
+        ``(B, C_in, *spatial)``, shared by all samples.
+    weight, bias : torch.Tensor
+        The mean parameters (``bias`` may be ``None``).
+    index : torch.Tensor
+        ``(k,)`` flat indices of the perturbed weight entries.
+    delta : torch.Tensor
+        ``(S, k)`` perturbations.
+    bias_delta : torch.Tensor, optional
+        ``(S, C_out)`` bias perturbations.
+    output_size : list of int, optional
+        Transposed convs only.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(S·B, C_out, *spatial_out)``, sample-major.
+
+    Raises
+    ------
+    ValueError
+        If the module is not a conv / transposed conv with ``groups=1``.
+    """
+    if not isinstance(module, _ConvNd) or module.groups != 1:
+        raise ValueError(f"the shared sparse path needs a conv or transposed conv with groups=1, got {module!r}.")
+    S, B = delta.shape[0], x.shape[0]
+    y = forward_with(module, x, weight, bias, output_size)  # (B, C_out, *sp)
+    out_idx, in_idx, dW = _compact_delta(module, index, delta)
+    a, kernel = len(out_idx), dW.shape[3:]
+    if isinstance(module, _ConvTransposeNd):  # (S, |I|, |A|, *k) -> (|I|, S·|A|, *k)
+        stacked = dW.transpose(0, 1).reshape(len(in_idx), S * a, *kernel)
+    else:  # (S, |A|, |I|, *k) -> (S·|A|, |I|, *k)
+        stacked = dW.reshape(S * a, len(in_idx), *kernel)
+    corr = forward_with(module, x.index_select(1, in_idx), stacked, None, output_size)  # (B, S·|A|, *sp)
+    out = y.repeat(S, *([1] * (y.dim() - 1)))
+    blocks = out.view(S, B, *y.shape[1:])
+    blocks.index_add_(2, out_idx, corr.view(B, S, a, *corr.shape[2:]).transpose(0, 1))
+    if bias_delta is not None:
+        blocks.add_(bias_delta.view(S, 1, -1, *([1] * (y.dim() - 2))))
+    return out

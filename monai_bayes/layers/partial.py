@@ -34,6 +34,7 @@ from monai_bayes.layers.functional import (
     forward_with,
     forward_with_samples,
     forward_with_sparse_samples,
+    forward_with_sparse_samples_shared,
     make_layer_variants,
     sparse_touched_channels,
     variant_for,
@@ -331,24 +332,53 @@ class PartialBayesLayer(StochasticLayer):
 
     def _use_sparse_strategy(self) -> bool:
         """Whether a batched pass should use :func:`forward_with_sparse_samples` (see ``batched_strategy``)."""
-        index = getattr(self, "weight_bayes_index", None)
-        eligible = isinstance(self, _ConvNd) and self.groups == 1 and index is not None and index.numel() > 0
+        density = self._sparse_density()
         if self.batched_strategy == "sparse":
-            if not eligible:
+            if density is None:
                 raise ValueError(
                     "batched_strategy='sparse' needs a conv with groups=1 and a sparse Bayesian weight selection."
                 )
             return True
-        if self.batched_strategy != "auto" or not eligible:
-            return False
-        assert index is not None  # implied by eligible
+        return self.batched_strategy == "auto" and density is not None and density <= SPARSE_DENSITY_THRESHOLD
+
+    def _sparse_density(self) -> float | None:
+        """Fraction of (output × input) channel pairs the sparse weight selection touches (None: not eligible)."""
+        index = getattr(self, "weight_bayes_index", None)
+        if not isinstance(self, _ConvNd) or self.groups != 1 or index is None or index.numel() == 0:
+            return None
         out_idx, in_idx, _ = sparse_touched_channels(self, index)
-        density = len(out_idx) * len(in_idx) / (self.out_channels * self.in_channels)
-        return density <= SPARSE_DENSITY_THRESHOLD
+        return len(out_idx) * len(in_idx) / (self.out_channels * self.in_channels)
+
+    def takes_shared_input(self) -> bool:
+        """True for a sampling conv whose sparse perturbation makes a shared input cheaper than ``S`` convs.
+
+        Cost model of :func:`forward_with_sparse_samples_shared` in dense calls on ``B`` items:
+        ``1 + S·density`` against ``S`` (density: touched channel pairs / all); the layer takes the shared
+        input when the model predicts a gain. Whether the whole Monte-Carlo call is faster this way is
+        measured by the inferer's plan probe (:mod:`monai_bayes.inferers.planning`).
+        """
+        S = self._num_samples
+        if self._sampling_mode != "sample" or S < 2 or "weight" not in self.bayes_param_names:
+            return False
+        density = self._sparse_density()
+        return density is not None and 1.0 + S * density < S
+
+    def _forward_shared_input(self, x: torch.Tensor, output_size: list[int] | None) -> torch.Tensor:
+        """``(S·B, ...)`` samples for an input ``x`` of ``B`` items shared by all samples (``takes_shared_input``)."""
+        S = self._num_samples
+        bias_delta = None
+        if self.bias is not None and "bias" in self.bayes_param_names:
+            bias_delta = self.sample_parameter("bias", S) - self.bias
+        delta = self.parameter_delta("weight", S)
+        return forward_with_sparse_samples_shared(
+            self, x, self.weight, self.bias, self.weight_bayes_index, delta, bias_delta, output_size
+        )
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self._sampling_mode == "mean" or not self.bayes_param_names:
             return super().forward(x, *args, **kwargs)
+        if getattr(self, "_shared_input", False):
+            return self._forward_shared_input(x, kwargs.get("output_size", args[0] if args else None))
         S = self._num_samples
         self._check_batch(x.shape[0])
         output_size = kwargs.get("output_size", args[0] if args else None)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from monai_bayes.layers.base import stochastic_layers
+from monai_bayes.layers.base import StochasticLayer, stochastic_layers
 
 __all__ = ["MCCostSplit", "SharedPrefixMode", "mc_cost_split", "shared_prefix_forward"]
 
@@ -75,6 +75,11 @@ class SharedPrefixMode(TorchFunctionMode):
     def mark_shared(self, t: torch.Tensor) -> torch.Tensor:
         """Mark ``t`` (batch ``B``) as identical for every sample; returns ``t``."""
         self._kind[t] = _SHARED
+        return t
+
+    def mark_expanded(self, t: torch.Tensor) -> torch.Tensor:
+        """Mark ``t`` (batch ``S·B``, sample-major) as holding one block per sample; returns ``t``."""
+        self._kind[t] = _EXPANDED
         return t
 
     def kind(self, t: torch.Tensor) -> int:
@@ -130,22 +135,57 @@ class SharedPrefixMode(TorchFunctionMode):
 
 
 @contextmanager
-def _expanding_stochastic_inputs(model: nn.Module, mode: SharedPrefixMode) -> Iterator[None]:
-    """Forward pre-hooks expanding shared inputs of every stochastic layer of ``model``."""
+def _expanding_stochastic_inputs(
+    model: nn.Module, mode: SharedPrefixMode, sparse_shared_input: bool = False
+) -> Iterator[None]:
+    """Forward hooks around every stochastic layer of ``model``: shared inputs are expanded before the layer.
 
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    With ``sparse_shared_input``, a layer that :meth:`~monai_bayes.layers.base.StochasticLayer.takes_shared_input`
+    gets its shared input as is (its ``_shared_input`` flag set for that call) and its ``S·B``-item output
+    is marked expanded afterwards.
+    """
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        first = args[0] if args else None
+        layer = cast(StochasticLayer, module)
+        if (
+            sparse_shared_input
+            and isinstance(first, torch.Tensor)
+            and mode.kind(first) == _SHARED
+            and layer.takes_shared_input()
+        ):
+            layer._shared_input = True
+            return None
         return tuple(mode.expand(a) if isinstance(a, torch.Tensor) and mode.kind(a) == _SHARED else a for a in args)
 
-    handles = [layer.register_forward_pre_hook(hook) for _, layer in stochastic_layers(model)]
+    def post_hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        layer = cast(StochasticLayer, module)
+        if getattr(layer, "_shared_input", False):
+            layer._shared_input = False
+            if isinstance(out, torch.Tensor):
+                mode.mark_expanded(out)
+
+    handles = []
+    for _, layer in stochastic_layers(model):
+        handles.append(layer.register_forward_pre_hook(pre_hook))
+        handles.append(layer.register_forward_hook(post_hook))
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+        for _, layer in stochastic_layers(model):  # an exception inside a layer must not leave the flag set
+            if getattr(layer, "_shared_input", False):
+                layer._shared_input = False
 
 
 def shared_prefix_forward(
-    network: nn.Module, x: torch.Tensor, num_samples: int, *args: Any, **kwargs: Any
+    network: nn.Module,
+    x: torch.Tensor,
+    num_samples: int,
+    *args: Any,
+    sparse_shared_input: bool = False,
+    **kwargs: Any,
 ) -> torch.Tensor:
     """``network(torch.cat([x] * S))`` with everything before the first stochastic layer run once.
 
@@ -163,6 +203,12 @@ def shared_prefix_forward(
         ``S``.
     *args, **kwargs
         Passed on to ``network``.
+    sparse_shared_input : bool
+        Let stochastic layers whose input is still shared compute their ``S`` samples from it directly
+        (:meth:`~monai_bayes.layers.base.StochasticLayer.takes_shared_input`; for a partial-Bayes conv, one dense
+        conv plus one small conv for all ``S`` sparse perturbations,
+        :func:`~monai_bayes.layers.functional.forward_with_sparse_samples_shared`) instead of expanding the
+        input first. Same outputs up to float rounding.
 
     Returns
     -------
@@ -178,7 +224,7 @@ def shared_prefix_forward(
         sample-expanded one.
     """
     mode = SharedPrefixMode(num_samples, x.shape[0])
-    with _expanding_stochastic_inputs(network, mode), mode:
+    with _expanding_stochastic_inputs(network, mode, sparse_shared_input), mode:
         out = network(mode.mark_shared(x), *args, **kwargs)
         if not isinstance(out, torch.Tensor):
             raise TypeError(

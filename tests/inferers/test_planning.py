@@ -45,7 +45,7 @@ def test_choose_plan_picks_the_fastest_and_keeps_the_rng():
     plan, times = choose_plan(list(delays), run, torch.device("cpu"), repeats=3)
     assert plan == MCPlan(2, True)
     assert set(times) == set(delays) and times[MCPlan(1, False)] >= 0.08
-    assert len(calls) == 1 + 3 * 3, "one warm-up, then every candidate in every round"
+    assert len(calls) == 1 + 3 * 3 + 2 * 3, "one warm-up, every candidate in every round, then the run-off vs the loop"
     assert torch.equal(torch.get_rng_state(), state), "probing must not move the caller's RNG"
     assert choose_plan([MCPlan(4, False)], run, torch.device("cpu")) == (MCPlan(4, False), {})
 
@@ -78,7 +78,7 @@ def test_auto_plan_probed_once_per_shape_logged_and_exact(caplog):
     chunk_calls = -(-4 // plan.chunk_size)
     assert net.calls - calls_after_probe == chunk_calls, "the cached plan is used without probing again"
     assert calls_after_probe > 2 * chunk_calls, "the first call probed several plans"
-    assert sum("chunk_size=" in r.getMessage() for r in caplog.records) == 1, "the choice is logged once"
+    assert sum("/pass" in r.getMessage() for r in caplog.records) == 1, "the choice is logged once"
     fixed = MonteCarloInferer(4, seed=1, activation=None, chunk_size=4, shared_prefix=False)(x, net)
     torch.testing.assert_close(first, fixed)
     torch.testing.assert_close(second, fixed)
@@ -100,3 +100,21 @@ def test_invalid_options():
         MonteCarloInferer(4, chunk_size="fast")
     with pytest.raises(ValueError, match="shared_prefix"):
         MonteCarloInferer(4, shared_prefix="yes")
+
+
+def test_runoff_keeps_the_loop_against_a_lucky_round():
+    loop, lucky = MCPlan(1, False), MCPlan(4, True)
+    timings = {loop: iter([0.03] * 10), lucky: iter([0.0] + [0.06] * 10)}  # lucky: fast once, then 2x the loop
+
+    def run(plan: MCPlan) -> None:
+        time.sleep(next(timings[plan], 0.03))
+
+    plan, _ = choose_plan([loop, lucky], run, torch.device("cpu"), repeats=1, runoff=2)
+    assert plan == loop, "a plan must beat the loop over the run-off too"
+    assert plan_candidates(4, "auto", "auto", can_share=True, can_sparse=True)[-2:] == [
+        MCPlan(2, True, True),
+        MCPlan(4, True, True),
+    ]
+    assert MCPlan(4, True, True).label() == "4/pass, shared, sparse input"
+    with pytest.raises(ValueError, match="sparse_input"):
+        MonteCarloInferer(4, sparse_input="yes")

@@ -1,0 +1,222 @@
+"""Quality / cost frontier of selection scopes for fast Monte-Carlo inference (issue 22, item 3).
+
+On the LIDC bundle's default data (the real LIDC-IDRI reader annotations; the bundle's own data resolution,
+transforms, network, loss and evaluation metrics from ``configs/common.json`` + ``configs/evaluate.json``):
+
+1. train the deterministic UNet once (``--det-epochs``);
+2. for each scope -- ``global`` (saliency Top 1 % over the whole net, the bundle default), ``decoder`` (the
+   layers after the bottleneck) and ``last3`` (final block + head) -- select 1 % of the scope's weights by
+   gradient saliency (:func:`monai_bayes.selection.scope_modules` → ``include=``), train with the ELBO
+   (``--bayes-epochs``) and evaluate with S = 8 samples: Dice, GED, HM-IoU, ECE, predictive entropy and
+   mutual information (the bundle's metric handlers);
+3. time one MC call with the default ``MonteCarloInferer`` at S = 8 and S = 16 on a batch of patches,
+   as a ratio to 8 × (16 ×) one deterministic forward (medians of ``--repeats`` interleaved rounds).
+
+Writes ``results/fast_mc/frontier.csv`` and ``provenance.json`` (results contract) and the frontier figure
+(:func:`monai_bayes.visualize.plot_quality_cost_frontier`). The sizes are small so that the run fits a
+shared 2-core machine; they are printed and recorded.
+
+Usage::
+
+    python scripts/fast_mc_frontier.py [--num-cases 8] [--det-epochs 4] [--bayes-epochs 2] [--out results/fast_mc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.engines import SupervisedEvaluator
+
+from monai_bayes.inferers import MonteCarloInferer
+from monai_bayes.layers import mc_cost_split
+from monai_bayes.selection import scope_modules, select_bayesian_weights
+from monai_bayes.visualize import plot_quality_cost_frontier
+from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deterministic
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "lidc_sparse_bayes"
+SCOPES = ("global", "decoder", "last3")
+#: metric key in the evaluator state -> CSV column
+METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
+
+
+def bundle_parser(work: Path, args: argparse.Namespace) -> ConfigParser:
+    """The bundle's common + evaluate configs with this run's sizes (no report handlers)."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "common.json"), str(BUNDLE / "configs" / "evaluate.json")])
+    parser.update(
+        {
+            "bundle_root": str(work),
+            "cache_dir": str(args.cache_dir),
+            "num_cases": args.num_cases,
+            "num_workers": 0,
+            "device": "$torch.device('cpu')",
+            "evaluate#handlers": [],
+            "eval_samples": 8,
+        }
+    )
+    return parser
+
+
+def evaluate(parser: ConfigParser, network: torch.nn.Module) -> dict[str, float]:
+    """The bundle's evaluation metrics of ``network`` with S = 8 samples (fresh metric objects)."""
+    fresh = {k: parser.get_parsed_content(f"evaluate#{k}", lazy=False) for k in ("key_metric", "additional_metrics")}
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=parser.get_parsed_content("evaluate#dataloader"),
+        network=network,
+        inferer=MonteCarloInferer(8, activation="softmax", output="samples", seed=0),
+        postprocessing=parser.get_parsed_content("evaluate#postprocessing", lazy=False),
+        key_val_metric=fresh["key_metric"],
+        additional_metrics=fresh["additional_metrics"],
+    )
+    evaluator.run()
+    return {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
+
+
+def mc_cost(network: torch.nn.Module, det: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[int, float]:
+    """MC time at S = 8, 16 over S × one deterministic forward (medians, interleaved).
+
+    All S samples in one pass with the shared prefix (and the sparse shared input where a layer's cost
+    model predicts a gain): the plan that the scopes are for. A fixed plan, not the default's probe: the
+    probe would cost ~40 S-sample calls per scope on this machine (``benchmarks/bench_mc.py`` times the
+    default against this plan).
+    """
+    inferers = {s: MonteCarloInferer(s, chunk_size=s, shared_prefix=True, seed=0) for s in (8, 16)}
+    fns = {"det": lambda: det(x), 8: lambda: inferers[8](x, network), 16: lambda: inferers[16](x, network)}
+    times: dict[Any, list[float]] = {k: [] for k in fns}
+    with torch.no_grad():
+        for fn in fns.values():  # warm-up; the inferers probe their plan here
+            fn()
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - start)
+    det_t = statistics.median(times["det"])
+    return {s: statistics.median(times[s]) / (s * det_t) for s in (8, 16)}
+
+
+def scoped(det: torch.nn.Module, scope: str, example: torch.Tensor) -> list[str] | None:
+    """``include=`` module names of a scope (None: the whole network)."""
+    if scope == "global":
+        return None
+    if scope == "decoder":
+        return scope_modules(det, example, "decoder")
+    return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--num-cases", type=int, default=8)
+    ap.add_argument("--det-epochs", type=int, default=4)
+    ap.add_argument("--bayes-epochs", type=int, default=2)
+    ap.add_argument("--train-samples", type=int, default=2, help="MC samples per ELBO step")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cost-batch", type=int, default=4, help="128^2 patches per timed MC call")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", type=Path, default=BUNDLE / "cache")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "fast_mc")
+    ap.add_argument("--figure", type=Path, default=REPO / "docs" / "images" / "fast_mc_frontier.png")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="fast_mc_"))
+    parser = bundle_parser(work, args)
+    train_loader = parser.get_parsed_content("train_data#dataloader")
+    nll = parser.get_parsed_content("nll")
+    det = parser.get_parsed_content("network_def")
+    optimizer = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
+    print(f"train patches: {len(train_loader.dataset)}, eval patches: {len(parser.get_parsed_content('eval_items'))}")
+    train_deterministic(det, train_loader, loss_function=nll, max_epochs=args.det_epochs, optimizer=optimizer)
+    det.eval()
+    batch = next(iter(parser.get_parsed_content("evaluate#dataloader")))["image"]
+    x = torch.as_tensor(batch)[: args.cost_batch]
+    rows = []
+    for scope in SCOPES:
+        net = copy.deepcopy(det).train()
+        include = scoped(det, scope, x[:1])
+        select_bayesian_weights(net, loader=train_loader, loss_function=nll, r_bayes=0.01, include=include)
+        train_bayesian(
+            net,
+            train_loader,
+            loss_function=nll,
+            max_epochs=args.bayes_epochs,
+            num_samples=args.train_samples,
+            optimizer=optimizer,
+        )
+        net.eval()
+        metrics = evaluate(parser, net)
+        cost = mc_cost(net, det, x, args.repeats)
+        split = mc_cost_split(net, x)
+        print(f"{scope}: {metrics} cost {cost} predicted {split.predicted_cost(8):.3f}", flush=True)
+        row = {"selection": f"{scope} 1 %"}
+        for key, col in METRICS.items():
+            row[col] = _fmt(metrics.get(key))
+        row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
+        row["MI"] = _fmt(metrics.get("Uncertainty_mi_mean"))
+        row["MC cost S=8"] = f"{cost[8]:.2f}"
+        row["MC cost S=16"] = f"{cost[16]:.2f}"
+        row["predicted S=8"] = f"{split.predicted_cost(8):.2f}"
+        rows.append(row)
+        print(f"all metric keys: {sorted(metrics)}", flush=True)
+    write(args, rows, time.perf_counter() - started)
+    plot_quality_cost_frontier([args.out / "frontier.csv"], args.figure)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) -> None:
+    """``frontier.csv``, ``provenance.json`` and ``figures.json`` in ``args.out``."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "frontier.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    provenance = {
+        "command": "python " + " ".join(sys.argv),
+        "commit": commit,
+        "seed": 0,
+        "machine": f"2-core x86_64 dev VM, torch {torch.__version__}",
+        "date": datetime.date.today().isoformat(),
+        "notes": (
+            f"LIDC bundle default data (real reader annotations), {args.num_cases} scans, bundle fold 0;"
+            f" deterministic UNet {args.det_epochs} epochs, then per scope 1 % saliency selection and"
+            f" {args.bayes_epochs} ELBO epochs ({args.train_samples} samples per step); evaluation with S = 8;"
+            f" MC cost = MonteCarloInferer(S, chunk_size=S, shared_prefix=True) time / (S x deterministic forward),"
+            f" batch of {args.cost_batch} 128^2 patches,"
+            f" medians of {args.repeats}, {args.threads} thread(s), shared machine; wall {seconds / 60:.0f} min."
+            " Far shorter training than the bundle's (12 + 6 epochs on 20 scans): read the quality columns as a"
+            " comparison between scopes at equal training, not as the bundle's results."
+        ),
+    }
+    (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    figure = {
+        "output": os.path.relpath(args.figure, REPO),
+        "function": "monai_bayes.visualize:plot_quality_cost_frontier",
+        "inputs": [os.path.relpath(args.out / "frontier.csv", REPO)],
+    }
+    (args.out / "figures.json").write_text(json.dumps([figure], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
