@@ -144,6 +144,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "temperature_start": _positive_number,
     "temperature_min": _positive_number,
     "temperature_decay": _fraction,
+    "nested_straight_through": _boolean,
     "latent_dim": _positive_int,
     "latent_beta": _non_negative_number,
     "baseline_epochs": _positive_int,

@@ -139,3 +139,26 @@ def test_shared_prefix_gives_the_same_samples(kind):
     torch.testing.assert_close(outs[0], outs[1])
     if kind != "ssn":  # the latent draw is frozen per sample: the samples differ from each other
         assert not torch.allclose(outs[0][:, 0], outs[0][:, 1])
+
+
+def test_latent_width_is_the_width_axis_of_the_sweep():
+    from monai_bayes.evaluation import evaluate_width_sweep
+
+    torch.manual_seed(0)
+    net = ProbabilisticUNet(2, 1, 2, (4, 8), (2,), latent_dim=3, nested_latent=True).eval()
+    x = torch.randn(2, 1, 8, 8)
+    noise = draw_noise(net, 1, torch.Generator().manual_seed(0))
+    changed = {k: {n: e.clone() for n, e in v.items()} for k, v in noise.items()}
+    changed["latent"]["z"][:, 1:] += 5.0  # only the latent dimensions after the first
+    with nested_width(net, 1), sampling_mode(net, "sample"):
+        with fixed_noise(net, noise):
+            a = net(x)
+        with fixed_noise(net, changed):
+            b = net(x)
+    torch.testing.assert_close(a, b)  # width 1 keeps latent dimension 1 only
+    with sampling_mode(net, "sample"), fixed_noise(net, changed):
+        assert not torch.allclose(net(x), a)  # all dimensions kept: the others matter
+    data = [{"image": x, "label": torch.randint(0, 2, (2, 3, 8, 8))}]
+    result = evaluate_width_sweep(net, data, widths=[1, 3], num_samples=[1, 4])
+    assert result.method == "BN3" and result.groups == 3
+    assert {key[0] for key in result.values["ged"]} == {1, 3}
