@@ -7,6 +7,7 @@
     <runs_dir>/<run_name>/selected.pt            step 2: converted network before ELBO training
     <runs_dir>/<run_name>/selection.json         step 2: per-layer report of the Bayesian weights
     <runs_dir>/<run_name>/model.pt               step 3 (or the MC-dropout model)
+    <runs_dir>/<run_name>/network.json           settings of a method's own architecture (Prob. U-Net, SSN)
     <runs_dir>/<run_name>/costs_<step>.json      parameters, FLOPs per step, epoch times
     <runs_dir>/<run_name>/eval/                  per-case CSV, summary JSON, figures
     <runs_dir>/<run_name>/inference/             NIfTI masks and uncertainty maps
@@ -111,6 +112,11 @@ class RunLayout:
         return self.deterministic_checkpoint
 
     @property
+    def network_settings(self) -> Path:
+        """The settings a method with its own architecture was built with (``network.json`` next to its model)."""
+        return self.run_dir / "network.json"
+
+    @property
     def selected_checkpoint(self) -> Path:
         return self.run_dir / "selected.pt"
 
@@ -146,7 +152,7 @@ class RunLayout:
                 f"member_{m}": replace(self, member_index=m).costs_file("train_deterministic")
                 for m in range(self.ensemble_size)
             }
-        files = {} if self.spec.from_scratch else {"train_deterministic": self.costs_file("train_deterministic")}
+        files = {"train_deterministic": self.costs_file("train_deterministic")} if self.spec.pretrain else {}
         if self.spec.bayes_training:
             files["train"] = self.costs_file("train")
         return files

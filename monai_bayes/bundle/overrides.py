@@ -115,6 +115,14 @@ def _method(value: Any) -> str | None:
     return None
 
 
+def _open_unit(value: Any) -> str | None:
+    return None if _number(value) and 0 < value < 1 else "a number in (0, 1)"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
 def _existing_dir_or_empty(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
         return None
@@ -178,6 +186,16 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "r_bayes_values": _list_of(_fraction),
     "sample_counts": _list_of(_positive_int, optional=True),
     "folds": _list_of(_non_negative_int, optional=True),
+    "nested_straight_through": _boolean,
+    "latent_dim": _positive_int,
+    "latent_beta": _non_negative_number,
+    "baseline_epochs": _positive_int,
+    "latent_always_kept": _positive_int,
+    "latent_prior_keep": _open_unit,
+    "latent_temperature": _positive_number,
+    "latent_straight_through": _boolean,
+    "ssn_rank": _positive_int,
+    "ssn_mc_samples": _positive_int,
 }
 
 

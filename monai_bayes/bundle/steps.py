@@ -13,7 +13,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "PUBLISHED_MEANS",
     "build_network",
     "load_published_network",
+    "method_network",
     "posterior_mean_state_dict",
     "publish_model",
     "published_mc_samples",
@@ -46,6 +47,61 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def method_network(
+    network_def: nn.Module,
+    method: str,
+    settings: Mapping[str, Any],
+    settings_file: str | os.PathLike,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """The architecture of a method with its own network (Prob. U-Net, SSN), built from ``network_def``.
+
+    The settings are written to ``settings_file`` (the run's ``network.json``, rank 0, atomically) so that
+    evaluation and inference rebuild the same architecture (:func:`build_network`).
+
+    Parameters
+    ----------
+    network_def : nn.Module
+        The bundle's U-Net (its channels, strides, norm are reused).
+    method : str
+        A method whose registry entry has a ``network_builder``.
+    settings : mapping
+        The builder's settings (e.g. ``{"latent_dim": 6}``), JSON-serialisable.
+    settings_file : str or os.PathLike
+        Where to record them.
+    device : torch.device or str, optional
+        Where to put the network.
+
+    Returns
+    -------
+    nn.Module
+        The untrained network.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` trains ``network_def`` itself.
+    """
+    builder = method_spec(method).network_builder
+    if builder is None:
+        own = [m for m, s in METHOD_REGISTRY.items() if s.network_builder is not None]
+        raise ValueError(f"method {method!r} trains network_def itself; method_network applies to {own}.")
+    network = builder(network_def, settings)
+    if is_main_process():
+        atomic_write_json(settings_file, dict(settings))
+    return network.to(torch.device(device)) if device is not None else network
+
+
+def _read_network_settings(checkpoint: Path) -> dict[str, Any]:
+    path = checkpoint.parent / "network.json"
+    settings = _read_json(path)
+    if settings is None:
+        raise ValueError(
+            f"{path} does not exist: the training step of this method writes it next to {checkpoint.name}."
+        )
+    return settings
 
 
 def training_network(network_def: nn.Module, method: str, mc_dropout_p: float = 0.1) -> nn.Module:
@@ -142,7 +198,9 @@ def build_network(
     * ``deterministic`` / ``sparse_bayes`` / ``full_bayes``: ``checkpoint`` (a partial/full-Bayes
       checkpoint rebuilds its Bayesian structure from the stored indices);
     * ``mc_dropout``: MC dropout is added first (the checkpoint holds no dropout state);
-    * ``ensemble``: one copy of ``network_def`` per entry of ``member_checkpoints``.
+    * ``ensemble``: one copy of ``network_def`` per entry of ``member_checkpoints``;
+    * ``prob_unet`` / ``bn3_prob_unet`` / ``ssn``: the method's own architecture from ``network_def`` and the
+      ``network.json`` its training step wrote next to ``checkpoint`` (:func:`method_network`).
 
     A checkpoint of another architecture raises ``ValueError`` naming the file.
     """
@@ -157,8 +215,13 @@ def build_network(
     else:
         if checkpoint is None:
             raise ValueError(f"method {method!r} needs a checkpoint.")
-        network = training_network(network_def, method, mc_dropout_p)
-        network = load_checkpoint(network, _require(checkpoint, "model checkpoint"))
+        path = _require(checkpoint, "model checkpoint")
+        builder = method_spec(method).network_builder
+        if builder is not None:  # the method's own architecture, as its training step recorded it
+            network = builder(network_def, _read_network_settings(path))
+        else:
+            network = training_network(network_def, method, mc_dropout_p)
+        network = load_checkpoint(network, path)
     return network.to(torch.device(device)) if device is not None else network
 
 
@@ -252,6 +315,12 @@ def publish_model(
     """
     if layout.spec.deterministic_output == "members":
         logger.info("ensembles are not published to models/model.pt (one file per member); use %s", layout.root)
+        return None
+    if layout.spec.network_builder is not None:
+        logger.info(
+            "%s has its own architecture (not network_def); not published to models/model.pt, use %s with %s",
+            layout.method, layout.model_checkpoint, layout.network_settings,
+        )  # fmt: skip
         return None
     models = Path(bundle_root) / "models"
     state = _checkpoint_state(_require(layout.model_checkpoint, "model checkpoint"))

@@ -34,7 +34,7 @@ from torch import nn
 
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
 from monai_bayes.layers.base import stochastic_layers
-from monai_bayes.layers.nested import nested_layers, nested_width
+from monai_bayes.layers.nested import nested_width, width_layers
 from monai_bayes.metrics import PairwiseIoU, compute_pairwise_iou, ged_from_pairwise_iou, hm_iou_from_pairwise_iou
 from monai_bayes.metrics.hungarian import check_hm_iou_options
 from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
@@ -158,7 +158,7 @@ def _evaluation_state(network: nn.Module) -> Iterator[None]:
 
 
 def _nested_groups(network: nn.Module) -> int | None:
-    groups = {layer.nested_groups for _, layer in nested_layers(network)}
+    groups = {layer.nested_groups for _, layer in width_layers(network)}
     if len(groups) > 1:
         raise ValueError(f"the nested layers use different group counts {sorted(groups)}; widths are ambiguous.")
     return groups.pop() if groups else None

@@ -25,6 +25,14 @@ from monai_bayes.layers.dropout import (
     MCDropoutLinear,
 )
 from monai_bayes.layers.functional import SUPPORTED_TYPES
+from monai_bayes.layers.latent import (
+    GaussianLatent,
+    LowRankLogits,
+    NestedLatentMask,
+    diagonal_gaussian_kl,
+    low_rank_log_likelihood,
+    low_rank_sample,
+)
 from monai_bayes.layers.nested import (
     NestedChannelMask,
     NestedDropoutConv1d,
@@ -42,6 +50,7 @@ from monai_bayes.layers.nested import (
     nested_width,
     set_nested_temperature,
     set_nested_width,
+    width_layers,
 )
 from monai_bayes.layers.partial import (
     PartialBayesConv1d,
@@ -59,6 +68,8 @@ from monai_bayes.layers.shared_prefix import MCCostSplit, SharedPrefixMode, mc_c
 __all__ = [
     "SAMPLING_MODES",
     "SUPPORTED_TYPES",
+    "GaussianLatent",
+    "LowRankLogits",
     "MCCostSplit",
     "MCDropout",
     "MCDropoutConv1d",
@@ -80,6 +91,7 @@ __all__ = [
     "NestedDropoutLayer",
     "NestedDropoutLinear",
     "NestedDropoutOptions",
+    "NestedLatentMask",
     "NestedTemperatureSetter",
     "PartialBayesConv1d",
     "PartialBayesConv2d",
@@ -94,10 +106,13 @@ __all__ = [
     "WeightNoise",
     "candidate_modules",
     "candidate_parameters",
+    "diagonal_gaussian_kl",
     "draw_noise",
     "fixed_noise",
     "gaussian_kl",
     "kl_divergence",
+    "low_rank_log_likelihood",
+    "low_rank_sample",
     "mc_cost_split",
     "mc_samples",
     "nested_layers",
@@ -109,4 +124,5 @@ __all__ = [
     "set_sampling_mode",
     "shared_prefix_forward",
     "stochastic_layers",
+    "width_layers",
 ]

@@ -86,6 +86,7 @@ from monai_bayes.layers.functional import (
     make_layer_variants,
     variant_for,
 )
+from monai_bayes.layers.latent import NestedLatentMask
 from monai_bayes.layers.nested_math import (
     KLConstant,
     Remainder,
@@ -119,6 +120,7 @@ __all__ = [
     "nested_width",
     "set_nested_temperature",
     "set_nested_width",
+    "width_layers",
 ]
 
 #: log α is clamped to this range in sampling and KL (eq. 17 was fitted on [-5, 0.5])
@@ -661,8 +663,17 @@ def nested_layers(model: nn.Module) -> list[tuple[str, NestedDropoutLayer]]:
     return [(name, m) for name, m in stochastic_layers(model) if isinstance(m, NestedDropoutLayer)]
 
 
-def _require_nested(model: nn.Module) -> list[tuple[str, NestedDropoutLayer]]:
-    layers = nested_layers(model)
+def width_layers(model: nn.Module) -> list[tuple[str, NestedDropoutLayer | NestedLatentMask]]:
+    """Every layer with a nested width: BN3 channel layers and nested latent masks (BN3 on a Prob. U-Net latent).
+
+    Both have ``nested_groups``, ``width`` and ``temperature``; :func:`nested_width`,
+    :func:`set_nested_temperature` and the samples × widths evaluation act on all of them.
+    """
+    return [(name, m) for name, m in stochastic_layers(model) if isinstance(m, (NestedDropoutLayer, NestedLatentMask))]
+
+
+def _require_nested(model: nn.Module) -> list[tuple[str, NestedDropoutLayer | NestedLatentMask]]:
+    layers = width_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nested-dropout layer; convert it with to_nested first.")
     return layers
@@ -696,7 +707,7 @@ def nested_width(model: nn.Module, width: int | None) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        layers = dict(nested_layers(model))
+        layers = dict(width_layers(model))
         for name, old in previous.items():
             if name in layers:
                 layers[name].width = old

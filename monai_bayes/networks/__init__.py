@@ -19,10 +19,19 @@ from monai_bayes.networks.convert import (
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.extract import extract_width
 from monai_bayes.networks.nested import to_nested
+from monai_bayes.networks.prob_unet import (
+    AxisAlignedGaussianNet,
+    ProbabilisticUNet,
+    StochasticSegmentationNetwork,
+    unet_settings,
+)
 
 __all__ = [
+    "AxisAlignedGaussianNet",
     "ChannelFlowReport",
     "DeepEnsemble",
+    "ProbabilisticUNet",
+    "StochasticSegmentationNetwork",
     "analyse_channel_flow",
     "batch_norm_layers",
     "bayes_masks_from_state_dict",
@@ -40,4 +49,5 @@ __all__ = [
     "to_mc_dropout",
     "to_nested",
     "to_partial_bayes",
+    "unet_settings",
 ]

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from monai_bayes.layers.base import SAMPLING_MODES, sampling_mode, stochastic_layers
-from monai_bayes.layers.nested import nested_layers, nested_width
+from monai_bayes.layers.nested import nested_width, width_layers
 from monai_bayes.utils.random import seeded_global_rng
 
 __all__ = ["batch_norm_layers", "recalibrate_batch_norm"]
@@ -128,7 +128,7 @@ def recalibrate_batch_norm(
         raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}.")
     if mode not in SAMPLING_MODES:
         raise ValueError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}.")
-    if width is not None and not nested_layers(network):
+    if width is not None and not width_layers(network):
         raise ValueError(f"width={width} needs a nested network (to_nested), {type(network).__name__} has none.")
     norms = batch_norm_layers(network)
     if not norms:

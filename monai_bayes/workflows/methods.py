@@ -10,10 +10,24 @@ code of any new step; the configs it names must exist in the bundle.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["METHODS", "METHOD_REGISTRY", "MethodSpec", "check_method", "method_spec"]
+from torch import nn
+
+from monai_bayes.networks.prob_unet import ProbabilisticUNet, StochasticSegmentationNetwork
+
+__all__ = [
+    "METHODS",
+    "METHOD_REGISTRY",
+    "MethodSpec",
+    "NetworkBuilder",
+    "check_method",
+    "method_spec",
+    "prob_unet_network",
+    "ssn_network",
+]
 
 #: what the first (deterministic) training step writes: the shared deterministic model, the method's own
 #: model (MC dropout), or one file per ensemble member
@@ -22,6 +36,8 @@ DeterministicOutput = Literal["shared", "own", "members"]
 Selection = Literal["saliency", "all"] | None
 #: Monte-Carlo samples drawn at evaluation / inference
 McSamples = Literal["one", "members", "num_samples"]
+#: builds a method's own architecture from the bundle's ``network_def`` and the method's network settings
+NetworkBuilder = Callable[[nn.Module, Mapping[str, Any]], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -50,10 +66,13 @@ class MethodSpec:
     train_config : str
         The bundle config of step 3 (ELBO / method-specific training), e.g. ``"train"``; a method with its own
         training loop names its own config here and adds its steps to the bundle.
-    from_scratch : bool
-        No step 1: step 2 converts the *untrained* network with its means drawn ``μ ~ N(0, 1)``
-        (:func:`~monai_bayes.networks.init_means_normal`) and step 3 trains it from there (the seed's and the
-        authors' full-Bayes baseline, ``posterior_mu: 0`` with ``mu_weight.data.normal_(mean=0, std=1)``).
+    pretrain : bool
+        Step 1 (deterministic NLL training) runs first; ``False`` for methods trained from scratch in their
+        own ``train_config`` step (then ``bayes_training`` must be true).
+    network_builder : callable, optional
+        ``builder(network_def, settings) -> nn.Module``: the method's own architecture built from the
+        bundle's ``network_def`` (e.g. a Prob. U-Net with the same U-Net) and its network settings; ``None``:
+        the method trains ``network_def`` itself.
     """
 
     name: str
@@ -65,16 +84,25 @@ class MethodSpec:
     uses_r_bayes: bool = False
     description: str = ""
     train_config: str = "train"
-    from_scratch: bool = False
+    pretrain: bool = True
+    network_builder: NetworkBuilder | None = None
 
     def __post_init__(self) -> None:
-        if self.from_scratch and (self.selection is None or not self.bayes_training):
-            raise ValueError(f"method {self.name!r}: from_scratch needs a selection step and Bayesian training.")
+        if not self.pretrain and not self.bayes_training:
+            raise ValueError(f"method {self.name!r}: without step 1 (pretrain=False) it needs its own training step.")
+
+    @property
+    def from_scratch(self) -> bool:
+        """No step 1 and a conversion step: step 2 converts the *untrained* network with its means drawn
+        ``μ ~ N(0, 1)`` (:func:`~monai_bayes.networks.init_means_normal`) and step 3 trains it from there (the
+        seed's and the authors' full-Bayes baseline, ``mu_weight.data.normal_(mean=0, std=1)``).
+        """
+        return not self.pretrain and self.selection is not None
 
     @property
     def configs(self) -> tuple[str, ...]:
         """The bundle step configs this method runs, in order (each merged after ``common``)."""
-        steps = [] if self.from_scratch else ["train_deterministic"]
+        steps = ["train_deterministic"] if self.pretrain else []
         if self.selection is not None:
             steps.append("select")
         if self.bayes_training:
@@ -85,6 +113,22 @@ class MethodSpec:
     def stochastic(self) -> bool:
         """Whether the final network draws different samples per pass."""
         return self.mc_samples != "one"
+
+
+def prob_unet_network(network_def: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+    """The Prob. U-Net of ``network_def``'s U-Net; ``settings``: ``latent_dim``, ``nested`` (mask keywords)."""
+    nested = settings.get("nested")
+    return ProbabilisticUNet.from_unet(
+        network_def,  # type: ignore[arg-type]  # from_unet checks it is a MONAI UNet
+        latent_dim=int(settings.get("latent_dim", 6)),
+        nested_latent=nested is not None,
+        nested_options=dict(nested) if nested is not None else None,
+    )
+
+
+def ssn_network(network_def: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+    """The Stochastic Segmentation Network on ``network_def``'s U-Net; ``settings``: ``rank``."""
+    return StochasticSegmentationNetwork.from_unet(network_def, rank=int(settings.get("rank", 10)))  # type: ignore[arg-type]
 
 
 METHOD_REGISTRY: dict[str, MethodSpec] = {
@@ -121,9 +165,33 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             "full_bayes_scratch",
             selection="all",
             bayes_training=True,
-            from_scratch=True,
+            pretrain=False,
             description="mean-field Bayes over every candidate weight trained from scratch (means drawn N(0, 1), "
             "no deterministic step), the seed's full-Bayes baseline",
+        ),
+        MethodSpec(
+            "prob_unet",
+            bayes_training=True,
+            pretrain=False,
+            train_config="train_prob_unet",
+            network_builder=prob_unet_network,
+            description="Probabilistic U-Net (Kohl et al. 2018): prior / posterior nets, ELBO, a rater per step",
+        ),
+        MethodSpec(
+            "ssn",
+            bayes_training=True,
+            pretrain=False,
+            train_config="train_ssn",
+            network_builder=ssn_network,
+            description="Stochastic Segmentation Network (Monteiro 2020): low-rank Gaussian logits, MC likelihood",
+        ),
+        MethodSpec(
+            "bn3_prob_unet",
+            bayes_training=True,
+            pretrain=False,
+            train_config="train_prob_unet",
+            network_builder=prob_unet_network,
+            description="BN3 on the Prob. U-Net latent (seed 001 on LIDC): ordered dropout over latent dims",
         ),
     )
 }

@@ -9,7 +9,7 @@ from monai_bayes.workflows import METHOD_REGISTRY, METHODS, MethodSpec, check_me
 
 
 def test_registry_entries_and_their_step_configs():
-    assert METHODS == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble", "full_bayes_scratch")
+    assert METHODS[:5] == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
     expected = {
         "sparse_bayes": ("train_deterministic", "select", "train", "evaluate"),
         "full_bayes": ("train_deterministic", "select", "train", "evaluate"),
@@ -17,6 +17,9 @@ def test_registry_entries_and_their_step_configs():
         "mc_dropout": ("train_deterministic", "evaluate"),
         "ensemble": ("train_deterministic", "evaluate"),
         "full_bayes_scratch": ("select", "train", "evaluate"),  # no step 1
+        "prob_unet": ("train_prob_unet", "evaluate"),
+        "ssn": ("train_ssn", "evaluate"),
+        "bn3_prob_unet": ("train_prob_unet", "evaluate"),
     }
     assert {m: METHOD_REGISTRY[m].configs for m in METHODS} == expected
 
@@ -33,8 +36,9 @@ def test_bundle_steps_follow_the_registry(tmp_path, method):
     steps = pipeline_steps(layout)
     configs = [s.config for s in steps]
     spec = method_spec(method)
-    members = 3 if spec.deterministic_output == "members" else 0 if spec.from_scratch else 1
-    assert configs == ["train_deterministic"] * members + [c for c in spec.configs if c != "train_deterministic"]
+    members = 3 if spec.deterministic_output == "members" else 1
+    pretrain = ["train_deterministic"] * members if spec.pretrain else []
+    assert configs == pretrain + list(spec.configs[1 if spec.pretrain else 0 :])
     assert steps[-1].output is None  # evaluation always runs
     assert num_mc_samples(method, 7, ensemble_size=3) == {"one": 1, "members": 3, "num_samples": 7}[spec.mc_samples]
 
