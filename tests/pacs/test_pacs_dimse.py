@@ -6,6 +6,7 @@ as modalities on 127.0.0.1; every association in these tests is on loopback and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,14 +22,13 @@ import pytest
 import requests
 
 from monai_bayes.cli import main
-from monai_bayes.pacs import DicomInferenceSettings, PacsClient, RetryPolicy, load_inference_bundle, run_pipeline
+from monai_bayes.pacs import DicomInferenceSettings, PacsClient, RetryPolicy, load_inference_bundle, load_result
 from monai_bayes.pacs.credentials import Credentials
 from monai_bayes.pacs.dimse import DimseClient
 from monai_bayes.pacs.errors import InputNotFoundError, PacsAuthError, PacsConfigError, PacsUnavailableError
 from monai_bayes.pacs.listener import Listener
 from monai_bayes.pacs.outbox import Outbox
 from monai_bayes.pacs.transport import check_destination, parse_dimse_url
-
 
 pytestmark = pytest.mark.pacs
 
@@ -47,7 +47,9 @@ def _free_port() -> int:
 
 def _web(orthanc) -> PacsClient:
     return PacsClient(
-        orthanc.dicomweb_url, credentials=Credentials("basic", orthanc.user, orthanc.password, source="test"), retry=FAST
+        orthanc.dicomweb_url,
+        credentials=Credentials("basic", orthanc.user, orthanc.password, source="test"),
+        retry=FAST,
     )
 
 
@@ -68,7 +70,9 @@ def _study_series(orthanc, study_uid: str) -> list[dict]:
     out = []
     for series in orthanc.get(f"/studies/{ids[0]}/series"):
         tags = series["MainDicomTags"]
-        out.append({"modality": tags.get("Modality"), "uid": tags["SeriesInstanceUID"], "instances": series["Instances"]})
+        out.append(
+            {"modality": tags.get("Modality"), "uid": tags["SeriesInstanceUID"], "instances": series["Instances"]}
+        )
     return out
 
 
@@ -89,7 +93,10 @@ def dimse_orthanc(orthanc_dimse, monkeypatch):
     orthanc_dimse.start()
     orthanc_dimse.add_modality("monai-client", CLIENT_AET, move_port)
     orthanc_dimse.move_port = move_port
-    for k, v in {"MONAI_BAYES_PACS_USER": orthanc_dimse.user, "MONAI_BAYES_PACS_PASSWORD": orthanc_dimse.password}.items():
+    for k, v in {
+        "MONAI_BAYES_PACS_USER": orthanc_dimse.user,
+        "MONAI_BAYES_PACS_PASSWORD": orthanc_dimse.password,
+    }.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("MONAI_BAYES_PACS_TOKEN", raising=False)
     return orthanc_dimse
@@ -156,7 +163,9 @@ def test_echo_find_get_move(dimse_orthanc, ct_series, clone):
         client.search_series("1.2.3.4.5.6.7.8.9")
 
     want = {str(ds.SOPInstanceUID): ds.pixel_array for ds in source}
-    mover = DimseClient(orthanc.dimse_url, ae_title=CLIENT_AET, retry=FAST, retrieve="move", move_port=orthanc.move_port)
+    mover = DimseClient(
+        orthanc.dimse_url, ae_title=CLIENT_AET, retry=FAST, retrieve="move", move_port=orthanc.move_port
+    )
     for c in (client, mover):
         got = c.retrieve_series(study, series)
         assert sorted(str(ds.SOPInstanceUID) for ds in got) == sorted(want)
@@ -165,14 +174,25 @@ def test_echo_find_get_move(dimse_orthanc, ct_series, clone):
 
 
 # ----------------------------------------------------------------------------------- pipeline
-def test_cli_run_over_dimse_stores_results_once(dimse_orthanc, ct_series, clone, tiny_bundle, tmp_path, dciodvfy, capsys):
+def test_cli_run_over_dimse_stores_results_once(
+    dimse_orthanc, ct_series, clone, tiny_bundle, tmp_path, dciodvfy, capsys
+):
     """``pacs run --url dicom://...``: C-FIND + C-MOVE in, C-STORE out; a second run stores nothing new."""
     orthanc = dimse_orthanc
     source = clone(ct_series.datasets()[:4], "dimse-run")
     study = _upload(orthanc, source)
     out = tmp_path / "out"
     args = ["pacs", "run", "--url", orthanc.dimse_url, "--study", study, "--bundle", str(tiny_bundle)]
-    args += ["--output", str(out), "--ae-title", CLIENT_AET, "--retrieve", "move", "--move-port", str(orthanc.move_port)]
+    args += [
+        "--output",
+        str(out),
+        "--ae-title",
+        CLIENT_AET,
+        "--retrieve",
+        "move",
+        "--move-port",
+        str(orthanc.move_port),
+    ]
     args += ["--max-attempts", "2", "--backoff", "0.05"]
     assert main(args) == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
@@ -181,13 +201,17 @@ def test_cli_run_over_dimse_stores_results_once(dimse_orthanc, ct_series, clone,
     series = _study_series(orthanc, study)
     by_modality = {s["modality"]: s for s in series if s["modality"] != "CT"}
     written = {i["sop_instance_uid"] for i in summary["instances"]}
-    assert {"SEG"} <= set(by_modality) and len(series) == 1 + len({i["series_instance_uid"] for i in summary["instances"]})
+    assert {"SEG"} <= set(by_modality) and len(series) == 1 + len(
+        {i["series_instance_uid"] for i in summary["instances"]}
+    )
     count = sum(len(s["instances"]) for s in series)
     assert count == 4 + len(written)
     for s in series:  # what Orthanc holds is valid DICOM (dciodvfy on the stored files)
         if s["modality"] != "CT":
             raw = requests.get(
-                f"{orthanc.base_url}/instances/{s['instances'][0]}/file", auth=(orthanc.user, orthanc.password), timeout=30
+                f"{orthanc.base_url}/instances/{s['instances'][0]}/file",
+                auth=(orthanc.user, orthanc.password),
+                timeout=30,
             ).content
             path = tmp_path / f"{s['modality']}.dcm"
             path.write_bytes(raw)
@@ -236,8 +260,17 @@ def test_listener_routed_study_answers_in_same_study(dimse_orthanc, ct_series, c
         )
         assert status.state == "delivered", status.error
         assert status.instances == 3 and status.attempts == 1
-        modalities = sorted(s["modality"] for s in _study_series(orthanc, study))
-        assert modalities.count("CT") == 1 and modalities.count("SEG") == 1 and "OT" in modalities or len(modalities) >= 3
+        result = load_result(status.result_dir)
+        assert result is not None and result.study_instance_uid == study
+        series = _study_series(orthanc, study)
+        assert [s["modality"] for s in series].count("CT") == 1
+        assert [s["modality"] for s in series].count("SEG") == 1
+        # every written instance is in the routed study, exactly once
+        held = sorted(len(s["instances"]) for s in series if s["modality"] != "CT")
+        per_series: dict[str, int] = {}
+        for inst in result.instances:
+            per_series[inst.series_instance_uid] = per_series.get(inst.series_instance_uid, 0) + 1
+        assert held == sorted(per_series.values())
         assert node.wait_idle(10)
         assert not any((tmp_path / "spool" / "ready").iterdir())
     finally:
@@ -318,10 +351,8 @@ def test_listener_20_studies_with_kill9(dimse_orthanc, ct_series, clone, tiny_bu
     def states() -> dict[str, dict]:
         out = {}
         for p in status_dir.glob("*.json"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 out[p.stem] = json.loads(p.read_text())
-            except (OSError, ValueError):
-                pass
         return out
 
     proc = _start_node(cmd, log, port)
@@ -341,9 +372,7 @@ def test_listener_20_studies_with_kill9(dimse_orthanc, ct_series, clone, tiny_bu
         proc.wait(30)
         assert states()[killed]["state"] == "processing"  # it really was interrupted
         proc = _start_node(cmd, log, port)
-        _wait(
-            lambda: sum(s["state"] == "delivered" for s in states().values()) == 20, 300, "20 delivered studies", 0.5
-        )
+        _wait(lambda: sum(s["state"] == "delivered" for s in states().values()) == 20, 300, "20 delivered studies", 0.5)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
