@@ -45,6 +45,7 @@ from monai_bayes.pacs.errors import (
     PacsConfigError,
     PacsError,
     PacsRequestError,
+    PacsTLSError,
     PacsUnavailableError,
 )
 from monai_bayes.pacs.transport import DimseAddress, check_ae_title, parse_dimse_url
@@ -349,6 +350,8 @@ class DimseClient:
                 f"(is this node registered at the PACS with that AE title, and is the called AE {a.ae_title!r} right?)"
             )
         if not assoc.is_established:
+            if self._tls is not None:
+                self._diagnose_tls(what)
             raise _AssociationLostError("association not established (peer unreachable, aborted or timed out)")
         try:
             yield assoc
@@ -358,6 +361,31 @@ class DimseClient:
             raise
         if assoc.is_established:
             assoc.release()
+
+    def _diagnose_tls(self, what: str) -> None:
+        """After a failed TLS association: raise :class:`PacsTLSError` if the TLS handshake is the cause.
+
+        pynetdicom logs handshake failures and reports only "not established"; one bare handshake
+        with the same context tells a certificate problem (not retried) from an unreachable peer.
+        """
+        import socket
+
+        assert self._tls is not None
+        a = self.address
+        try:
+            with (
+                socket.create_connection((a.host, a.port), timeout=self.connect_timeout_s) as sock,
+                self._tls.wrap_socket(sock, server_hostname=a.host),
+            ):
+                return
+        except ssl.SSLError as err:
+            raise PacsTLSError(
+                f"{what}: TLS with {self.url} failed: {getattr(err, 'verify_message', None) or err.reason or err}. "
+                "If the PACS uses an internal certificate authority, pass its PEM file with --ca-bundle "
+                "(setting ca_bundle); a PACS requiring client certificates needs --tls-cert / --tls-key"
+            ) from None
+        except OSError:
+            return  # unreachable: the caller retries
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` with the retry policy; transient failures are retried, the rest raised."""

@@ -343,7 +343,7 @@ def check_run_arguments(
     if (study is None) == (input_dir is None):
         raise PacsConfigError("give exactly one input: a study UID (with a PACS URL) or an input folder")
     if study is not None and url is None:
-        raise PacsConfigError(f"study {study}: a PACS URL (DICOMweb or dicom://) is needed to retrieve it")
+        raise PacsConfigError(f"study {study}: a DICOMweb URL is needed to retrieve it (or a dicom://AE@host:port URL)")
     if study is not None:
         check_uid(study, "--study")
     if series is not None:

@@ -25,7 +25,13 @@ from monai_bayes.cli import main
 from monai_bayes.pacs import DicomInferenceSettings, PacsClient, RetryPolicy, load_inference_bundle, load_result
 from monai_bayes.pacs.credentials import Credentials
 from monai_bayes.pacs.dimse import DimseClient
-from monai_bayes.pacs.errors import InputNotFoundError, PacsAuthError, PacsConfigError, PacsUnavailableError
+from monai_bayes.pacs.errors import (
+    InputNotFoundError,
+    PacsAuthError,
+    PacsConfigError,
+    PacsTLSError,
+    PacsUnavailableError,
+)
 from monai_bayes.pacs.listener import Listener
 from monai_bayes.pacs.outbox import Outbox
 from monai_bayes.pacs.transport import check_destination, parse_dimse_url
@@ -393,3 +399,57 @@ def test_listener_20_studies_with_kill9(dimse_orthanc, ct_series, clone, tiny_bu
     assert all(p == per_study[0] for p in per_study), per_study  # no study lost or duplicated a result
     assert not any((spool / "ready").iterdir()) and not any((spool / "incoming").iterdir())
     assert "queued again after a restart" in log.read_text()
+
+
+# ----------------------------------------------------------------------------------- TLS
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    d = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=monai-bayes test CA", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext", cwd=d)  # fmt: skip
+    return {k: d / k for k in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def test_dimse_tls_to_listener(tls_files, tiny_bundle, tmp_path):
+    """dicoms://: the server certificate is verified against --ca-bundle; mutual TLS needs a client certificate."""
+    from monai_bayes.pacs.dimse import server_ssl_context
+
+    f = tls_files
+    node = Listener(
+        load_inference_bundle(tiny_bundle),
+        ae_title=NODE_AET,
+        port=0,
+        bind="127.0.0.1",
+        spool=tmp_path / "spool",
+        destination="dicom://NOWHERE@127.0.0.1:1",
+        allowed_ae_titles=[SENDER_AET],
+        ssl_context=server_ssl_context(f["server.pem"], f["server.key"], client_ca=f["ca.pem"]),
+    )
+    node.start()
+    try:
+        url = f"dicoms://{NODE_AET}@127.0.0.1:{node.port}"
+        ok = DimseClient(url, ae_title=SENDER_AET, ca_bundle=f["ca.pem"], tls_cert=f["client.pem"],
+                         tls_key=f["client.key"], retry=FAST)  # fmt: skip
+        ok.ping()
+        untrusted = DimseClient(url, ae_title=SENDER_AET, tls_cert=f["client.pem"], tls_key=f["client.key"], retry=FAST)
+        with pytest.raises(PacsTLSError, match=r"certificate verify failed|--ca-bundle"):
+            untrusted.ping()  # the node's CA is not in the system trust store
+        for bad in (
+            DimseClient(url, ae_title=SENDER_AET, ca_bundle=f["ca.pem"], retry=FAST),  # no client certificate
+            DimseClient(url.replace("dicoms", "dicom"), ae_title=SENDER_AET, connect_timeout_s=2, retry=FAST),
+        ):
+            with pytest.raises((PacsTLSError, PacsUnavailableError)):
+                bad.ping()
+    finally:
+        node.stop()
