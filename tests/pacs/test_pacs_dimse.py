@@ -29,6 +29,7 @@ from monai_bayes.pacs.errors import (
     InputNotFoundError,
     PacsAuthError,
     PacsConfigError,
+    PacsRequestError,
     PacsTLSError,
     PacsUnavailableError,
 )
@@ -453,3 +454,99 @@ def test_dimse_tls_to_listener(tls_files, tiny_bundle, tmp_path):
                 bad.ping()
     finally:
         node.stop()
+
+
+# ----------------------------------------------------------------------------------- listener logic
+class _FakePipeline:
+    """Stands in for ``run_pipeline`` in the listener: records calls, can block, returns "delivered"."""
+
+    def __init__(self, block: bool = False) -> None:
+        import threading
+
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        if not block:
+            self.release.set()
+
+    def __call__(self, bundle, *, input_dir, **kwargs):
+        from types import SimpleNamespace
+
+        self.calls.append(str(input_dir))
+        self.started.set()
+        assert self.release.wait(60)
+        result = SimpleNamespace(directory=Path(input_dir), instances=[])
+        return SimpleNamespace(status="delivered", result=result, entry_id="e", flush=None, reused=False)
+
+
+def _node(tmp_path, monkeypatch, fake, **kwargs) -> Listener:
+    from types import SimpleNamespace
+
+    import monai_bayes.pacs.listener as listener_module
+
+    monkeypatch.setattr(listener_module, "run_pipeline", fake)
+    settings = DicomInferenceSettings(max_attempts=1)
+    return Listener(
+        SimpleNamespace(settings=settings),
+        ae_title=NODE_AET,
+        port=0,
+        bind="127.0.0.1",
+        spool=tmp_path / "spool",
+        destination="dicom://PACS@127.0.0.1:1",
+        allowed_ae_titles=[SENDER_AET],
+        expected_instances=1,
+        poll_s=0.05,
+        **kwargs,
+    )
+
+
+def test_listener_bounded_queue_refuses_new_studies(tmp_path, monkeypatch, ct_series, clone):
+    """With ``max_queue=1`` and a study in processing, an instance of a new study gets 0xA700; later it is accepted."""
+    fake = _FakePipeline(block=True)
+    node = _node(tmp_path, monkeypatch, fake, max_queue=1)
+    node.start()
+    try:
+        sender = DimseClient(f"dicom://{NODE_AET}@127.0.0.1:{node.port}", ae_title=SENDER_AET, retry=FAST)
+        a, b = (clone(ct_series.datasets()[:1], f"queue-{k}") for k in "ab")
+        sender.store(a, str(a[0].StudyInstanceUID))
+        assert fake.started.wait(30)
+        with pytest.raises(PacsRequestError, match="0xa700"):
+            sender.store(b, str(b[0].StudyInstanceUID))
+        fake.release.set()
+        assert node.wait_idle(30)
+        sender.store(b, str(b[0].StudyInstanceUID))
+        assert node.wait_idle(30)
+        assert [Path(c).name for c in fake.calls] == [str(a[0].StudyInstanceUID), str(b[0].StudyInstanceUID)]
+        assert node.read_status(str(b[0].StudyInstanceUID)).state == "delivered"
+    finally:
+        node.stop()
+
+
+def test_listener_restart_requeues_ready_but_skips_delivered(tmp_path, monkeypatch, ct_series, clone):
+    """The spool is the truth: a study left in ready/ is processed after a restart, unless its status says
+    it was delivered for exactly these instances (killed between delivery and clean-up)."""
+    from monai_bayes.pacs.listener import StudyStatus, _digest
+
+    spool = tmp_path / "spool"
+    pending, delivered = (clone(ct_series.datasets()[:2], f"restart-{k}") for k in "pd")
+    for datasets in (pending, delivered):
+        folder = spool / "ready" / str(datasets[0].StudyInstanceUID)
+        folder.mkdir(parents=True)
+        for ds in datasets:
+            ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    done_uid = str(delivered[0].StudyInstanceUID)
+    digest = _digest([str(ds.SOPInstanceUID) for ds in delivered])
+    status = StudyStatus(done_uid, state="delivered", instances=2, instances_digest=digest, attempts=1)
+    (spool / "status").mkdir()
+    (spool / "status" / f"{done_uid}.json").write_text(json.dumps(status.to_dict()))
+
+    fake = _FakePipeline()
+    node = _node(tmp_path, monkeypatch, fake)
+    node.start()
+    try:
+        assert node.wait_idle(30)
+    finally:
+        node.stop()
+    assert [Path(c).name for c in fake.calls] == [str(pending[0].StudyInstanceUID)]
+    assert node.read_status(done_uid).attempts == 1
+    assert not any((spool / "ready").iterdir())
