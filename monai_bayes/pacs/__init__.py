@@ -9,6 +9,8 @@ requests).
   The PACS URL picks the transport: ``http(s)://`` DICOMweb, ``dicom[s]://AE@host:port`` DIMSE
   (C-FIND, C-GET / C-MOVE, C-STORE; :class:`DimseClient`), both behind :class:`Transport`;
 * :class:`Listener` -- a receiving node (C-STORE SCP, durable spool, inference on arrival);
+* :mod:`monai_bayes.pacs.deploy` (extra ``deploy``, not imported here) -- a MONAI Deploy App SDK
+  operator and example app;
 * :func:`flush_outbox` -- deliver what an earlier run could not;
 * :class:`PacsClient` -- DICOMweb with bounded retries, timeouts, credentials from the environment
   or netrc; :class:`DicomInferenceSettings` -- the bundle's ``inference_dicom.json`` settings;
