@@ -119,6 +119,19 @@ class StudyStatus:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _spooled(folder: Path) -> list[Path]:
+    """The complete instances of a spool folder (``<SOPInstanceUID>.dcm``; not the hidden temporary files)."""
+    return [p for p in folder.glob("*.dcm") if not p.name.startswith(".")]
+
+
+def _remove_partial_writes(folder: Path) -> int:
+    """Delete temporary files a killed process left in a spool folder (hidden ``.*`` names); return how many."""
+    partial = [p for p in folder.rglob(".*") if p.is_file()]
+    for p in partial:
+        p.unlink()
+    return len(partial)
+
+
 def _digest(sop_uids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(sop_uids)).encode()).hexdigest()
 
@@ -271,7 +284,7 @@ class Listener:
             tmp.write_bytes(event.encoded_dataset())
         with self._lock:
             self._last_seen[study] = time.monotonic()
-            self._count[study] = len(list(folder.glob("*.dcm")))
+            self._count[study] = len(_spooled(folder))
         if new:
             status = self.read_status(study)
             if status.state != "receiving":
@@ -302,7 +315,7 @@ class Listener:
             self._last_seen.pop(study, None)
             self._count.pop(study, None)
             if dst.exists():  # a batch of the same study waits: merge the new instances into it
-                for f in src.glob("*.dcm"):
+                for f in _spooled(src):
                     os.replace(f, dst / f.name)
                 shutil.rmtree(src, ignore_errors=True)
                 fsync_dir(dst)
@@ -312,7 +325,7 @@ class Listener:
             fsync_dir(self.ready)
             fsync_dir(self.incoming)
             self._waiting += 1
-        n = len(list(dst.glob("*.dcm")))
+        n = len(_spooled(dst))
         self._set_state(self.read_status(study), "queued", instances=n)
         logger.info("study %s: complete (%d instance(s)), queued", study, n)
         self._queue.put(study)
@@ -323,7 +336,7 @@ class Listener:
         status = self.read_status(study)
         with self._lock:  # from here on, late instances wait in incoming/ (see _close)
             self._processing.add(study)
-            sops = sorted(p.stem for p in folder.glob("*.dcm"))
+            sops = sorted(p.stem for p in _spooled(folder))
         digest = _digest(sops)
         if status.state == "delivered" and status.instances_digest == digest:
             logger.info("study %s: already delivered for these %d instance(s); not processed again", study, len(sops))
@@ -397,6 +410,9 @@ class Listener:
             The studies queued again, oldest first.
         """
         requeued = []
+        for folder in (self.incoming, self.ready):
+            if folder.is_dir() and (n := _remove_partial_writes(folder)):
+                logger.warning("spool %s: removed %d partial write(s) of an interrupted run", folder, n)
         if self.ready.is_dir():
             for p in sorted(self.ready.iterdir(), key=lambda p: p.stat().st_mtime):
                 if p.is_dir() and is_valid_uid(p.name):
@@ -406,10 +422,12 @@ class Listener:
                     requeued.append(p.name)
         if self.incoming.is_dir():
             for p in self.incoming.iterdir():
-                if p.is_dir() and is_valid_uid(p.name):
+                if p.is_dir() and not _spooled(p):
+                    shutil.rmtree(p)  # only partial writes were in it
+                elif p.is_dir() and is_valid_uid(p.name):
                     with self._lock:
                         self._last_seen[p.name] = time.monotonic()
-                        self._count[p.name] = len(list(p.glob("*.dcm")))
+                        self._count[p.name] = len(_spooled(p))
         if requeued:
             logger.info("spool %s: %d study(ies) queued again after a restart", self.spool, len(requeued))
         return requeued

@@ -540,6 +540,11 @@ def test_listener_restart_requeues_ready_but_skips_delivered(tmp_path, monkeypat
     (spool / "status").mkdir()
     (spool / "status" / f"{done_uid}.json").write_text(json.dumps(status.to_dict()))
 
+    # partial writes of a killed process: a temporary file next to complete ones, and one alone
+    (spool / "ready" / str(pending[0].StudyInstanceUID) / ".1.2.3.tmp.dcm").write_bytes(b"partial")
+    (spool / "incoming" / "1.2.3.4").mkdir(parents=True)
+    (spool / "incoming" / "1.2.3.4" / ".1.2.3.4.5.abcd.tmp.dcm").write_bytes(b"partial")
+
     fake = _FakePipeline()
     node = _node(tmp_path, monkeypatch, fake)
     node.start()
@@ -549,4 +554,4 @@ def test_listener_restart_requeues_ready_but_skips_delivered(tmp_path, monkeypat
         node.stop()
     assert [Path(c).name for c in fake.calls] == [str(pending[0].StudyInstanceUID)]
     assert node.read_status(done_uid).attempts == 1
-    assert not any((spool / "ready").iterdir())
+    assert not any((spool / "ready").iterdir()) and not any((spool / "incoming").iterdir())
