@@ -11,6 +11,7 @@ PACS_REQUIREMENTS: dict[str, str] = {
     "requests": "requests",
     "highdicom": "highdicom",
     "dicomweb_client": "dicomweb-client",
+    "pynetdicom": "pynetdicom",
 }
 
 

@@ -1,4 +1,5 @@
-"""``monai-bayes pacs`` sub-commands: ``run``, ``flush-outbox``, ``outbox``, ``ping``, ``template``.
+"""``monai-bayes pacs`` sub-commands: ``run``, ``flush-outbox``, ``outbox``, ``ping``, ``find``, ``listen``,
+``template``.
 
 Registered by :mod:`monai_bayes.cli` through :func:`register`. Heavy imports (torch, highdicom,
 dicomweb-client) happen inside the handlers, so ``--help`` is fast and a missing ``pacs`` extra is
@@ -26,7 +27,7 @@ __all__ = ["register"]
 logger = logging.getLogger("monai_bayes.pacs")
 
 ENV_URL = "MONAI_BAYES_PACS_URL"  # = monai_bayes.pacs.credentials.ENV_URL (not imported: --help stays light)
-_EXTRAS = ("highdicom", "dicomweb_client", "requests")
+_EXTRAS = ("highdicom", "dicomweb_client", "requests", "pynetdicom")
 
 _EPILOG = """\
 credentials: MONAI_BAYES_PACS_USER + MONAI_BAYES_PACS_PASSWORD, or MONAI_BAYES_PACS_TOKEN (bearer),
@@ -53,6 +54,9 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
             return 78
         from monai_bayes.pacs.errors import PacsError
         from monai_bayes.utils.errors import errors_reported_by_caller
+
+        if not getattr(args, "verbose", False):  # pynetdicom logs every PDU at INFO
+            logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
         try:
             with errors_reported_by_caller():  # our one line below, not the library's summary as well
@@ -121,6 +125,11 @@ def _settings(args: argparse.Namespace, base: Any = None) -> Any:
         "modality": getattr(args, "modality", None),
         "ca_bundle": getattr(args, "ca_bundle", None),
         "max_volume_voxels": getattr(args, "max_volume_voxels", None),
+        "ae_title": getattr(args, "ae_title", None),
+        "dimse_retrieve": getattr(args, "retrieve", None),
+        "move_port": getattr(args, "move_port", None),
+        "tls_cert": getattr(args, "tls_cert", None),
+        "tls_key": getattr(args, "tls_key", None),
     }
     if getattr(args, "allow_insecure_http", False):
         changes["allow_insecure_http"] = True
@@ -241,18 +250,106 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
     return max((e.exit_code for e in corrupt.values()), default=0)
 
 
-@_guard
-def _cmd_ping(args: argparse.Namespace) -> int:
-    from monai_bayes.pacs.client import PacsClient
-
+def _url(args: argparse.Namespace) -> str:
     url = args.url or os.environ.get(ENV_URL)
     if not url:
         from monai_bayes.pacs.errors import PacsConfigError
 
-        raise PacsConfigError(f"no DICOMweb URL: pass --url or set {ENV_URL}")
-    with PacsClient.from_settings(url, _settings(args), netrc_file=args.netrc) as client:
+        raise PacsConfigError(
+            f"no PACS URL: pass --url (http(s)://.../dicom-web or dicom://AE@host:port) or set {ENV_URL}"
+        )
+    return str(url)
+
+
+@_guard
+def _cmd_ping(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.transport import is_dimse_url, open_transport
+
+    url = _url(args)
+    settings = _settings(args)
+    client = open_transport(url, settings, netrc_file=args.netrc)
+    try:
         client.ping()
-        _print_json({"url": client.url, "credentials": client.credentials_source, "qido": "ok"})
+        if is_dimse_url(url):
+            _print_json({"url": client.url, "ae_title": settings.ae_title, "c-echo": "ok"})
+        else:
+            _print_json({"url": client.url, "credentials": getattr(client, "credentials_source", None), "qido": "ok"})
+    finally:
+        client.close()
+    return 0
+
+
+@_guard
+def _cmd_find(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.dimse import DimseClient
+    from monai_bayes.pacs.errors import PacsConfigError
+    from monai_bayes.pacs.transport import is_dimse_url
+
+    url = _url(args)
+    if not is_dimse_url(url):
+        raise PacsConfigError(f"pacs find speaks C-FIND: --url must be dicom://AE@host:port, got {url!r}")
+    client = DimseClient.from_settings(url, _settings(args))
+    studies = client.find_studies(study_instance_uid=args.study, patient_id=args.patient_id, study_date=args.study_date)
+    out = []
+    for st in studies:
+        item: dict[str, Any] = dict(vars(st))
+        if args.series:
+            item["series"] = [dict(vars(s)) for s in client.search_series(st.study_instance_uid)]
+        out.append(item)
+    _print_json({"url": client.url, "studies": out})
+    return 0 if out else 66
+
+
+@_guard
+def _cmd_listen(args: argparse.Namespace) -> int:
+    from monai_bayes.pacs.bundle import load_inference_bundle
+    from monai_bayes.pacs.dimse import server_ssl_context
+    from monai_bayes.pacs.errors import PacsConfigError
+    from monai_bayes.pacs.listener import Listener
+    from monai_bayes.pacs.pipeline import check_output_dir
+    from monai_bayes.pacs.transport import check_destination
+
+    destination = args.destination or os.environ.get(ENV_URL)
+    if not destination:
+        raise PacsConfigError(
+            f"no destination: pass --destination (DICOMweb root or dicom://AE@host:port) or set {ENV_URL}"
+        )
+    check_destination(destination)
+    if (args.tls_server_cert is None) != (args.tls_server_key is None):
+        raise PacsConfigError("--tls-server-cert and --tls-server-key go together")
+    ssl_context = (
+        server_ssl_context(args.tls_server_cert, args.tls_server_key, args.tls_client_ca)
+        if args.tls_server_cert
+        else None
+    )
+    spool = Path(args.spool) if args.spool else _output_dir(args) / "spool"
+    check_output_dir(spool, "spool folder")
+    pre = _settings(args) if args.config else None
+    bundle = load_inference_bundle(
+        args.bundle,
+        device=args.device,
+        num_samples=args.num_samples if args.num_samples is not None else (pre.num_samples if pre else None),
+        seed=args.seed if args.seed is not None else (pre.seed if pre else None),
+    )
+    settings = pre if pre is not None else _settings(args, bundle.settings)
+    node = Listener(
+        bundle,
+        ae_title=args.ae_title,
+        port=args.port,
+        bind=args.bind,
+        spool=spool,
+        destination=destination,
+        allowed_ae_titles=args.allow,
+        quiet_s=args.quiet,
+        expected_instances=args.expected_instances,
+        max_queue=args.max_queue,
+        settings=settings,
+        output_dir=_output_dir(args),
+        outbox_dir=_outbox_dir(args),
+        ssl_context=ssl_context,
+        netrc_file=args.netrc,
+    )
+    node.serve_forever()
     return 0
 
 
@@ -282,6 +379,13 @@ def _add_transport(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow credentials over plain http:// to a non-loopback host (refused by default)",
     )
+    d = p.add_argument_group("DIMSE (dicom://AE@host:port URLs; dicoms:// for TLS)")
+    if "--ae-title" not in p._option_string_actions:
+        d.add_argument("--ae-title", metavar="AET", help="this node's (calling) AE title (default MONAI_BAYES)")
+    d.add_argument("--retrieve", choices=("get", "move"), help="C-GET (default) or C-MOVE to --move-port")
+    d.add_argument("--move-port", type=int, metavar="PORT", help="port receiving C-MOVE sub-operations")
+    d.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (dicoms://)")
+    d.add_argument("--tls-key", metavar="PEM", help="its private key")
 
 
 def _add_dirs(p: argparse.ArgumentParser) -> None:
@@ -352,10 +456,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     box.add_argument("--url", help="only entries queued for this DICOMweb URL")
     box.set_defaults(func=_cmd_outbox)
 
-    ping = sub.add_parser("ping", help="check that the DICOMweb server answers with these credentials")
-    ping.add_argument("--url", help=f"DICOMweb root (default ${ENV_URL})")
+    ping = sub.add_parser(
+        "ping", help="check that the PACS answers: QIDO-RS with these credentials, or C-ECHO for dicom:// URLs"
+    )
+    ping.add_argument("--url", help=f"DICOMweb root or dicom://AE@host:port (default ${ENV_URL})")
     _add_transport(ping)
     ping.set_defaults(func=_cmd_ping)
+
+    find = sub.add_parser("find", help="C-FIND studies (by study UID, or patient ID + study date) on a DIMSE peer")
+    find.add_argument("--url", help=f"dicom://AE@host:port (default ${ENV_URL})")
+    find.add_argument("--study", metavar="UID", help="StudyInstanceUID")
+    find.add_argument("--patient-id", metavar="ID", help="PatientID (wildcards * ? allowed)")
+    find.add_argument("--study-date", metavar="DATE", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    find.add_argument("--series", action="store_true", help="also list the series of each study (C-FIND SERIES)")
+    _add_transport(find)
+    find.set_defaults(func=_cmd_find)
+
+    listen = sub.add_parser(
+        "listen",
+        help="receiving node: C-STORE SCP -> spool -> bundle inference -> results to --destination",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    node = listen.add_argument_group("node")
+    node.add_argument("--ae-title", required=True, metavar="AET", help="this node's AE title (also calling AE)")
+    node.add_argument("--port", required=True, type=int, help="TCP port to listen on")
+    node.add_argument("--bind", default="", metavar="ADDR", help="address to listen on (default all interfaces)")
+    node.add_argument("--allow", required=True, nargs="+", metavar="AET", help="calling AE titles allowed to send")
+    node.add_argument("--spool", metavar="DIR", help="spool folder (default <output>/spool)")
+    node.add_argument("--quiet", type=float, default=10.0, metavar="SECONDS", help="study complete after this quiet")
+    node.add_argument("--expected-instances", type=int, metavar="N", help="study complete at N instances")
+    node.add_argument("--max-queue", type=int, default=16, metavar="N", help="studies waiting before refusing new")
+    node.add_argument("--tls-server-cert", metavar="PEM", help="TLS certificate of this node (with --tls-server-key)")
+    node.add_argument("--tls-server-key", metavar="PEM", help="its private key")
+    node.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates issued by these CAs")
+    lmodel = listen.add_argument_group("model")
+    lmodel.add_argument("--bundle", required=True, metavar="PATH", help="bundle folder")
+    lmodel.add_argument("--device", help="torch device (default: the bundle's)")
+    lmodel.add_argument("--num-samples", type=int, metavar="S", help="Monte-Carlo samples (default: the bundle's)")
+    lmodel.add_argument("--seed", type=int, help="seed of the MC noise")
+    lmodel.add_argument("--config", metavar="JSON", help="settings file (default: the bundle's inference_dicom.json)")
+    dest = listen.add_argument_group("results")
+    dest.add_argument(
+        "--destination", metavar="URL", help=f"DICOMweb root or dicom://AE@host:port (default ${ENV_URL})"
+    )
+    _add_dirs(dest)
+    _add_transport(listen)
+    listen.set_defaults(func=_cmd_listen)
 
     tpl = sub.add_parser("template", help="print the inference_dicom.json bundle-config template")
     tpl.set_defaults(func=_cmd_template)

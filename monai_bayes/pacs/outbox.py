@@ -1,4 +1,4 @@
-"""On-disk outbox of results waiting for STOW-RS delivery.
+"""On-disk outbox of results waiting for delivery (STOW-RS or C-STORE: any :class:`Transport`).
 
 Layout::
 
@@ -47,8 +47,6 @@ from typing import Any
 
 import pydicom
 
-from monai_bayes.pacs.client import PacsClient
-from monai_bayes.pacs.credentials import check_url
 from monai_bayes.pacs.errors import (
     EXIT_AUTH,
     EXIT_OK,
@@ -62,6 +60,8 @@ from monai_bayes.pacs.errors import (
     PacsUnavailableError,
 )
 from monai_bayes.pacs.results import StoredResult
+from monai_bayes.pacs.transport import Transport
+from monai_bayes.pacs.transport import check_destination as check_url
 from monai_bayes.pacs.uids import is_valid_uid
 from monai_bayes.utils.atomic import (
     PRIVATE_FILE_MODE,
@@ -216,7 +216,7 @@ class Outbox:
         result : StoredResult
             A published result.
         url : str
-            Destination DICOMweb URL.
+            Destination URL (DICOMweb or DIMSE).
 
         Returns
         -------
@@ -349,7 +349,7 @@ class Outbox:
             f.flush()
             os.fsync(f.fileno())
 
-    def _send(self, entry: OutboxEntry, client: PacsClient) -> None:
+    def _send(self, entry: OutboxEntry, client: Transport) -> None:
         entry.attempts += 1
         entry.last_attempt = _now()
         try:
@@ -370,7 +370,7 @@ class Outbox:
         shutil.rmtree(entry.directory)
         logger.info("outbox entry %s delivered to %s (%d instance(s))", entry.entry_id, entry.url, len(entry.instances))
 
-    def flush(self, client_for: Callable[[str], PacsClient], url: str) -> FlushReport:
+    def flush(self, client_for: Callable[[str], Transport], url: str) -> FlushReport:
         """Try to deliver every pending entry queued for ``url`` once.
 
         Parameters
@@ -395,7 +395,7 @@ class Outbox:
                 logger.warning("%s", err)
                 report.pending.append(name)
                 report.errors[name] = err
-            client: PacsClient | None = None
+            client: Transport | None = None
             blocked: PacsError | None = None
             try:
                 for entry in entries:

@@ -31,8 +31,8 @@ import torch
 from monai_bayes.data.dicom import DicomVolume, index_dicom_tree, read_dicom_series
 from monai_bayes.data.errors import DicomSeriesError
 from monai_bayes.pacs.bundle import InferenceBundle, configure_inferer, load_inference_bundle
-from monai_bayes.pacs.client import PacsClient, SeriesInfo
-from monai_bayes.pacs.credentials import ENV_URL, check_url
+from monai_bayes.pacs.client import SeriesInfo
+from monai_bayes.pacs.credentials import ENV_URL
 from monai_bayes.pacs.errors import (
     EXIT_OK,
     EXIT_PENDING,
@@ -45,6 +45,8 @@ from monai_bayes.pacs.inference import predict_volume
 from monai_bayes.pacs.outbox import FlushReport, Outbox
 from monai_bayes.pacs.results import StoredResult, load_result, result_dir, write_result
 from monai_bayes.pacs.settings import DicomInferenceSettings
+from monai_bayes.pacs.transport import Transport, open_transport
+from monai_bayes.pacs.transport import check_destination as check_url
 from monai_bayes.pacs.uids import check_uid, result_fingerprint
 from monai_bayes.utils.errors import summarize_errors
 
@@ -231,12 +233,13 @@ def _select_series(series: list[SeriesInfo], study: str, wanted: str | None, mod
 
 
 def read_input_pacs(
-    client: PacsClient,
+    client: Transport,
     study_instance_uid: str,
     settings: DicomInferenceSettings,
     series_instance_uid: str | None = None,
 ) -> DicomVolume:
-    """Find (QIDO-RS) and retrieve (WADO-RS) the input series of a study, then read and validate it.
+    """Find (QIDO-RS / C-FIND) and retrieve (WADO-RS / C-GET / C-MOVE) the input series of a study, then read
+    and validate it.
 
     Raises
     ------
@@ -338,9 +341,9 @@ def check_run_arguments(
         A study / series argument that is not a UID (exit code 65).
     """
     if (study is None) == (input_dir is None):
-        raise PacsConfigError("give exactly one input: a study UID (with a DICOMweb URL) or an input folder")
+        raise PacsConfigError("give exactly one input: a study UID (with a PACS URL) or an input folder")
     if study is not None and url is None:
-        raise PacsConfigError(f"study {study}: a DICOMweb URL is needed to retrieve it")
+        raise PacsConfigError(f"study {study}: a DICOMweb URL is needed to retrieve it (or a dicom://AE@host:port URL)")
     if study is not None:
         check_uid(study, "--study")
     if series is not None:
@@ -367,7 +370,7 @@ def run_pipeline(
     push: bool = True,
     force: bool = False,
     netrc_file: str | None = None,
-    client: PacsClient | None = None,
+    client: Transport | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Run the pipeline on one series.
@@ -377,7 +380,8 @@ def run_pipeline(
     bundle
         Bundle folder (or a loaded :class:`InferenceBundle`).
     url
-        DICOMweb base URL: source of a study input, destination of the results.
+        PACS URL, DICOMweb (``http(s)``) or DIMSE (``dicom[s]://AE@host:port``): source of a study
+        input, destination of the results.
     study_instance_uid, series_instance_uid
         Study to read from ``url``; the series within it (default: its only series of an accepted
         modality).
@@ -398,7 +402,7 @@ def run_pipeline(
     netrc_file
         Explicit netrc file for the credentials.
     client
-        A ready :class:`PacsClient` for ``url`` (default: built from ``settings``).
+        A ready :class:`~monai_bayes.pacs.transport.Transport` for ``url`` (default: built from ``settings``).
     on_stage
         Called with each stage name (see the module docstring).
 
@@ -434,10 +438,10 @@ def run_pipeline(
         timings["bundle"] = time.perf_counter() - t0
     notify("bundle-loaded")
 
-    def client_for(u: str) -> PacsClient:
+    def client_for(u: str) -> Transport:
         if client is not None and u == client.url:
             return client
-        return PacsClient.from_settings(u, settings, netrc_file=netrc_file)
+        return open_transport(u, settings, netrc_file=netrc_file)
 
     t = time.perf_counter()
     if study_instance_uid is not None:
@@ -547,7 +551,7 @@ def flush_outbox(
     url = check_url(url)
     check_output_dir(outbox_dir, "outbox folder")
     outbox = Outbox(outbox_dir)
-    report = outbox.flush(lambda u: PacsClient.from_settings(u, settings, netrc_file=netrc_file), url=url)
+    report = outbox.flush(lambda u: open_transport(u, settings, netrc_file=netrc_file), url=url)
     logger.info("outbox %s: %d entry(ies) delivered, %d pending", outbox.root, len(report.sent), len(report.pending))
     if report.other_destinations:
         logger.info(

@@ -49,6 +49,11 @@ _TRANSPORT_FIELDS = frozenset(
         "ca_bundle",
         "allow_insecure_http",
         "max_volume_voxels",
+        "ae_title",
+        "dimse_retrieve",
+        "move_port",
+        "tls_cert",
+        "tls_key",
     }
 )
 
@@ -182,6 +187,17 @@ class DicomInferenceSettings:
     max_volume_voxels
         Largest input volume accepted (Z · Y · X voxels), checked from the headers before any
         pixel memory is allocated.
+    ae_title
+        This node's AE title for DIMSE (``dicom://`` URLs): the calling AE of its associations and
+        the C-MOVE destination. The PACS must know it (with host and port for C-MOVE).
+    dimse_retrieve
+        ``"get"`` (C-GET: instances come back on the same association) or ``"move"`` (C-MOVE to
+        this node's storage SCP on ``move_port``).
+    move_port
+        TCP port of the temporary storage SCP receiving C-MOVE sub-operations (``"move"`` only).
+    tls_cert, tls_key
+        Client certificate chain and key (PEM) for mutual TLS with a ``dicoms://`` peer; its
+        certificate is verified against ``ca_bundle`` (else the system trust store).
     """
 
     modality: list[str] = field(default_factory=lambda: ["CT"])
@@ -208,6 +224,11 @@ class DicomInferenceSettings:
     ca_bundle: str | None = None
     allow_insecure_http: bool = False
     max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS
+    ae_title: str = "MONAI_BAYES"
+    dimse_retrieve: str = "get"
+    move_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         self.modality = [self.modality] if isinstance(self.modality, str) else [str(m) for m in self.modality]
@@ -255,6 +276,26 @@ class DicomInferenceSettings:
         if not isinstance(self.allow_insecure_http, bool):
             raise PacsConfigError(f"allow_insecure_http must be true or false, got {self.allow_insecure_http!r}")
         _positive_int(self.max_volume_voxels, "max_volume_voxels")
+        self._check_dimse()
+
+    def _check_dimse(self) -> None:
+        """Validate the DIMSE fields (AE title, retrieve method, C-MOVE port, TLS files)."""
+        from monai_bayes.pacs.transport import check_ae_title
+
+        self.ae_title = check_ae_title(self.ae_title, "ae_title")
+        if self.dimse_retrieve not in ("get", "move"):
+            raise PacsConfigError(f"dimse_retrieve must be 'get' or 'move', got {self.dimse_retrieve!r}")
+        if self.move_port is not None and (
+            not isinstance(self.move_port, int) or isinstance(self.move_port, bool) or not 0 < self.move_port < 65536
+        ):
+            raise PacsConfigError(f"move_port must be a TCP port (1-65535) or null, got {self.move_port!r}")
+        if self.dimse_retrieve == "move" and self.move_port is None:
+            raise PacsConfigError("dimse_retrieve 'move' needs move_port: the PACS sends the instances to that port")
+        for name in ("tls_cert", "tls_key"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise PacsConfigError(f"{name} must be a path (string) or null, got {getattr(self, name)!r}")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise PacsConfigError("tls_key is set without tls_cert")
 
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod

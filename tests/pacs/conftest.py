@@ -91,6 +91,10 @@ class OrthancServer:
     user: str = TEST_USER
     password: str = TEST_PASSWORD
     proc: subprocess.Popen | None = None
+    dicom_enabled: bool = False
+    dicom_port: int = field(default_factory=_free_port)
+    dicom_aet: str = "ORTHANC"
+    lua_script: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -116,8 +120,14 @@ class OrthancServer:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": True,
             "RegisteredUsers": {self.user: self.password},
-            "DicomServerEnabled": False,
-            "DicomPort": _free_port(),
+            "DicomServerEnabled": self.dicom_enabled,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.dicom_aet,
+            # only modalities registered by the test (all on 127.0.0.1) may talk DIMSE to this Orthanc
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomCheckModalityHost": True,
+            "DicomScuTimeout": 10,
             "HttpThreadsCount": 4,
             "ConcurrentJobs": 1,
             "SaveJobs": False,
@@ -128,6 +138,10 @@ class OrthancServer:
             "Plugins": [self.plugin],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Ssl": False},
         }
+        if self.lua_script is not None:
+            lua = self.workdir / "route.lua"
+            lua.write_text(self.lua_script)
+            config["LuaScripts"] = [str(lua)]
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         return path
@@ -180,6 +194,17 @@ class OrthancServer:
         r.raise_for_status()
         return r.json()
 
+    @property
+    def dimse_url(self) -> str:
+        return f"dicom://{self.dicom_aet}@127.0.0.1:{self.dicom_port}"
+
+    def add_modality(self, name: str, aet: str, port: int) -> None:
+        """Register a DIMSE peer on 127.0.0.1 (allowed to echo, find, get, move, store)."""
+        body = {"AET": aet, "Host": "127.0.0.1", "Port": port}
+        body |= {k: True for k in ("AllowEcho", "AllowFind", "AllowGet", "AllowMove", "AllowStore")}
+        r = requests.put(f"{self.base_url}/modalities/{name}", json=body, auth=(self.user, self.password), timeout=30)
+        r.raise_for_status()
+
     def count_instances(self) -> int:
         return int(self.get("/statistics")["CountInstances"])
 
@@ -194,6 +219,35 @@ class OrthancServer:
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     server = OrthancServer(_find_orthanc(), _find_dicomweb_plugin(), tmp_path_factory.mktemp("orthanc"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: Orthanc routes a CT instance of a study described like this to the modality "monai-node".
+ROUTE_DESCRIPTION = "route-to-monai-node"
+_ROUTE_LUA = f"""
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags['Modality'] == 'CT' and tags['StudyDescription'] == '{ROUTE_DESCRIPTION}' then
+    SendToModality(instanceId, 'monai-node')
+  end
+end
+"""
+
+
+@pytest.fixture(scope="session")
+def orthanc_dimse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A second Orthanc with its DICOM server on (``dimse_url``) and a routing rule (``ROUTE_DESCRIPTION``)."""
+    server = OrthancServer(
+        _find_orthanc(),
+        _find_dicomweb_plugin(),
+        tmp_path_factory.mktemp("orthanc_dimse"),
+        dicom_enabled=True,
+        lua_script=_ROUTE_LUA,
+    )
+    server.route_description = ROUTE_DESCRIPTION  # type: ignore[attr-defined]
     server.start()
     try:
         yield server
