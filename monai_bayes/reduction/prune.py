@@ -195,7 +195,7 @@ def prune_report(model: nn.Module) -> PruneReport:
     stats: dict[str, LayerPruneStats] = {}
     for name, module, pname, param in _prunable(model):
         mask = getattr(module, pname + MASK_SUFFIX, None)
-        pruned = 0 if mask is None else int((~mask).sum())
+        pruned = 0 if mask is None else mask.numel() - int(mask.sum())
         bayes = 0
         if isinstance(module, PartialBayesLayer) and pname in module.bayes_param_names:
             bayes = getattr(module, f"{pname}_rho").numel()
@@ -338,14 +338,14 @@ def baseline_masks(
 
 
 # ------------------------------------------------------------------------------------ applying
-def _slice_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, keep: torch.Tensor) -> None:
-    """Shrink the optimizer's per-entry state of ``param`` to the entries in ``keep`` (shape of param)."""
+def _slice_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, kept: torch.Tensor) -> None:
+    """Shrink the optimizer's per-entry state of the 1-D ``param`` to the flat indices ``kept``."""
     if optimizer is None or param not in optimizer.state:
         return
     state = optimizer.state[param]
     for key, value in list(state.items()):
         if isinstance(value, torch.Tensor) and value.shape == param.shape:
-            state[key] = value[keep]
+            state[key] = value.index_select(0, kept)
 
 
 def _forget_param(optimizer: torch.optim.Optimizer | None, param: torch.Tensor) -> None:
@@ -374,18 +374,20 @@ def _drop_bayes_entries(
     dense = stored.numel() == 0
     rho = getattr(module, f"{pname}_rho")
     survive = keep_flat if dense else keep_flat[stored]
-    if bool(survive.all()):
+    # one nonzero (the costly step) serves ρ, the optimizer state and the new index
+    kept = survive.nonzero().squeeze(1)
+    if kept.numel() == survive.numel():
         return
-    if not bool(survive.any()):
+    if kept.numel() == 0:
         _forget_param(optimizer, rho)
         delattr(module, f"{pname}_rho")
         delattr(module, f"{pname}_bayes_index")
         return
-    _slice_state(optimizer, rho, survive)
+    _slice_state(optimizer, rho, kept)
     with torch.no_grad():
-        rho.data = rho.data[survive]
+        rho.data = rho.data.index_select(0, kept)
     rho.grad = None
-    new_index = survive.nonzero().squeeze(1) if dense else stored[survive]
+    new_index = kept if dense else stored.index_select(0, kept)
     module.register_buffer(f"{pname}_bayes_index", new_index)
 
 
@@ -438,7 +440,7 @@ def apply_prune_masks(
         if old is not None:
             keep = keep & old
         with torch.no_grad():
-            param.mul_(keep)
+            param.masked_fill_(keep.logical_not(), 0)
         module.register_buffer(pname + MASK_SUFFIX, keep)
         if isinstance(module, PartialBayesLayer) and pname in module.bayes_param_names:
             _drop_bayes_entries(module, pname, keep.reshape(-1), optimizer)
