@@ -25,6 +25,20 @@ from monai_bayes.layers.dropout import (
     MCDropoutLinear,
 )
 from monai_bayes.layers.functional import SUPPORTED_TYPES
+from monai_bayes.layers.horseshoe import (
+    DEFAULT_TAU0,
+    HorseshoeBayesConv1d,
+    HorseshoeBayesConv2d,
+    HorseshoeBayesConv3d,
+    HorseshoeBayesConvTranspose1d,
+    HorseshoeBayesConvTranspose2d,
+    HorseshoeBayesConvTranspose3d,
+    HorseshoeBayesLayer,
+    HorseshoeBayesLinear,
+    horseshoe_bayes_class,
+    horseshoe_scale,
+    lognormal_gamma_kl,
+)
 from monai_bayes.layers.nested import (
     NestedChannelMask,
     NestedDropoutConv1d,
@@ -57,6 +71,18 @@ from monai_bayes.layers.partial import (
 from monai_bayes.layers.shared_prefix import MCCostSplit, SharedPrefixMode, mc_cost_split, shared_prefix_forward
 
 __all__ = [
+    "DEFAULT_TAU0",
+    "HorseshoeBayesConv1d",
+    "HorseshoeBayesConv2d",
+    "HorseshoeBayesConv3d",
+    "HorseshoeBayesConvTranspose1d",
+    "HorseshoeBayesConvTranspose2d",
+    "HorseshoeBayesConvTranspose3d",
+    "HorseshoeBayesLayer",
+    "HorseshoeBayesLinear",
+    "horseshoe_bayes_class",
+    "horseshoe_scale",
+    "lognormal_gamma_kl",
     "SAMPLING_MODES",
     "SUPPORTED_TYPES",
     "MCCostSplit",

@@ -4,17 +4,27 @@ from monai_bayes.layers.candidates import candidate_modules, candidate_parameter
 from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
 from monai_bayes.networks.channel_flow import ChannelFlowReport, analyse_channel_flow, register_container_walker
 from monai_bayes.networks.checkpoint import (
+    PRUNE_MASK_SUFFIX,
     bayes_masks_from_state_dict,
     load_checkpoint,
     load_stochastic_state_dict,
+    register_prune_masks,
     save_checkpoint,
 )
-from monai_bayes.networks.convert import to_deterministic, to_full_bayes, to_mc_dropout, to_partial_bayes
+from monai_bayes.networks.convert import (
+    to_deterministic,
+    to_full_bayes,
+    to_horseshoe_bayes,
+    to_mc_dropout,
+    to_partial_bayes,
+)
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.extract import extract_width
 from monai_bayes.networks.nested import to_nested
 
 __all__ = [
+    "PRUNE_MASK_SUFFIX",
+    "register_prune_masks",
     "ChannelFlowReport",
     "DeepEnsemble",
     "analyse_channel_flow",
@@ -30,6 +40,7 @@ __all__ = [
     "save_checkpoint",
     "to_deterministic",
     "to_full_bayes",
+    "to_horseshoe_bayes",
     "to_mc_dropout",
     "to_nested",
     "to_partial_bayes",

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from monai_bayes.layers import PartialBayesLayer
-from monai_bayes.networks import load_stochastic_state_dict
+from monai_bayes.networks import PRUNE_MASK_SUFFIX, load_stochastic_state_dict
 from monai_bayes.reduction.flat import flat_posteriors, spike_delta_f_by_layer
 from monai_bayes.reduction.free_energy import (
     DEFAULT_K_MAX,
@@ -50,7 +50,7 @@ __all__ = [
     "strip_prune_masks",
 ]
 
-MASK_SUFFIX = "_bmr_mask"
+MASK_SUFFIX = PRUNE_MASK_SUFFIX
 PRUNABLE_PARAMS: tuple[str, ...] = ("weight", "bias")
 BaselineMethod = Literal["magnitude", "snr", "random"]
 BASELINE_METHODS: tuple[str, ...] = ("magnitude", "snr", "random")
@@ -575,16 +575,6 @@ def load_pruned_state_dict(
     ValueError
         If a mask key names no parameter of ``model`` or has the wrong shape, or the state does not fit.
     """
-    params = dict(model.named_parameters())
-    for key, mask in state_dict.items():
-        if not key.endswith(MASK_SUFFIX):
-            continue
-        pname = key[: -len(MASK_SUFFIX)]
-        if pname not in params or tuple(params[pname].shape) != tuple(mask.shape):
-            raise ValueError(f"checkpoint mask {key!r} fits no parameter of {type(model).__name__}.")
-        module_name, _, attr = pname.rpartition(".")
-        module = model.get_submodule(module_name) if module_name else model
-        module.register_buffer(attr + MASK_SUFFIX, torch.ones_like(params[pname], dtype=torch.bool))
     load_stochastic_state_dict(model, state_dict)
     if gamma0 is not None:
         if not gamma0 > 0:
