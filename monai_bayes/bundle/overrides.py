@@ -100,6 +100,11 @@ def _dataset_source(value: Any) -> str | None:
     return None if problem is None else f"{problem} (or one of {', '.join(DATASET_KEYWORDS)})"
 
 
+def _sigma_init(value: Any) -> str | None:
+    """An initial posterior σ: ``"relative"`` or a number > 0 (:func:`~monai_bayes.networks.to_partial_bayes`)."""
+    return None if value == "relative" or (_number(value) and value > 0) else "'relative' or a number > 0"
+
+
 #: range / choice / file checks of named settings; each returns ``None`` or what was expected
 SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "method": _method,
@@ -136,6 +141,15 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "temperature_start": _positive_number,
     "temperature_min": _positive_number,
     "temperature_decay": _fraction,
+    "bmr_gamma0": _positive_number,
+    "bmr_sigma_init": _sigma_init,
+    "bmr_rounds": _positive_int,
+    "bmr_interval": _positive_int,
+    "bmr_alpha0": _positive_number,
+    "bmr_beta0": _positive_number,
+    "bmr_k_max": _positive_int,
+    "hs_tau0": _positive_number,
+    "hs_sigma_init": _positive_number,
 }
 
 
@@ -291,9 +305,11 @@ def validate_overrides(
             hint = f"; nearest valid: {', '.join(repr(n) for n in near)}" if near else ""
             problems.append(f"unknown setting {key!r} (not an id of {', '.join(f.name for f in files)}){hint}")
             continue
-        expected = _type_error(value, _nested_default(merged, key))
-        if expected is None and key in SETTING_RULES and not _is_expression(value):
+        if key in SETTING_RULES and not _is_expression(value):
+            # a rule checks the type as well, and may allow more than the default's type ("relative" or a number)
             expected = SETTING_RULES[key](value)
+        else:
+            expected = _type_error(value, _nested_default(merged, key))
         if expected is not None:
             problems.append(f"--{key} must be {expected}, got {value!r}")
     if problems:

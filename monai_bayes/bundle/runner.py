@@ -137,7 +137,7 @@ def pipeline_steps(layout: RunLayout) -> list[PipelineStep]:
             steps.append(PipelineStep(config, config, {}, layout.train_deterministic_checkpoint, "multi_gpu_train"))
         elif config == "select":
             steps.append(PipelineStep(config, config, {}, layout.selected_checkpoint, "multi_gpu_select"))
-        elif config == "train":
+        elif config == spec.train_config:
             steps.append(PipelineStep(config, config, {}, layout.model_checkpoint, "multi_gpu_train"))
         else:  # evaluation always runs
             steps.append(PipelineStep(config, config, {}, None))

@@ -107,6 +107,19 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             mc_samples="members",
             description="deep ensemble of independently initialised deterministic members",
         ),
+        MethodSpec(
+            "bmr",
+            bayes_training=True,
+            description="stochastic BMR (seed 002): flat mean-field model, then rounds of spike-and-slab BMR pruning "
+            "and further ELBO training",
+            train_config="train_bmr",
+        ),
+        MethodSpec(
+            "tiered_ff",
+            bayes_training=True,
+            description="Tiered-FF (seed 002): mean-field with the non-centred regularised horseshoe prior, ELBO",
+            train_config="train_tiered_ff",
+        ),
     )
 }
 
