@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--eval-samples", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--base-lr", type=float, default=1e-2)
     ap.add_argument("--sigma-hat", type=float, default=0.1, help="initial posterior σ of ŵ (flat and horseshoe)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -207,13 +208,17 @@ def main() -> None:
     loader = parser.get_parsed_content("train_data#dataloader")
     nll = parser.get_parsed_content("nll")
     evaluator = parser.get_parsed_content("evaluate#evaluator")
-    kl_scale = float(len(parser.get_parsed_content("train_items")))  # the bundle's kl_reduction "dataset"
+    # every voxel of every training patch is one likelihood term (the NLL is a voxel mean): KL / (items · patch²)
+    kl_scale = float(len(parser.get_parsed_content("train_items")) * args.patch**2)
 
     base = parser.get_parsed_content("network_def")
-    opt = optimizer(base, args.lr)
-    for _ in range(args.base_epochs):
+    opt = optimizer(base, args.base_lr)
+    for epoch in range(1, args.base_epochs + 1):
+        start = time.perf_counter()
         train_epoch(base, loader, nll, opt, None)
-    print(f"{kl_scale:.0f} training items; deterministic start:", evaluate(evaluator, base), flush=True)
+        if epoch % 5 == 0:
+            print(f"base epoch {epoch} ({time.perf_counter() - start:.1f} s):", evaluate(evaluator, base), flush=True)
+    print(f"KL / {kl_scale:.0f}; deterministic start:", evaluate(evaluator, base), flush=True)
 
     curves: list[dict[str, Any]] = []
     step_time: dict[str, float] = {}
@@ -251,8 +256,10 @@ def main() -> None:
     count = bmr_report.pruned
     table: list[dict[str, Any]] = []
 
+    dense_reference = compact_bytes(flat)[1]  # the unpruned flat posterior (μ, σ of every weight), stored densely
+
     def row(label: str, net: nn.Module, scores: dict[str, float], note: str) -> dict[str, Any]:
-        compact, dense = compact_bytes(net)
+        compact, _ = compact_bytes(net)
         rep = prune_report(net)
         return {
             "network": label,
@@ -261,8 +268,8 @@ def main() -> None:
             "GED": fmt(scores["GED"]),
             "ECE": fmt(scores["ECE"], 4),
             "NLL": fmt(scores["NLL"], 4),
-            "bytes dense": f"{dense:,}",
-            "bytes compact": f"{compact:,}",
+            "bytes (save_compact)": f"{compact:,}",
+            "vs dense Flat-FF": fmt(compact / dense_reference, 2),
             "note": note,
         }
 
@@ -348,9 +355,9 @@ def main() -> None:
         "notes": (
             f"LIDC bundle, dataset_dir={args.dataset!r}, {args.num_cases} cases of 16x{args.size}x{args.size}, "
             f"patch {args.patch}, UNet channels {args.channels}, batch {args.batch}; deterministic start "
-            f"{args.base_epochs} epochs, then {args.epochs} epochs per method; BMR passes after epochs "
+            f"{args.base_epochs} epochs (Adam lr {args.base_lr}), then {args.epochs} epochs per method; BMR passes after epochs "
             f"{args.first_pass}..{args.first_pass + args.rounds - 1}; bundle evaluator with {args.eval_samples} "
-            f"MC samples on the fold-0 evaluation split; {int(kl_scale)} training items (KL / that, beta = 1); "
+            f"MC samples on the fold-0 evaluation split; KL / {int(kl_scale)} (training items x patch voxels), beta = 1; "
             f"initial posterior sigma of w_hat {args.sigma_hat}; Adam lr {args.lr} (rho: 10x); {platform.python_version()}; machine shared with other jobs."
         ),
     }

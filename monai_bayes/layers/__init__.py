@@ -36,6 +36,7 @@ from monai_bayes.layers.horseshoe import (
     HorseshoeBayesLayer,
     HorseshoeBayesLinear,
     horseshoe_bayes_class,
+    horseshoe_median_state_dict,
     horseshoe_scale,
     lognormal_gamma_kl,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "HorseshoeBayesLayer",
     "HorseshoeBayesLinear",
     "horseshoe_bayes_class",
+    "horseshoe_median_state_dict",
     "horseshoe_scale",
     "lognormal_gamma_kl",
     "SAMPLING_MODES",

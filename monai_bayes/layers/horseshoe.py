@@ -26,6 +26,7 @@ from the posterior medians ``exp(loc)`` of the scales.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,6 +50,7 @@ __all__ = [
     "HorseshoeBayesLayer",
     "HorseshoeBayesLinear",
     "horseshoe_bayes_class",
+    "horseshoe_median_state_dict",
     "horseshoe_scale",
     "lognormal_gamma_kl",
 ]
@@ -198,6 +200,8 @@ class HorseshoeBayesLayer(StochasticLayer):
         layer_loc = torch.tensor([0.0, 0.0, 0.5 * math.log(3.0)], dtype=ref.dtype, device=ref.device)
         rho0 = float(inverse_softplus(torch.tensor(float(sigma_init))))
         self.register_buffer("hs_tau0", torch.tensor(float(tau0), dtype=ref.dtype, device=ref.device))
+        # which weight dimension indexes the units, so a state dict alone gives the posterior-median weights
+        self.register_buffer("hs_unit_dim", torch.tensor(self.unit_dim, dtype=torch.long, device=ref.device))
         self.register_parameter("hs_unit_loc", nn.Parameter(unit_loc))
         self.register_parameter("hs_unit_rho", nn.Parameter(torch.full_like(unit_loc, rho0)))
         self.register_parameter("hs_layer_loc", nn.Parameter(layer_loc))
@@ -305,7 +309,7 @@ class HorseshoeBayesLayer(StochasticLayer):
             for pname, value in means.items():
                 getattr(self, pname).copy_(value)
                 delattr(self, f"{pname}_rho")
-        for name in ("hs_unit_loc", "hs_unit_rho", "hs_layer_loc", "hs_layer_rho", "hs_tau0"):
+        for name in ("hs_unit_loc", "hs_unit_rho", "hs_layer_loc", "hs_layer_rho", "hs_tau0", "hs_unit_dim"):
             delattr(self, name)
         self.__class__ = self._base_type  # type: ignore[assignment]  # deliberate in-place swap to the plain base class
         return self
@@ -313,6 +317,40 @@ class HorseshoeBayesLayer(StochasticLayer):
     def extra_repr(self) -> str:
         base = super().extra_repr()
         return f"{base}, horseshoe(tau0={float(self.hs_tau0):g}), mode={self._sampling_mode}"
+
+
+def horseshoe_median_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A horseshoe network's state dict with ``weight`` / ``bias`` replaced by the posterior-median ``γ̄ ⊙ μ``.
+
+    Works on the state dict alone (e.g. to publish the deterministic weights without building the
+    network); other entries are returned unchanged.
+
+    Parameters
+    ----------
+    state : Mapping of str to torch.Tensor
+        ``state_dict()`` of a network with :class:`HorseshoeBayesLayer` modules.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        A new dict; the layers' ``weight`` / ``bias`` are in weight units.
+    """
+    out = dict(state)
+    for key in state:
+        if not key.endswith("hs_layer_loc"):
+            continue
+        prefix = key[: -len("hs_layer_loc")]
+        unit_loc, layer_loc = state[prefix + "hs_unit_loc"], state[key]
+        log_v = torch.log(state[prefix + "hs_tau0"]) + 0.5 * (layer_loc[0] - layer_loc[1])
+        gamma = horseshoe_scale(unit_loc[0], unit_loc[1], log_v, layer_loc[2])
+        unit_dim = int(state[prefix + "hs_unit_dim"])
+        weight = state[prefix + "weight"]
+        shape = [1] * weight.dim()
+        shape[unit_dim] = gamma.numel()
+        out[prefix + "weight"] = weight * gamma.reshape(shape)
+        if prefix + "bias" in state:
+            out[prefix + "bias"] = state[prefix + "bias"] * gamma
+    return out
 
 
 _VARIANTS = make_layer_variants(HorseshoeBayesLayer, "HorseshoeBayes", __name__)

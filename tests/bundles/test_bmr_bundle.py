@@ -9,8 +9,14 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_bayes.bundle import RunLayout, build_network, run_pipeline, validate_pipeline_overrides
-from monai_bayes.layers import HorseshoeBayesLayer, PartialBayesLayer
+from monai_bayes.bundle import (
+    RunLayout,
+    build_network,
+    load_published_network,
+    run_pipeline,
+    validate_pipeline_overrides,
+)
+from monai_bayes.layers import HorseshoeBayesLayer, PartialBayesLayer, kl_divergence, sampling_mode
 from monai_bayes.reduction import MASK_SUFFIX, prune_report
 
 from pathlib import Path
@@ -53,6 +59,15 @@ def test_tiered_ff_method_trains_horseshoe_layers(lidc_bundle, tiny, tmp_path):
     layers = [m for m in network.modules() if isinstance(m, HorseshoeBayesLayer)]
     assert layers and all(float(m.hs_tau0) == pytest.approx(0.2) for m in layers)
     assert summary["metrics"]["GED_sample_diversity"]["mean"] > 0
+    # published: model.pt is the posterior-median network (plain architecture), model_bayes.pt rebuilds the posterior
+    x = torch.randn(2, 1, 32, 32)
+    plain = _network_def(overrides).eval()
+    plain.load_state_dict(torch.load(lidc_bundle / "models" / "model.pt", weights_only=True), strict=True)
+    published = load_published_network(_network_def(overrides), lidc_bundle / "models").eval()
+    network.eval()
+    with torch.no_grad(), sampling_mode(network, "mean"):
+        assert torch.allclose(plain(x), network(x), atol=1e-5)
+    assert float(kl_divergence(published)) == pytest.approx(float(kl_divergence(network)), rel=1e-6)
 
 
 @pytest.mark.parametrize(

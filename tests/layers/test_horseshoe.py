@@ -14,6 +14,7 @@ from monai_bayes.layers import (
     HorseshoeBayesLayer,
     draw_noise,
     fixed_noise,
+    horseshoe_median_state_dict,
     horseshoe_scale,
     kl_divergence,
     lognormal_gamma_kl,
@@ -157,3 +158,15 @@ def test_kl_gradients_reach_every_variational_parameter() -> None:
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_median_state_dict_equals_the_deterministic_export() -> None:
+    net = to_horseshoe_bayes(_net())
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("_loc"):
+                p.add_(0.2 * torch.randn_like(p))
+    median = horseshoe_median_state_dict(net.state_dict())
+    exported = to_deterministic(net).state_dict()
+    for key, value in exported.items():
+        assert torch.allclose(median[key], value, atol=1e-6), key
