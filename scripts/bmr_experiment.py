@@ -27,7 +27,6 @@ import copy
 import csv
 import datetime
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -50,7 +49,6 @@ from monai_bayes.reduction import (
     baseline_masks,
     bmr_masks,
     bmr_prune,
-    enforce_prune_masks,
     prune_report,
     save_compact,
     to_flat_bayes,
@@ -99,7 +97,9 @@ def evaluate(evaluator: Any, net: nn.Module) -> dict[str, float]:
     return {m: float(evaluator.state.metrics[m]) for m in METRICS}
 
 
-def train_epoch(net: nn.Module, loader: Any, nll: nn.Module, opt: torch.optim.Optimizer, kl_scale: float | None) -> None:
+def train_epoch(
+    net: nn.Module, loader: Any, nll: nn.Module, opt: torch.optim.Optimizer, kl_scale: float | None
+) -> None:
     """One epoch: NLL (+ KL / ``kl_scale``, β = 1) with one posterior sample per step."""
     net.train()
     for batch in loader:
@@ -162,7 +162,11 @@ def mean_abs_by_layer(net: nn.Module) -> dict[str, torch.Tensor]:
         if isinstance(module, HorseshoeBayesLayer):
             values = [module.effective_mean(p).detach().reshape(-1) for p in module.hs_param_names]
         elif isinstance(module, PartialBayesLayer) or hasattr(module, "weight" + MASK_SUFFIX):
-            values = [getattr(module, p).detach().reshape(-1) for p in ("weight", "bias") if getattr(module, p, None) is not None]
+            values = [
+                getattr(module, p).detach().reshape(-1)
+                for p in ("weight", "bias")
+                if getattr(module, p, None) is not None
+            ]
         else:
             continue
         out[name] = torch.cat(values).abs()
@@ -245,7 +249,9 @@ def main() -> None:
             passes[-1]["scores"] = scores
 
     nets["bmr"] = to_flat_bayes(copy.deepcopy(base), gamma0=0.1, sigma_init=0.1 * args.sigma_hat)
-    rows, step_time["bmr"] = run_method("bmr", nets["bmr"], args, loader, nll, evaluator, kl_scale, after_epoch=bmr_schedule)
+    rows, step_time["bmr"] = run_method(
+        "bmr", nets["bmr"], args, loader, nll, evaluator, kl_scale, after_epoch=bmr_schedule
+    )
     curves += rows
     final_scores = {k: v for k, v in curves[-1].items() if k in METRICS}
 
@@ -274,7 +280,7 @@ def main() -> None:
         }
 
     table.append(row("Flat-FF (unpruned posterior)", flat, flat_scores, f"{args.epochs} epochs ELBO"))
-    table.append(row("BMR-S&S (stochastic, {} passes)".format(len(passes)), nets["bmr"], final_scores, "prune + retrain"))
+    table.append(row(f"BMR-S&S (stochastic, {len(passes)} passes)", nets["bmr"], final_scores, "prune + retrain"))
     one = copy.deepcopy(flat)
     masks, _, _ = bmr_masks(one)
     apply_prune_masks(one, masks)
@@ -287,7 +293,9 @@ def main() -> None:
     flat_entries = prune_report(flat).entries
     for method in ("magnitude", "snr", "random"):
         other = copy.deepcopy(flat)
-        apply_prune_masks(other, baseline_masks(other, method, min(count, flat_entries), torch.Generator().manual_seed(0)))
+        apply_prune_masks(
+            other, baseline_masks(other, method, min(count, flat_entries), torch.Generator().manual_seed(0))
+        )
         table.append(row(f"{method}, BMR-S&S's count", other, evaluate(evaluator, other), "on Flat-FF, no retraining"))
         grid = sorted({0.5, 0.7, 0.8, 0.9, 0.95, round(one_rep.fraction, 3), round(bmr_report.fraction, 3)})
         for frac in grid:
@@ -331,7 +339,11 @@ def main() -> None:
     write_csv(
         out / "epoch_time.csv",
         [
-            {"method": METHOD_NAMES[k], "seconds per epoch": fmt(v, 2), "ratio to Tiered-FF": fmt(v / step_time["tiered"], 2)}
+            {
+                "method": METHOD_NAMES[k],
+                "seconds per epoch": fmt(v, 2),
+                "ratio to Tiered-FF": fmt(v / step_time["tiered"], 2),
+            }
             for k, v in step_time.items()
         ],
     )
@@ -347,7 +359,13 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     provenance = {
-        "command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
+        "command": "python "
+        + " ".join(
+            [
+                str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
+                *sys.argv[1:],
+            ]
+        ),
         "commit": commit,
         "seed": args.seed,
         "machine": f"2-core x86_64 dev VM, torch {torch.__version__}",

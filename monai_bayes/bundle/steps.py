@@ -159,12 +159,16 @@ PUBLISHED_EXTRAS = "model_bayes.pt"
 PUBLISHED_INFO = "model.json"
 
 
+#: state-dict suffixes of the partial/full-Bayes extras: σ parameters, index buffers, the stored prior
+PARTIAL_BAYES_EXTRAS: tuple[str, ...] = ("_rho", "_bayes_index", "bayes_prior")
+
+
 def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict of the posterior-mean network: a stochastic checkpoint without its Bayesian
-    extras (``*_rho``, ``*_bayes_index``); the means are the ``weight``/``bias`` entries themselves.
+    extras (``*_rho``, ``*_bayes_index``, ``bayes_prior``); the means are the ``weight``/``bias`` entries themselves.
     It loads strictly into the deterministic architecture (e.g. for MONAI ``ckpt_export``).
     """
-    return {k: v for k, v in state.items() if not k.endswith(("_rho", "_bayes_index"))}
+    return {k: v for k, v in state.items() if not k.endswith(PARTIAL_BAYES_EXTRAS)}
 
 
 def split_published_state(

@@ -266,13 +266,11 @@ class HorseshoeBayesLayer(StochasticLayer):
         terms.append(lognormal_gamma_kl(self.hs_unit_loc, unit_sigma, HALF, 1.0).sum())
         terms.append(lognormal_gamma_kl(self.hs_layer_loc[:2], layer_sigma[:2], HALF, 1.0).sum())
         # q(c) = LN(m, s²)  <=>  c⁻² ~ LN(−2m, (2s)²); prior c⁻² ~ Γ(2, 6)
-        terms.append(
-            lognormal_gamma_kl(-2.0 * self.hs_layer_loc[2], 2.0 * layer_sigma[2], C_PRIOR_SHAPE, C_PRIOR_RATE)
-        )
+        terms.append(lognormal_gamma_kl(-2.0 * self.hs_layer_loc[2], 2.0 * layer_sigma[2], C_PRIOR_SHAPE, C_PRIOR_RATE))
         return torch.stack([t.reshape(()) for t in terms]).sum()
 
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {p: (getattr(self, p).numel(),) for p in self.hs_param_names}
+        shapes: dict[str, tuple[int, ...]] = {p: (getattr(self, p).numel(),) for p in self.hs_param_names}
         shapes["unit"] = (2 * self.num_units,)
         shapes["layer"] = (3,)
         return shapes

@@ -24,7 +24,6 @@ from monai_bayes.networks.nested import to_nested
 
 __all__ = [
     "PRUNE_MASK_SUFFIX",
-    "register_prune_masks",
     "ChannelFlowReport",
     "DeepEnsemble",
     "analyse_channel_flow",
@@ -37,6 +36,7 @@ __all__ = [
     "load_stochastic_state_dict",
     "recalibrate_batch_norm",
     "register_container_walker",
+    "register_prune_masks",
     "save_checkpoint",
     "to_deterministic",
     "to_full_bayes",

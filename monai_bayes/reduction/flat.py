@@ -180,8 +180,8 @@ def spike_delta_f_by_layer(model: nn.Module) -> list[LayerSpikeDeltaF]:
 
     Computed from the stored (weight-unit) posterior without materialising μ̂ and σ̂: since
     ``μ̂/σ̂ = μ_w/σ_w`` and ``ln σ̂ = ln σ_w − ln γ₀``, ``ΔF(0) = ln γ₀ − ln σ_w − ½ (μ_w/σ_w)²``, written
-    into one flat buffer for all layers (per-layer views) with in-place operations (a few passes over the weights; this is
-    the bulk of a pruning pass). Equal to :func:`~monai_bayes.reduction.delta_f_spike` of
+    into one flat buffer for all layers (per-layer views) with in-place operations (a few passes over
+    the weights; this is the bulk of a pruning pass). Equal to :func:`~monai_bayes.reduction.delta_f_spike` of
     :func:`flat_posteriors`.
 
     Parameters

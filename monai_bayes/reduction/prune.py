@@ -563,7 +563,8 @@ def load_pruned_state_dict(
     state_dict : mapping of str to torch.Tensor
         ``model.state_dict()`` of the pruned network.
     gamma0 : float, optional
-        Prior scale γ₀ to set on every Bayesian layer (the prior is not part of a state dict).
+        Prior scale γ₀ to set on every Bayesian layer, overriding the prior stored in the checkpoint
+        (``bayes_prior`` buffers; needed only for checkpoints written before the prior was stored).
 
     Returns
     -------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,6 @@ from monai_bayes.bundle import (
 )
 from monai_bayes.layers import HorseshoeBayesLayer, PartialBayesLayer, kl_divergence, sampling_mode
 from monai_bayes.reduction import MASK_SUFFIX, prune_report
-
-from pathlib import Path
 
 LIDC_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lidc_sparse_bayes"
 
