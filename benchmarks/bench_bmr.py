@@ -11,9 +11,14 @@ same posterior, one BMR pass is compared with magnitude, SNR and random pruning 
 sparsity (posterior-mean Dice on held-out images, no retraining), and the full stochastic-BMR loop
 (``--rounds`` × {prune, optimise}) reports its final sparsity, Dice and compact bytes.
 
+Part 3 -- training step (``--step-time``): one ELBO training step (forward with one posterior sample,
+NLL + KL, backward, Adam step) of the bundle-size 2D UNet (channels 16–256) on a batch of 128² discs, for
+BMR-S&S (the flat model, unpruned and 80 % pruned with the masks enforced by optimizer hooks) vs
+Tiered-FF (:func:`~monai_bayes.networks.to_horseshoe_bayes`), interleaved; target BMR-S&S / Tiered-FF ≤ 0.9.
+
 Usage::
 
-    python benchmarks/bench_bmr.py [--repeats 5] [--threads 2] [--quality]
+    python benchmarks/bench_bmr.py [--repeats 5] [--threads 2] [--quality] [--step-time] [--no-speed]
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_core import disc_batch, median_times
+from bench_core import disc_batch, median_times, unet
 from monai.metrics import compute_dice
 from monai.networks.nets import UNet
 from torch import nn
 
 from monai_bayes.layers import kl_divergence, sampling_mode
+from monai_bayes.networks import to_horseshoe_bayes
 from monai_bayes.reduction import (
     apply_prune_masks,
     baseline_masks,
@@ -149,6 +155,40 @@ def quality(args: argparse.Namespace) -> None:
     print(f"\ncompact file tensors: {size.compact_bytes:,} B vs dense {size.dense_bytes:,} B (ratio {size.ratio:.3f})")
 
 
+# ------------------------------------------------------------------------------------ part 3
+def step_time(args: argparse.Namespace) -> None:
+    x, y = disc_batch(args.batch, 128, seed=0)
+    torch.manual_seed(0)
+    det = unet()
+    nets = {
+        "BMR-S&S, flat model (unpruned)": to_flat_bayes(copy.deepcopy(det), gamma0=0.1, sigma_init=0.01),
+        "BMR-S&S, flat model 80 % pruned": to_flat_bayes(copy.deepcopy(det), gamma0=0.1, sigma_init=0.01),
+        "Tiered-FF (horseshoe)": to_horseshoe_bayes(copy.deepcopy(det)),
+    }
+    pruned = nets["BMR-S&S, flat model 80 % pruned"]
+    apply_prune_masks(pruned, baseline_masks(pruned, "magnitude", int(0.8 * prune_report(pruned).entries)))
+    opts = {name: torch.optim.Adam(net.parameters(), lr=1e-4) for name, net in nets.items()}
+    enforce_prune_masks(pruned, opts["BMR-S&S, flat model 80 % pruned"])
+    scale = float(x.shape[0] * 128 * 128)
+
+    def step(name: str) -> None:
+        net, opt = nets[name], opts[name]
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y[:, 0]) + kl_divergence(net) / scale
+        loss.backward()
+        opt.step()
+
+    for name in nets:  # warm-up
+        step(name)
+    times = median_times({name: (lambda n=name: step(n)) for name in nets}, args.repeats)
+    ref = times["Tiered-FF (horseshoe)"]
+    print(f"## Training step, 2D UNet (channels 16–256), batch {args.batch} × 128², {args.threads} threads")
+    print("| network | median step (s) | ratio to Tiered-FF |\n|---|---:|---:|")
+    for name, t in times.items():
+        print(f"| {name} | {t:.3f} | {t / ref:.3f} |")
+    print("\ntarget: BMR-S&S / Tiered-FF ≤ 0.9\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -158,10 +198,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--step-time", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="skip part 1 (the 10 M-weight pruning pass)")
+    parser.add_argument("--batch", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.machine()}, {platform.processor() or 'cpu'}\n")
-    speed(args)
+    if not args.no_speed:
+        speed(args)
+    if args.step_time:
+        step_time(args)
     if args.quality:
         quality(args)
 

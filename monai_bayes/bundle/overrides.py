@@ -196,11 +196,16 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "latent_straight_through": _boolean,
     "ssn_rank": _positive_int,
     "ssn_mc_samples": _positive_int,
+    "bmr_gamma0": _positive_number,
+    "bmr_sigma_init": _sigma_init,
+    "bmr_rounds": _positive_int,
+    "bmr_interval": _positive_int,
+    "bmr_alpha0": _positive_number,
+    "bmr_beta0": _positive_number,
+    "bmr_k_max": _positive_int,
+    "hs_tau0": _positive_number,
+    "hs_sigma_init": _positive_number,
 }
-
-
-#: settings whose default is a name but that also take a number (their rule checks both)
-_NAME_OR_NUMBER = frozenset({"sigma_init", "kl_reduction"})
 
 
 def _calling_parser() -> ConfigParser:
@@ -355,9 +360,11 @@ def validate_overrides(
             hint = f"; nearest valid: {', '.join(repr(n) for n in near)}" if near else ""
             problems.append(f"unknown setting {key!r} (not an id of {', '.join(f.name for f in files)}){hint}")
             continue
-        expected = None if key in _NAME_OR_NUMBER else _type_error(value, _nested_default(merged, key))
-        if expected is None and key in SETTING_RULES and not _is_expression(value):
+        if key in SETTING_RULES and not _is_expression(value):
+            # a rule checks the type as well, and may allow more than the default's type ("relative" or a number)
             expected = SETTING_RULES[key](value)
+        else:
+            expected = _type_error(value, _nested_default(merged, key))
         if expected is not None:
             problems.append(f"--{key} must be {expected}, got {value!r}")
     if problems:

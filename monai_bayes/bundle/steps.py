@@ -22,6 +22,7 @@ from torch import nn
 
 from monai_bayes.bundle.distributed import barrier, is_main_process
 from monai_bayes.bundle.layout import RunLayout
+from monai_bayes.layers.horseshoe import horseshoe_median_state_dict
 from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
 from monai_bayes.networks.convert import init_means_normal, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
@@ -231,12 +232,16 @@ PUBLISHED_EXTRAS = "model_bayes.pt"
 PUBLISHED_INFO = "model.json"
 
 
+#: state-dict suffixes of the partial/full-Bayes extras: σ parameters, index buffers, the stored prior
+PARTIAL_BAYES_EXTRAS: tuple[str, ...] = ("_rho", "_bayes_index", "bayes_prior")
+
+
 def posterior_mean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict of the posterior-mean network: a stochastic checkpoint without its Bayesian
-    extras (``*_rho``, ``*_bayes_index``); the means are the ``weight``/``bias`` entries themselves.
+    extras (``*_rho``, ``*_bayes_index``, ``bayes_prior``); the means are the ``weight``/``bias`` entries themselves.
     It loads strictly into the deterministic architecture (e.g. for MONAI ``ckpt_export``).
     """
-    return {k: v for k, v in state.items() if not k.endswith(("_rho", "_bayes_index"))}
+    return {k: v for k, v in state.items() if not k.endswith(PARTIAL_BAYES_EXTRAS)}
 
 
 def split_published_state(
@@ -329,6 +334,13 @@ def publish_model(
         extras = {k: v for k, v in state.items() if k not in means}
     else:
         means, extras = split_published_state(state, base_keys)
+    if any(k.endswith("hs_layer_loc") for k in state):
+        # Tiered-FF keeps μ of ŵ (non-centred units) in weight/bias: publish the posterior-median weights as the
+        # means, and the stochastic weight/bias entries with the extras (loading merges extras over means)
+        median = horseshoe_median_state_dict(state)
+        changed = {k for k in means if not torch.equal(median[k], state[k])}
+        means = {k: median[k] for k in means}
+        extras = {**extras, **{k: state[k] for k in changed}}
     info: dict[str, Any] = {"run": layout.run_name, "method": layout.method, "source": str(layout.model_checkpoint)}
     if layout.spec.uses_r_bayes:
         info["r_bayes"] = layout.r_bayes

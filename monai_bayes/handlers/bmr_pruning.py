@@ -10,6 +10,8 @@ for the rest of the run. The library work lives in :mod:`monai_bayes.reduction`.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from monai_bayes.reduction import DEFAULT_K_MAX, BMRPruneResult, bmr_prune, enforce_prune_masks
+from monai_bayes.utils.atomic import atomic_write_json
 
 __all__ = ["BMRPruningHandler"]
 
@@ -42,6 +45,9 @@ class BMRPruningHandler:
         Count epochs (default) or iterations.
     alpha0, beta0, k_max, threshold
         Options of :func:`~monai_bayes.reduction.bmr_masks`.
+    report_path : str or os.PathLike, optional
+        JSON file rewritten (atomically) after every pass: ``{"passes": [report after pass 1, ...]}``,
+        each :meth:`~monai_bayes.reduction.PruneReport.as_dict` (fraction pruned per layer and total).
 
     Notes
     -----
@@ -61,6 +67,7 @@ class BMRPruningHandler:
         beta0: float = 1.0,
         k_max: int = DEFAULT_K_MAX,
         threshold: float = 0.5,
+        report_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if int(interval) < 1:
             raise ValueError(f"interval must be >= 1, got {interval!r}.")
@@ -78,6 +85,7 @@ class BMRPruningHandler:
         self.epoch_level = epoch_level
         self.options: dict[str, Any] = {"alpha0": alpha0, "beta0": beta0, "k_max": k_max, "threshold": threshold}
         self.history: list[BMRPruneResult] = []
+        self.report_path = report_path
 
     def attach(self, engine: Engine) -> None:
         """Register the pass on ``engine`` (``EPOCH_COMPLETED`` or ``ITERATION_COMPLETED``)."""
@@ -105,6 +113,9 @@ class BMRPruningHandler:
         result = bmr_prune(self.network, optimizer=self._optimizer(engine), **self.options)
         self.history.append(result)
         engine.state.metrics["bmr_pruned_fraction"] = result.report.fraction
+        if self.report_path is not None:
+            Path(self.report_path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.report_path, {"passes": [r.report.as_dict() for r in self.history]})
         logger.info(
             "BMR pass %d at %s %d: %d of %d entries pruned (%.1f %%)",
             len(self.history),

@@ -25,6 +25,21 @@ from monai_bayes.layers.dropout import (
     MCDropoutLinear,
 )
 from monai_bayes.layers.functional import SUPPORTED_TYPES
+from monai_bayes.layers.horseshoe import (
+    DEFAULT_TAU0,
+    HorseshoeBayesConv1d,
+    HorseshoeBayesConv2d,
+    HorseshoeBayesConv3d,
+    HorseshoeBayesConvTranspose1d,
+    HorseshoeBayesConvTranspose2d,
+    HorseshoeBayesConvTranspose3d,
+    HorseshoeBayesLayer,
+    HorseshoeBayesLinear,
+    horseshoe_bayes_class,
+    horseshoe_median_state_dict,
+    horseshoe_scale,
+    lognormal_gamma_kl,
+)
 from monai_bayes.layers.latent import (
     GaussianLatent,
     LowRankLogits,
@@ -66,9 +81,18 @@ from monai_bayes.layers.partial import (
 from monai_bayes.layers.shared_prefix import MCCostSplit, SharedPrefixMode, mc_cost_split, shared_prefix_forward
 
 __all__ = [
+    "DEFAULT_TAU0",
     "SAMPLING_MODES",
     "SUPPORTED_TYPES",
     "GaussianLatent",
+    "HorseshoeBayesConv1d",
+    "HorseshoeBayesConv2d",
+    "HorseshoeBayesConv3d",
+    "HorseshoeBayesConvTranspose1d",
+    "HorseshoeBayesConvTranspose2d",
+    "HorseshoeBayesConvTranspose3d",
+    "HorseshoeBayesLayer",
+    "HorseshoeBayesLinear",
     "LowRankLogits",
     "MCCostSplit",
     "MCDropout",
@@ -110,7 +134,11 @@ __all__ = [
     "draw_noise",
     "fixed_noise",
     "gaussian_kl",
+    "horseshoe_bayes_class",
+    "horseshoe_median_state_dict",
+    "horseshoe_scale",
     "kl_divergence",
+    "lognormal_gamma_kl",
     "low_rank_log_likelihood",
     "low_rank_sample",
     "mc_cost_split",

@@ -157,8 +157,9 @@ class PartialBayesLayer(StochasticLayer):
         _base_type: type[nn.Module]
         in_channels: int
         out_channels: int
-        # registered by _register_bayes_entries
+        # registered by _register_bayes_entries / _init_partial_bayes
         weight_bayes_index: torch.Tensor
+        bayes_prior: torch.Tensor
 
     def __init__(
         self,
@@ -196,6 +197,9 @@ class PartialBayesLayer(StochasticLayer):
         if not prior_sigma > 0:
             raise ValueError(f"prior_sigma must be > 0, got {prior_sigma!r}.")
         self._init_stochastic_state()
+        # the prior is part of the state dict (buffer ``bayes_prior`` = [μ₀, σ₀]); the floats mirror it for kl()
+        ref = self.weight
+        self.register_buffer("bayes_prior", torch.zeros(2, dtype=torch.float64, device=ref.device))
         self.prior_mu = float(prior_mu)
         self.prior_sigma = float(prior_sigma)
         self.batched_strategy: BatchedStrategy = "auto"
@@ -240,6 +244,29 @@ class PartialBayesLayer(StochasticLayer):
         rho = inverse_softplus(initial_sigma(mu, sigma_init, relative_scale, floor).to(param.dtype))
         self.register_buffer(f"{pname}_bayes_index", index)
         self.register_parameter(f"{pname}_rho", nn.Parameter(rho))
+
+    # ------------------------------------------------------------------------------ prior
+    @property
+    def prior_mu(self) -> float:
+        """Mean μ₀ of the Gaussian prior of the Bayesian entries (stored in the ``bayes_prior`` buffer)."""
+        return self._prior_mu
+
+    @prior_mu.setter
+    def prior_mu(self, value: float) -> None:
+        self._prior_mu = float(value)
+        self.bayes_prior[0] = self._prior_mu
+
+    @property
+    def prior_sigma(self) -> float:
+        """Standard deviation σ₀ > 0 of the Gaussian prior (stored in the ``bayes_prior`` buffer)."""
+        return self._prior_sigma
+
+    @prior_sigma.setter
+    def prior_sigma(self, value: float) -> None:
+        if not float(value) > 0:
+            raise ValueError(f"prior_sigma must be > 0, got {value!r}.")
+        self._prior_sigma = float(value)
+        self.bayes_prior[1] = self._prior_sigma
 
     # ------------------------------------------------------------------------------ queries
     @property
@@ -428,9 +455,15 @@ class PartialBayesLayer(StochasticLayer):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        prior_key = f"{prefix}bayes_prior"
+        if prior_key in state_dict:  # refresh the float mirrors of the loaded prior
+            self._prior_mu, self._prior_sigma = (float(v) for v in self.bayes_prior.tolist())
+        elif prior_key in missing_keys:  # a checkpoint from before the prior was stored: keep the layer's prior
+            missing_keys.remove(prior_key)
 
     def deterministic_module(self) -> nn.Module:
         """Drop the Bayesian extras and return this module as its plain base type (posterior mean)."""
+        delattr(self, "bayes_prior")
         for pname in self.bayes_param_names:
             delattr(self, f"{pname}_rho")
             delattr(self, f"{pname}_bayes_index")

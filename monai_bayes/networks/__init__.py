@@ -4,15 +4,18 @@ from monai_bayes.layers.candidates import candidate_modules, candidate_parameter
 from monai_bayes.networks.batch_norm import batch_norm_layers, recalibrate_batch_norm
 from monai_bayes.networks.channel_flow import ChannelFlowReport, analyse_channel_flow, register_container_walker
 from monai_bayes.networks.checkpoint import (
+    PRUNE_MASK_SUFFIX,
     bayes_masks_from_state_dict,
     load_checkpoint,
     load_stochastic_state_dict,
+    register_prune_masks,
     save_checkpoint,
 )
 from monai_bayes.networks.convert import (
     init_means_normal,
     to_deterministic,
     to_full_bayes,
+    to_horseshoe_bayes,
     to_mc_dropout,
     to_partial_bayes,
 )
@@ -27,6 +30,7 @@ from monai_bayes.networks.prob_unet import (
 )
 
 __all__ = [
+    "PRUNE_MASK_SUFFIX",
     "AxisAlignedGaussianNet",
     "ChannelFlowReport",
     "DeepEnsemble",
@@ -43,9 +47,11 @@ __all__ = [
     "load_stochastic_state_dict",
     "recalibrate_batch_norm",
     "register_container_walker",
+    "register_prune_masks",
     "save_checkpoint",
     "to_deterministic",
     "to_full_bayes",
+    "to_horseshoe_bayes",
     "to_mc_dropout",
     "to_nested",
     "to_partial_bayes",

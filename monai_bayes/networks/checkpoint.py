@@ -16,11 +16,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from monai_bayes.layers.horseshoe import HorseshoeBayesLayer
 from monai_bayes.layers.partial import PartialBayesLayer
-from monai_bayes.networks.convert import to_partial_bayes
+from monai_bayes.networks.convert import to_horseshoe_bayes, to_partial_bayes
 from monai_bayes.utils.atomic import atomic_path
 
-__all__ = ["bayes_masks_from_state_dict", "load_checkpoint", "load_stochastic_state_dict", "save_checkpoint"]
+__all__ = [
+    "PRUNE_MASK_SUFFIX",
+    "bayes_masks_from_state_dict",
+    "load_checkpoint",
+    "load_stochastic_state_dict",
+    "register_prune_masks",
+    "save_checkpoint",
+]
+
+#: suffix of the boolean keep-mask buffers of a pruned parameter (``<param>_bmr_mask``, ``True`` = kept),
+#: written by :mod:`monai_bayes.reduction`; any checkpoint loader here restores them
+PRUNE_MASK_SUFFIX = "_bmr_mask"
+_HORSESHOE_KEY = "hs_layer_loc"
 
 
 def bayes_masks_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,6 +84,42 @@ def bayes_masks_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch
     return masks
 
 
+def register_prune_masks(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Give ``model`` the ``<param>_bmr_mask`` buffers a pruned checkpoint holds (all ``True`` until loaded).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (modified in place).
+    state_dict : Mapping of str to torch.Tensor
+        The checkpoint.
+
+    Returns
+    -------
+    list of str
+        The parameters that got (or already had) a mask.
+
+    Raises
+    ------
+    ValueError
+        If a mask key names no parameter of ``model`` or has another shape.
+    """
+    params = dict(model.named_parameters())
+    found = []
+    for key, mask in state_dict.items():
+        if not key.endswith(PRUNE_MASK_SUFFIX):
+            continue
+        pname = key[: -len(PRUNE_MASK_SUFFIX)]
+        if pname not in params or tuple(params[pname].shape) != tuple(mask.shape):
+            raise ValueError(f"checkpoint mask {key!r} fits no parameter of {type(model).__name__}.")
+        module_name, _, attr = pname.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        if not hasattr(module, attr + PRUNE_MASK_SUFFIX):
+            module.register_buffer(attr + PRUNE_MASK_SUFFIX, torch.ones_like(params[pname], dtype=torch.bool))
+        found.append(pname)
+    return found
+
+
 def load_stochastic_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load a (partial/full-Bayes or deterministic) checkpoint into ``model``.
 
@@ -94,9 +143,13 @@ def load_stochastic_state_dict(model: nn.Module, state_dict: Mapping[str, torch.
     ValueError
         Naming the mismatching keys, if the checkpoint belongs to another network.
     """
+    register_prune_masks(model, state_dict)
     masks = bayes_masks_from_state_dict(model, state_dict)
     if masks and not any(isinstance(m, PartialBayesLayer) for m in model.modules()):
         to_partial_bayes(model, masks, inplace=True)
+    horseshoe = [k[: -len(_HORSESHOE_KEY)].rstrip(".") for k in state_dict if k.endswith(_HORSESHOE_KEY)]
+    if horseshoe and not any(isinstance(m, HorseshoeBayesLayer) for m in model.modules()):
+        to_horseshoe_bayes(model, include=horseshoe, inplace=True)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:

@@ -27,6 +27,7 @@ from torch import nn
 from monai_bayes.layers.base import stochastic_layers
 from monai_bayes.layers.candidates import ModulePattern, candidate_modules, candidate_parameters, parameter_name
 from monai_bayes.layers.dropout import MCDropout, MCDropoutLayer, mc_dropout_class
+from monai_bayes.layers.horseshoe import DEFAULT_TAU0, HorseshoeBayesLayer, horseshoe_bayes_class
 from monai_bayes.layers.partial import (
     BAYES_PARAM_NAMES,
     DEFAULT_SIGMA_FLOOR,
@@ -41,6 +42,7 @@ __all__ = [
     "init_means_normal",
     "to_deterministic",
     "to_full_bayes",
+    "to_horseshoe_bayes",
     "to_mc_dropout",
     "to_partial_bayes",
 ]
@@ -220,6 +222,63 @@ def to_full_bayes(model: nn.Module, **kwargs: Any) -> nn.Module:
         if forbidden in kwargs:
             raise ValueError(f"to_full_bayes selects every entry; do not pass {forbidden!r}.")
     return to_partial_bayes(model, "all", **kwargs)
+
+
+def to_horseshoe_bayes(
+    model: nn.Module,
+    *,
+    include: ModulePattern | Sequence[ModulePattern] | None = None,
+    exclude: ModulePattern | Sequence[ModulePattern] | None = None,
+    tau0: float = DEFAULT_TAU0,
+    sigma_init: float = 0.1,
+    weight_sigma_relative: float = 0.05,
+    weight_sigma_floor: float = 1e-2,
+    inplace: bool = True,
+) -> nn.Module:
+    """Tiered-FF (seed 002): mean-field over every candidate layer with the non-centred regularised horseshoe.
+
+    Each selected conv / transposed conv / linear module becomes a
+    :class:`~monai_bayes.layers.HorseshoeBayesLayer` whose posterior-median network equals the trained one
+    (``μ = w / γ̄``), so training starts from the point estimates as the other conversions do.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained deterministic network.
+    include, exclude : pattern or sequence of patterns, optional
+        Restrict the candidate modules by name pattern or type (as :func:`to_partial_bayes`).
+    tau0 : float
+        Global scale τ₀ (``v ~ C⁺(0, τ₀)``).
+    sigma_init : float
+        Initial σ of the log-scales.
+    weight_sigma_relative, weight_sigma_floor : float
+        Initial σ of ŵ: ``max(relative · |μ|, floor)``.
+    inplace : bool
+        Convert ``model`` itself (default) or a deep copy.
+
+    Returns
+    -------
+    torch.nn.Module
+        The converted network.
+
+    Raises
+    ------
+    ValueError
+        If no candidate module is found or an option is out of range.
+    """
+    model = _maybe_copy(model, inplace)
+    modules = candidate_modules(model, include, exclude, what="horseshoe")
+    if not modules:
+        raise ValueError("no conv / linear module to convert to the horseshoe prior (check include / exclude).")
+    for module in modules.values():
+        module.__class__ = horseshoe_bayes_class(type(module))
+        cast(HorseshoeBayesLayer, module)._init_horseshoe(
+            tau0=tau0,
+            sigma_init=sigma_init,
+            weight_sigma_relative=weight_sigma_relative,
+            weight_sigma_floor=weight_sigma_floor,
+        )
+    return model
 
 
 def _last_name(names: Iterable[str]) -> str | None:

@@ -180,8 +180,8 @@ def spike_delta_f_by_layer(model: nn.Module) -> list[LayerSpikeDeltaF]:
 
     Computed from the stored (weight-unit) posterior without materialising μ̂ and σ̂: since
     ``μ̂/σ̂ = μ_w/σ_w`` and ``ln σ̂ = ln σ_w − ln γ₀``, ``ΔF(0) = ln γ₀ − ln σ_w − ½ (μ_w/σ_w)²``, written
-    into one buffer per layer with in-place operations (a few passes over the weights; this is
-    the bulk of a pruning pass). Equal to :func:`~monai_bayes.reduction.delta_f_spike` of
+    into one flat buffer for all layers (per-layer views) with in-place operations (a few passes over
+    the weights; this is the bulk of a pruning pass). Equal to :func:`~monai_bayes.reduction.delta_f_spike` of
     :func:`flat_posteriors`.
 
     Parameters
@@ -199,22 +199,29 @@ def spike_delta_f_by_layer(model: nn.Module) -> list[LayerSpikeDeltaF]:
     ValueError
         If a Bayesian layer's prior mean is not 0.
     """
+    layers = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, PartialBayesLayer) and module.bayes_param_names
+    ]
+    if not layers:
+        return []
+    sizes_by_layer = [tuple(getattr(m, f"{p}_rho").numel() for p in m.bayes_param_names) for _, m in layers]
+    ref = getattr(layers[0][1], f"{layers[0][1].bayes_param_names[0]}_rho")
+    # one flat buffer for every layer's ΔF(0) (one allocation); each layer's entry is a view of it
+    flat = torch.empty(sum(sum(s) for s in sizes_by_layer), dtype=ref.dtype, device=ref.device)
     out: list[LayerSpikeDeltaF] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, PartialBayesLayer) or not module.bayes_param_names:
-            continue
-        log_gamma0 = math.log(_check_flat_prior(name, module))
-        params = tuple(module.bayes_param_names)
-        sizes = tuple(getattr(module, f"{p}_rho").numel() for p in params)
-        ref = getattr(module, f"{params[0]}_rho")
-        buf = torch.empty(sum(sizes), dtype=ref.dtype, device=ref.device)
-        offset = 0
-        with torch.no_grad():
+    offset = 0
+    with torch.no_grad():
+        for (name, module), sizes in zip(layers, sizes_by_layer):
+            log_gamma0 = math.log(_check_flat_prior(name, module))
+            params = tuple(module.bayes_param_names)
+            start = offset
             for pname, size in zip(params, sizes):
-                part = buf[offset : offset + size]
+                part = flat[offset : offset + size]
                 sigma = F.softplus(getattr(module, f"{pname}_rho").detach())
                 torch.div(module.posterior_mean(pname).detach(), sigma, out=part)
                 part.square_().mul_(-0.5).sub_(sigma.log_()).add_(log_gamma0)
                 offset += size
-        out.append(LayerSpikeDeltaF(name, params, sizes, buf))
+            out.append(LayerSpikeDeltaF(name, params, sizes, flat[start:offset]))
     return out

@@ -149,23 +149,29 @@ def spike_and_slab_posterior(
     if int(k_max) < 1:
         raise ValueError(f"k_max must be >= 1, got {k_max!r}.")
     ref = delta_f0[0]
-    counts = torch.tensor([float(d.numel()) for d in delta_f0], dtype=ref.dtype, device=ref.device)
+    sizes = [d.numel() for d in delta_f0]
+    counts = torch.tensor([float(n) for n in sizes], dtype=ref.dtype, device=ref.device)
     alpha = torch.full((len(delta_f0),), float(alpha0), dtype=ref.dtype, device=ref.device)
     beta = torch.full_like(alpha, float(beta0))
-    q: list[torch.Tensor] = [torch.full_like(d, 0.5) for d in delta_f0]
-    work = [torch.empty_like(d) for d in delta_f0]  # reused buffers: no allocation per iteration
+    # one flat buffer for every layer's q, rewritten in place each iteration (no allocation per
+    # iteration); a copy of the previous iterate only when an early stop is asked for
+    flat_q = torch.empty(sum(sizes), dtype=ref.dtype, device=ref.device)
+    q = [view.view_as(d) for view, d in zip(torch.split(flat_q, sizes), delta_f0)]
+    previous = torch.full_like(flat_q, 0.5) if tol > 0 else None
     iterations = 0
     for _ in range(int(k_max)):
         iterations += 1
-        zeta = torch.special.digamma(alpha) - torch.special.digamma(beta)
+        # ψ on the L per-layer scalars only; one fused pass per layer for q, one reduction for Σq
+        zeta = (torch.special.digamma(alpha) - torch.special.digamma(beta)).tolist()
         sums = []
-        for i, d in enumerate(delta_f0):
-            torch.sub(zeta[i], d, out=work[i]).sigmoid_()  # q = sigmoid(ζ_l − ΔF(0))
-            sums.append(work[i].sum())
-        converged = tol > 0 and all(float((w - qi).abs().max()) <= tol for w, qi in zip(work, q) if w.numel())
-        q, work = work, q
+        for z, d, qi in zip(zeta, delta_f0, q):
+            torch.sub(z, d, out=qi).sigmoid_()  # q = sigmoid(ζ_l − ΔF(0))
+            sums.append(qi.sum())
         total = torch.stack(sums)
         alpha, beta = alpha0 + total, beta0 + (counts - total)
-        if converged:
-            break
+        if previous is not None:
+            converged = flat_q.numel() == 0 or float((flat_q - previous).abs().max()) <= tol
+            previous.copy_(flat_q)
+            if converged:
+                break
     return SpikeAndSlabPosterior(q=q, alpha=alpha, beta=beta, iterations=iterations)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from monai_bayes.layers import PartialBayesLayer
-from monai_bayes.networks import load_stochastic_state_dict
+from monai_bayes.networks import PRUNE_MASK_SUFFIX, load_stochastic_state_dict
 from monai_bayes.reduction.flat import flat_posteriors, spike_delta_f_by_layer
 from monai_bayes.reduction.free_energy import (
     DEFAULT_K_MAX,
@@ -50,7 +50,7 @@ __all__ = [
     "strip_prune_masks",
 ]
 
-MASK_SUFFIX = "_bmr_mask"
+MASK_SUFFIX = PRUNE_MASK_SUFFIX
 PRUNABLE_PARAMS: tuple[str, ...] = ("weight", "bias")
 BaselineMethod = Literal["magnitude", "snr", "random"]
 BASELINE_METHODS: tuple[str, ...] = ("magnitude", "snr", "random")
@@ -195,7 +195,7 @@ def prune_report(model: nn.Module) -> PruneReport:
     stats: dict[str, LayerPruneStats] = {}
     for name, module, pname, param in _prunable(model):
         mask = getattr(module, pname + MASK_SUFFIX, None)
-        pruned = 0 if mask is None else int((~mask).sum())
+        pruned = 0 if mask is None else mask.numel() - int(mask.sum())
         bayes = 0
         if isinstance(module, PartialBayesLayer) and pname in module.bayes_param_names:
             bayes = getattr(module, f"{pname}_rho").numel()
@@ -338,14 +338,14 @@ def baseline_masks(
 
 
 # ------------------------------------------------------------------------------------ applying
-def _slice_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, keep: torch.Tensor) -> None:
-    """Shrink the optimizer's per-entry state of ``param`` to the entries in ``keep`` (shape of param)."""
+def _slice_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, kept: torch.Tensor) -> None:
+    """Shrink the optimizer's per-entry state of the 1-D ``param`` to the flat indices ``kept``."""
     if optimizer is None or param not in optimizer.state:
         return
     state = optimizer.state[param]
     for key, value in list(state.items()):
         if isinstance(value, torch.Tensor) and value.shape == param.shape:
-            state[key] = value[keep]
+            state[key] = value.index_select(0, kept)
 
 
 def _forget_param(optimizer: torch.optim.Optimizer | None, param: torch.Tensor) -> None:
@@ -374,18 +374,20 @@ def _drop_bayes_entries(
     dense = stored.numel() == 0
     rho = getattr(module, f"{pname}_rho")
     survive = keep_flat if dense else keep_flat[stored]
-    if bool(survive.all()):
+    # one nonzero (the costly step) serves ρ, the optimizer state and the new index
+    kept = survive.nonzero().squeeze(1)
+    if kept.numel() == survive.numel():
         return
-    if not bool(survive.any()):
+    if kept.numel() == 0:
         _forget_param(optimizer, rho)
         delattr(module, f"{pname}_rho")
         delattr(module, f"{pname}_bayes_index")
         return
-    _slice_state(optimizer, rho, survive)
+    _slice_state(optimizer, rho, kept)
     with torch.no_grad():
-        rho.data = rho.data[survive]
+        rho.data = rho.data.index_select(0, kept)
     rho.grad = None
-    new_index = survive.nonzero().squeeze(1) if dense else stored[survive]
+    new_index = kept if dense else stored.index_select(0, kept)
     module.register_buffer(f"{pname}_bayes_index", new_index)
 
 
@@ -438,7 +440,7 @@ def apply_prune_masks(
         if old is not None:
             keep = keep & old
         with torch.no_grad():
-            param.mul_(keep)
+            param.masked_fill_(keep.logical_not(), 0)
         module.register_buffer(pname + MASK_SUFFIX, keep)
         if isinstance(module, PartialBayesLayer) and pname in module.bayes_param_names:
             _drop_bayes_entries(module, pname, keep.reshape(-1), optimizer)
@@ -561,7 +563,8 @@ def load_pruned_state_dict(
     state_dict : mapping of str to torch.Tensor
         ``model.state_dict()`` of the pruned network.
     gamma0 : float, optional
-        Prior scale γ₀ to set on every Bayesian layer (the prior is not part of a state dict).
+        Prior scale γ₀ to set on every Bayesian layer, overriding the prior stored in the checkpoint
+        (``bayes_prior`` buffers; needed only for checkpoints written before the prior was stored).
 
     Returns
     -------
@@ -573,16 +576,6 @@ def load_pruned_state_dict(
     ValueError
         If a mask key names no parameter of ``model`` or has the wrong shape, or the state does not fit.
     """
-    params = dict(model.named_parameters())
-    for key, mask in state_dict.items():
-        if not key.endswith(MASK_SUFFIX):
-            continue
-        pname = key[: -len(MASK_SUFFIX)]
-        if pname not in params or tuple(params[pname].shape) != tuple(mask.shape):
-            raise ValueError(f"checkpoint mask {key!r} fits no parameter of {type(model).__name__}.")
-        module_name, _, attr = pname.rpartition(".")
-        module = model.get_submodule(module_name) if module_name else model
-        module.register_buffer(attr + MASK_SUFFIX, torch.ones_like(params[pname], dtype=torch.bool))
     load_stochastic_state_dict(model, state_dict)
     if gamma0 is not None:
         if not gamma0 > 0:

@@ -193,6 +193,19 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             network_builder=prob_unet_network,
             description="BN3 on the Prob. U-Net latent (seed 001 on LIDC): ordered dropout over latent dims",
         ),
+        MethodSpec(
+            "bmr",
+            bayes_training=True,
+            description="stochastic BMR (seed 002): flat mean-field model, then rounds of spike-and-slab BMR pruning "
+            "and further ELBO training",
+            train_config="train_bmr",
+        ),
+        MethodSpec(
+            "tiered_ff",
+            bayes_training=True,
+            description="Tiered-FF (seed 002): mean-field with the non-centred regularised horseshoe prior, ELBO",
+            train_config="train_tiered_ff",
+        ),
     )
 }
 

@@ -65,7 +65,7 @@ def test_sparse_bayes_pipeline_inference_and_bundle_checks(lidc_bundle, tiny, tm
     extras = torch.load(models / "model_bayes.pt", weights_only=True)
     assert means.keys() == _network_def(lidc_bundle, overrides).state_dict().keys()
     assert {**means, **extras}.keys() == trained.keys() and extras
-    assert all(k.endswith(("_rho", "_bayes_index")) for k in extras)
+    assert all(k.endswith(("_rho", "_bayes_index", "bayes_prior")) for k in extras)
     inputs = export_hu_slices(_eval_items(lidc_bundle, overrides), tmp_path / "hu_inputs")
     alone = {k: v for k, v in overrides.items() if k.startswith("network_def") or k == "eval_samples"}
     alone.update(dataset_dir=str(tmp_path / "hu_inputs"), output_dir=str(layout.inference_dir), device="cpu")

@@ -293,3 +293,30 @@ def test_pass_on_a_fully_pruned_network_changes_nothing():
     result = bmr_prune(net)
     assert result.masks == {} and result.layers == [] and result.posterior.iterations == 0
     assert result.report.as_dict() == before and result.report.fraction == 1.0
+
+
+def test_prior_scale_is_in_the_checkpoint_and_old_checkpoints_still_load():
+    """Issue 17 point 5: a reload keeps γ₀ (no reset to 1.0); a checkpoint without the prior keeps the layer's."""
+    from monai_bayes.reduction import bmr_prune, load_pruned_state_dict, spike_delta_f_by_layer, to_flat_bayes
+
+    torch.manual_seed(0)
+
+    def plain() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+
+    net = to_flat_bayes(plain(), gamma0=0.1, layer_gamma0={"2": 0.3}, sigma_init=0.05)
+    bmr_prune(net)
+    state = net.state_dict()
+    assert state["0.bayes_prior"].tolist() == [0.0, 0.1] and state["2.bayes_prior"].tolist() == [0.0, 0.3]
+    fresh = load_pruned_state_dict(plain(), state)  # no gamma0 passed: the stored prior is used
+    assert [fresh[0].prior_sigma, fresh[2].prior_sigma] == [pytest.approx(0.1), pytest.approx(0.3)]
+    for a, b in zip(spike_delta_f_by_layer(fresh), spike_delta_f_by_layer(net)):
+        torch.testing.assert_close(a.delta_f0, b.delta_f0, rtol=0, atol=0)
+    torch.testing.assert_close(kl_divergence(fresh), kl_divergence(net), rtol=1e-6, atol=0)
+    # a checkpoint written before the prior was stored: strict loading works and keeps the layer's own prior
+    old = {k: v for k, v in to_flat_bayes(plain(), gamma0=0.1).state_dict().items() if not k.endswith("bayes_prior")}
+    target = to_flat_bayes(plain(), gamma0=0.2)
+    target.load_state_dict(old, strict=True)
+    assert target[0].prior_sigma == pytest.approx(0.2)
+    assert load_pruned_state_dict(plain(), old, gamma0=0.1)[0].prior_sigma == pytest.approx(0.1)

@@ -20,6 +20,8 @@ def test_registry_entries_and_their_step_configs():
         "prob_unet": ("train_prob_unet", "evaluate"),
         "ssn": ("train_ssn", "evaluate"),
         "bn3_prob_unet": ("train_prob_unet", "evaluate"),
+        "bmr": ("train_deterministic", "train_bmr", "evaluate"),
+        "tiered_ff": ("train_deterministic", "train_tiered_ff", "evaluate"),
     }
     assert {m: METHOD_REGISTRY[m].configs for m in METHODS} == expected
 
