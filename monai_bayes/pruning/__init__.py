@@ -63,4 +63,5 @@ __all__ = [
     "select_pies",
     "sparsity",
     "weight_magnitudes",
+    "welch_mean_ap",
 ]
