@@ -21,7 +21,8 @@ classes, ``N`` test images. Per-class average precision is held as ``ap`` ``(R, 
 * **Uncertainty vs PIEs** (beyond the seed): AUROC of an uncertainty score for telling PIEs from non-PIEs
   (:func:`auroc`, :func:`pie_auroc`).
 
-The OLS is ~15 lines of NumPy (``lstsq``, ``σ̂² (XᵀX)⁻¹``, Student t) rather than a statsmodels dependency; the
+Average precision and AUROC come from :mod:`monai_bayes.metrics.classification`. The OLS is ~15 lines of
+NumPy (``lstsq``, ``σ̂² (XᵀX)⁻¹``, Student t) rather than a statsmodels dependency; the
 tests check it against ``scipy.stats.linregress`` and a hand-computed fixture.
 """
 
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from monai_bayes.metrics.classification import auroc, average_precision
 
 __all__ = [
     "CorrelationResult",
@@ -70,72 +73,6 @@ def _check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     if labels.ndim != 2 or (labels.size and not np.isin(labels, (0, 1)).all()):
         raise ValueError(f"{name} must be an (N, C) 0/1 multi-label matrix, got shape {labels.shape}.")
     return labels.astype(bool)
-
-
-# ------------------------------------------------------------------------------------------- metrics
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per-class average precision ``AP = Σ_n (R_n − R_{n−1}) P_n`` over the distinct score thresholds.
-
-    The step-wise (non-interpolated) AP of scikit-learn / torchmetrics: tied scores form one threshold.
-
-    Parameters
-    ----------
-    labels : np.ndarray
-        ``(N, C)`` 0/1 ground truth.
-    scores : np.ndarray
-        ``(N, C)`` scores (probabilities); higher means more likely positive.
-
-    Returns
-    -------
-    np.ndarray
-        ``(C,)`` AP in ``[0, 1]``; NaN for a class without positives.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ or ``labels`` is not 0/1.
-    """
-    y = _check_labels(labels)
-    s = np.asarray(scores, dtype=float)
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same (N, C) shape.")
-    out = np.full(y.shape[1], np.nan)
-    for c in range(y.shape[1]):
-        npos = int(y[:, c].sum())
-        if npos == 0:
-            continue
-        order = np.argsort(-s[:, c], kind="stable")
-        sc, yc = s[order, c], y[order, c]
-        last = np.r_[np.flatnonzero(np.diff(sc) != 0), len(sc) - 1]  # last index of each tied group
-        tp = np.cumsum(yc)[last]
-        precision = tp / (last + 1)
-        recall = tp / npos
-        out[c] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    return out
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of a binary problem (Mann–Whitney U / (n₊ n₋), ties count ½).
-
-    Parameters
-    ----------
-    labels : np.ndarray
-        ``(N,)`` 0/1 (or bool) ground truth.
-    scores : np.ndarray
-        ``(N,)`` scores, higher meaning positive.
-
-    Returns
-    -------
-    float
-        AUROC in ``[0, 1]``; NaN if one class is empty.
-    """
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return math.nan
-    ranks = stats.rankdata(s)  # average ranks for ties
-    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
 # ------------------------------------------------------------------------------------------- overall

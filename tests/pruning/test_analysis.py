@@ -10,9 +10,8 @@ import torch
 from scipy import stats
 from torchmetrics.functional.classification import binary_auroc, multilabel_average_precision
 
+from monai_bayes.metrics import auroc, average_precision
 from monai_bayes.pruning import (
-    auroc,
-    average_precision,
     co_occurrence_iou,
     disease_count_distribution,
     fcd_matrix,
