@@ -46,10 +46,15 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG through a temporary file and an atomic rename."""
+def save_figure(
+    fig: Figure, path: str | os.PathLike, dpi: int = 120, metadata: dict[str, str | None] | None = None
+) -> Path:
+    """Save ``fig`` as PNG through a temporary file and an atomic rename.
+
+    ``metadata={"Software": None}`` drops the matplotlib version from the PNG (byte-stable published figures).
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=metadata)
     return Path(path)
 
 
