@@ -187,9 +187,9 @@ def analyze_pruning(
         {
             "class a": class_names[a],
             "class b": class_names[b],
-            "FCD": f"{f:.5f}",
-            "|LogFreqDiff|": f"{d:.3f}",
-            "IoU^(1/4)": f"{q:.3f}",
+            "FCD": f"{f:.6g}",
+            "|LogFreqDiff|": f"{d:.6f}",
+            "IoU^(1/4)": f"{q:.6f}",
         }
         for a, b, f, d, q in zip(pairs.a, pairs.b, pairs.fcd, pairs.abs_log_freq_diff, pairs.iou_quarter, strict=True)
     ]
