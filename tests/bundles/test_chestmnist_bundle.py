@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import runpy
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,16 @@ def test_medmnist_file_names_and_sizes(tmp_path: Path) -> None:
     data = load_classification_data(chestmnist_file(tmp_path, 64), max_items=8)
     assert tuple(data.images["train"].shape) == (8, 1, 64, 64) and tuple(data.labels["test"].shape) == (8, 14)
     assert float(data.images["train"].max()) <= 1.0 and np.isin(data.labels["val"].numpy(), (0, 1)).all()
+
+
+def test_metadata_has_the_schema_keys() -> None:
+    zoo = runpy.run_path(str(Path(__file__).with_name("test_model_zoo.py")))  # the model-zoo test's key lists
+    SCHEMA_20220324, SCHEMA_20220324_REQUIRED = zoo["SCHEMA_20220324"], zoo["SCHEMA_20220324_REQUIRED"]
+    TENSOR_FORMAT_REQUIRED = zoo["TENSOR_FORMAT_REQUIRED"]
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert meta["schema"].endswith(SCHEMA_20220324) and meta["version"] in meta["changelog"]
+    assert not [k for k in SCHEMA_20220324_REQUIRED if k not in meta]
+    for section in ("inputs", "outputs"):
+        for fmt in meta["network_data_format"][section].values():
+            assert not [k for k in TENSOR_FORMAT_REQUIRED if k not in fmt]
+    assert (BUNDLE / "LICENSE").is_file()
