@@ -86,7 +86,7 @@ class WelchResult:
     p: np.ndarray  #: (K,) two-sided p-value (NaN at k = 0)
 
 
-def welch_mean_ap(ap: np.ndarray, sparsities: Sequence[float]) -> WelchResult:
+def welch_mean_ap(ap: np.ndarray, sparsities: Sequence[float] | np.ndarray) -> WelchResult:
     """Welch's t-test of the mean AP of the ``R`` ``k``-sparse vs the ``R`` unpruned models, for each ``k``.
 
     Parameters
@@ -150,7 +150,7 @@ def forgettability_curves(ap: np.ndarray) -> np.ndarray:
 
 
 def first_forgotten_k(
-    curves: np.ndarray, sparsities: Sequence[float], drop: float = 0.2, never: float = 1.0
+    curves: np.ndarray, sparsities: Sequence[float] | np.ndarray, drop: float = 0.2, never: float = 1.0
 ) -> np.ndarray:
     """First sparsity at which each class's forgettability curve falls to ``−drop`` or below (Fig. 3 left).
 
