@@ -30,16 +30,20 @@ from monai_bayes.pruning.analysis import (
     welch_mean_ap,
 )
 from monai_bayes.pruning.prune import global_l1_prune, prunable_parameters, pruned_copy, sparsity, weight_magnitudes
+from monai_bayes.pruning.report import FIGURES, PruningTables, analyze_pruning, markdown_table, write_pruning_results
 from monai_bayes.pruning.sweep import DEFAULT_SPARSITIES, PruningSweep, predict_probabilities, pruning_sweep
 
 __all__ = [
     "DEFAULT_SPARSITIES",
     "FCD_TERMS",
+    "FIGURES",
     "CorrelationResult",
     "OLSResult",
     "PairTable",
     "PruningSweep",
+    "PruningTables",
     "WelchResult",
+    "analyze_pruning",
     "auroc",
     "average_precision",
     "co_occurrence_iou",
@@ -52,6 +56,7 @@ __all__ = [
     "forgettability_curves",
     "frequency_correlation",
     "global_l1_prune",
+    "markdown_table",
     "ols",
     "per_image_spearman",
     "pie_auroc",
@@ -64,4 +69,5 @@ __all__ = [
     "sparsity",
     "weight_magnitudes",
     "welch_mean_ap",
+    "write_pruning_results",
 ]
