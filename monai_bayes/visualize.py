@@ -49,13 +49,17 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+def save_figure(
+    fig: Figure, path: str | os.PathLike, dpi: int = 120, metadata: dict[str, str | None] | None = None
+) -> Path:
     """Save ``fig`` through a temporary file and an atomic rename.
 
-    A PNG is written without the ``Software`` text chunk (matplotlib's version), so the same figure
-    gives the same bytes (``scripts/make_results.py --check`` compares figures byte for byte).
+    A PNG is written without the ``Software`` text chunk (matplotlib's version) unless ``metadata`` says
+    otherwise, so the same figure gives the same bytes (``scripts/make_results.py --check`` compares figures
+    byte for byte).
     """
-    metadata = {"Software": None} if Path(path).suffix.lower() == ".png" else None
+    if metadata is None and Path(path).suffix.lower() == ".png":
+        metadata = {"Software": None}
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=metadata)
     return Path(path)

@@ -125,11 +125,34 @@ def check_bmr(book: nbformat.NotebookNode, work: Path) -> None:
     assert zeros / sum(state[n].numel() for n in names) >= final - 1e-3
 
 
+def check_pruning(book: nbformat.NotebookNode, work: Path) -> None:
+    import numpy as np
+
+    pattern = r"requested 0.37, reached ([0-9.]+) of (\d+) prunable weights"
+    reached = re.search(pattern, _text(_cell(book, "pruned_copy(")))
+    n = int(reached[2])
+    assert float(reached[1]) == pytest.approx(round(0.37 * n) / n, abs=1e-6)  # exactly round(k N) zeros
+    pies = re.search(r"PIEs: (\d+) of (\d+) test images", _text(_cell(book, "analyze_pruning(")))
+    assert int(pies[1]) == math.ceil(0.05 * int(pies[2]))  # the bottom 5 %
+    # the printed OLS coefficients are those of an independent least-squares fit to the written pairs table
+    with open(work / "results" / "tutorial" / "pairs.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    d = np.array([float(r["|LogFreqDiff|"]) for r in rows])
+    q = np.array([float(r["IoU^(1/4)"]) for r in rows])
+    y = np.array([float(r["FCD"]) for r in rows])
+    coef = np.linalg.lstsq(np.column_stack([np.ones_like(d), d, q, d * q]), y, rcond=None)[0]
+    text = _text(_cell(book, "analyze_pruning("))
+    printed = [float(v) for v in re.findall(r"^OLS .+?: (-?[0-9.]+) \(SE", text, re.M)]
+    np.testing.assert_allclose(printed, coef, rtol=1e-2, atol=1e-3)  # pairs.csv holds 6 significant digits
+    assert (work / "forgettability.png").read_bytes()[:8] == PNG and _images(book) >= 1
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
     "01_quick_start": check_quick_start,
     "02_lidc_bundle": check_lidc_bundle,
     "03_r_bayes_sweep": check_sweep,
     "04_bmr": check_bmr,
+    "05_pruning_impact": check_pruning,
 }
 
 

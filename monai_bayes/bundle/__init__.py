@@ -4,6 +4,12 @@ The bundles in ``bundles/`` are pure configuration over these functions and the 
 package (see ``docs/bundles.md``).
 """
 
+from monai_bayes.bundle.chestmnist import (
+    ChestMNISTPipeline,
+    check_no_unknown_settings,
+    chestmnist_file,
+    run_chestmnist_pipeline,
+)
 from monai_bayes.bundle.datasets import (
     ISIC_LAYOUTS,
     LIDC_LAYOUTS,
@@ -74,6 +80,7 @@ __all__ = [
     "PUBLISHED_MEANS",
     "PUBLISHED_NESTED",
     "SETTING_RULES",
+    "ChestMNISTPipeline",
     "NestedRunLayout",
     "NestedWidthHandler",
     "PipelineStep",
@@ -83,6 +90,8 @@ __all__ = [
     "build_network",
     "bundle_config",
     "check_method",
+    "check_no_unknown_settings",
+    "chestmnist_file",
     "config_overrides",
     "datalist_items",
     "export_hu_slices",
@@ -108,6 +117,7 @@ __all__ = [
     "require_inference_inputs",
     "resolve_isic_dataset",
     "resolve_lidc_dataset",
+    "run_chestmnist_pipeline",
     "run_config",
     "run_nested_pipeline",
     "run_pipeline",

@@ -13,6 +13,7 @@ from .calibration import (
     calibration_error_from_bin_sums,
     compute_pooled_calibration_error,
 )
+from .classification import auroc, average_precision, image_uncertainty, multilabel_metrics
 from .energy_distance import GEDResult, GeneralizedEnergyDistanceMetric, compute_ged, ged_from_pairwise_iou
 from .entropy import EntropyVolumeMetric, compute_entropy_volume, compute_uncertainty_volume
 from .hungarian import HungarianMatchedIoUMetric, compute_hm_iou, hm_iou_from_pairwise_iou, matching_size
@@ -37,6 +38,8 @@ __all__ = [
     "PooledCalibrationErrorMetric",
     "SoftDiceMetric",
     "ThresholdedJaccardMetric",
+    "auroc",
+    "average_precision",
     "calibration_bin_sums",
     "calibration_error_from_bin_sums",
     "compute_brier_score",
@@ -51,7 +54,9 @@ __all__ = [
     "compute_uncertainty_volume",
     "ged_from_pairwise_iou",
     "hm_iou_from_pairwise_iou",
+    "image_uncertainty",
     "matching_size",
+    "multilabel_metrics",
     "pairwise_counts",
     "pairwise_iou",
     "per_case_table",

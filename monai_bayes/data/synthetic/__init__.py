@@ -13,14 +13,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from monai_bayes.data.synthetic.chestmnist import CHESTMNIST_PREVALENCE, sample_chestmnist_labels, write_chestmnist_npz
+from monai_bayes.data.synthetic.chestmnist import (
+    CHESTMNIST_CLASS_COUNTS,
+    CHESTMNIST_PREVALENCE,
+    fit_label_copula,
+    sample_chestmnist_labels,
+    write_chestmnist_npz,
+)
 from monai_bayes.data.synthetic.isic import make_isic_image, write_isic_cases
 from monai_bayes.data.synthetic.lidc import ReaderModel, SyntheticLidcCase, load_lidc_manifest, write_lidc_cases
 
 __all__ = [
+    "CHESTMNIST_CLASS_COUNTS",
     "CHESTMNIST_PREVALENCE",
     "ReaderModel",
     "SyntheticLidcCase",
+    "fit_label_copula",
     "load_lidc_manifest",
     "make_isic_image",
     "prepare_synthetic_chestmnist",
