@@ -13,21 +13,33 @@ from monai_bayes.networks.convert import to_deterministic, to_full_bayes, to_mc_
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.extract import extract_width
 from monai_bayes.networks.nested import to_nested
+from monai_bayes.networks.samples import (
+    PosteriorSamples,
+    is_samples_file,
+    load_samples,
+    sample_ensemble,
+    save_samples,
+)
 
 __all__ = [
     "ChannelFlowReport",
     "DeepEnsemble",
+    "PosteriorSamples",
     "analyse_channel_flow",
     "batch_norm_layers",
     "bayes_masks_from_state_dict",
     "candidate_modules",
     "candidate_parameters",
     "extract_width",
+    "is_samples_file",
     "load_checkpoint",
+    "load_samples",
     "load_stochastic_state_dict",
     "recalibrate_batch_norm",
     "register_container_walker",
+    "sample_ensemble",
     "save_checkpoint",
+    "save_samples",
     "to_deterministic",
     "to_full_bayes",
     "to_mc_dropout",
