@@ -136,6 +136,17 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "temperature_start": _positive_number,
     "temperature_min": _positive_number,
     "temperature_decay": _fraction,
+    "sgmcmc_sampler": _one_of("sghmc", "sgld"),
+    "sgmcmc_lr": _positive_number,
+    "sgmcmc_momentum": _probability,
+    "sgmcmc_temperature": _non_negative_number,
+    "sgmcmc_prior_precision": _non_negative_number,
+    "sgmcmc_cycles": _positive_int,
+    "sgmcmc_epochs_per_cycle": _positive_int,
+    "sgmcmc_exploration": _probability,
+    "sgmcmc_samples_per_cycle": _positive_int,
+    "sgmcmc_thinning": _positive_int,
+    "sgmcmc_burn_in_epochs": _non_negative_int,
 }
 
 

@@ -25,6 +25,7 @@ from monai_bayes.bundle.layout import RunLayout
 from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
 from monai_bayes.networks.convert import to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
+from monai_bayes.networks.samples import is_samples_file, load_samples, sample_ensemble
 from monai_bayes.selection.report import format_selection_report, selection_report
 from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
@@ -132,7 +133,9 @@ def build_network(
     * ``deterministic`` / ``sparse_bayes`` / ``full_bayes``: ``checkpoint`` (a partial/full-Bayes
       checkpoint rebuilds its Bayesian structure from the stored indices);
     * ``mc_dropout``: MC dropout is added first (the checkpoint holds no dropout state);
-    * ``ensemble``: one copy of ``network_def`` per entry of ``member_checkpoints``.
+    * ``ensemble``: one copy of ``network_def`` per entry of ``member_checkpoints``;
+    * a posterior-samples file (``sgmcmc``, :func:`~monai_bayes.networks.save_samples`): a
+      :class:`~monai_bayes.networks.DeepEnsemble` with one member per stored sample.
 
     A checkpoint of another architecture raises ``ValueError`` naming the file.
     """
@@ -148,7 +151,11 @@ def build_network(
         if checkpoint is None:
             raise ValueError(f"method {method!r} needs a checkpoint.")
         network = training_network(network_def, method, mc_dropout_p)
-        network = load_checkpoint(network, _require(checkpoint, "model checkpoint"))
+        path = _require(checkpoint, "model checkpoint")
+        if is_samples_file(path):
+            network = sample_ensemble(network, load_samples(path))
+        else:
+            network = load_checkpoint(network, path)
     return network.to(torch.device(device)) if device is not None else network
 
 
@@ -240,6 +247,9 @@ def publish_model(
     Path or None
         ``models/model.pt``.
     """
+    if is_samples_file(layout.model_checkpoint):
+        logger.info("posterior samples are not published to models/model.pt; use %s", layout.model_checkpoint)
+        return None
     if layout.spec.deterministic_output == "members":
         logger.info("ensembles are not published to models/model.pt (one file per member); use %s", layout.root)
         return None

@@ -5,7 +5,16 @@ them into the :class:`~monai_bayes.networks.DeepEnsemble` that ``MonteCarloInfer
 """
 
 from monai_bayes.mcmc.collect import SampleCollector
-from monai_bayes.mcmc.optim import SGHMC, SGLD
+from monai_bayes.mcmc.optim import SGHMC, SGLD, Sampler, build_sampler
 from monai_bayes.mcmc.schedule import CyclicalLR, cyclical_lr_factor, in_sampling_stage
 
-__all__ = ["SGHMC", "SGLD", "CyclicalLR", "SampleCollector", "cyclical_lr_factor", "in_sampling_stage"]
+__all__ = [
+    "SGHMC",
+    "SGLD",
+    "CyclicalLR",
+    "SampleCollector",
+    "Sampler",
+    "build_sampler",
+    "cyclical_lr_factor",
+    "in_sampling_stage",
+]

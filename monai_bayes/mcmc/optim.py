@@ -1,16 +1,16 @@
-"""Stochastic-gradient MCMC samplers as :class:`torch.optim.Optimizer` subclasses (seed 004, §2.2.1).
+r"""Stochastic-gradient MCMC samplers as :class:`torch.optim.Optimizer` subclasses (seed 004, §2.2.1).
 
 Both samplers take the gradient of the *per-datum* loss that a MONAI/Ignite trainer already
 computes (the mean NLL over a mini-batch) and turn the optimiser into a sampler of
 
-.. math::  p(\\theta \\mid D)^{1/T} \\propto \\exp(-U(\\theta)/T), \\qquad
-           U(\\theta) = N\\,\\overline{\\ell}(\\theta) + \\tfrac{\\lambda}{2}\\lVert\\theta\\rVert^2,
+.. math::  p(\theta \mid D)^{1/T} \propto \exp(-U(\theta)/T), \qquad
+           U(\theta) = N\,\overline{\ell}(\theta) + \tfrac{\lambda}{2}\lVert\theta\rVert^2,
 
-with ``N`` the dataset size, :math:`\\overline{\\ell}` the mean NLL per datum, :math:`\\lambda` the
+with ``N`` the dataset size, :math:`\overline{\ell}` the mean NLL per datum, :math:`\lambda` the
 Gaussian prior precision (``prior_precision``) and ``T`` the temperature. The learning rate ``lr``
-is the step on :math:`\\overline{\\ell}`, so the step on ``U`` is :math:`\\eta = \\mathrm{lr}/N` and the
-injected noise has standard deviation :math:`\\sqrt{2\\,\\mathrm{lr}\\,T/N}` (SGLD, Welling & Teh 2011)
-or :math:`\\sqrt{2\\,\\alpha\\,\\mathrm{lr}\\,T/N}` (SGHMC with friction :math:`\\alpha = 1 -`
+is the step on :math:`\overline{\ell}`, so the step on ``U`` is :math:`\eta = \mathrm{lr}/N` and the
+injected noise has standard deviation :math:`\sqrt{2\,\mathrm{lr}\,T/N}` (SGLD, Welling & Teh 2011)
+or :math:`\sqrt{2\,\alpha\,\mathrm{lr}\,T/N}` (SGHMC with friction :math:`\alpha = 1 -`
 ``momentum``, Chen et al. 2014, eq. 15, in the parametrisation of Zhang et al. 2020's cSG-MCMC code).
 
 A parameter group with ``add_noise=False`` takes plain (momentum) SGD steps on ``U``: the *exploration*
@@ -24,8 +24,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from monai.utils import StrEnum
+from torch import nn
 
-__all__ = ["SGHMC", "SGLD"]
+from monai_bayes.utils.options import look_up
+
+__all__ = ["SGHMC", "SGLD", "Sampler", "build_sampler"]
 
 
 def _check(name: str, value: float, low: float, *, strict: bool = True, high: float | None = None) -> None:
@@ -106,7 +110,7 @@ class SGLD(_SGMCMC):
         super().__init__(params, defaults, generator)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One Langevin step on every parameter with a gradient.
 
         Parameters
@@ -184,7 +188,7 @@ class SGHMC(_SGMCMC):
         super().__init__(params, defaults, generator)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One SGHMC step on every parameter with a gradient.
 
         Parameters
@@ -217,3 +221,55 @@ class SGHMC(_SGMCMC):
                     v.add_(self._noise(p, std))
                 p.add_(v)
         return loss
+
+
+class Sampler(StrEnum):
+    """The SG-MCMC samplers of :func:`build_sampler`."""
+
+    SGLD = "sgld"
+    SGHMC = "sghmc"
+
+
+def build_sampler(
+    network: nn.Module,
+    sampler: str | Sampler = Sampler.SGHMC,
+    *,
+    lr: float,
+    dataset_size: int,
+    momentum: float = 0.9,
+    temperature: float = 1.0,
+    prior_precision: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SGLD | SGHMC:
+    """The SG-MCMC optimiser over every trainable parameter of ``network`` (what bundle configs call).
+
+    Parameters
+    ----------
+    network : nn.Module
+        The network to sample.
+    sampler : {"sgld", "sghmc"}
+        Which sampler.
+    lr : float
+        Step on the mean per-datum loss (the peak step of a cyclical schedule).
+    dataset_size : int
+        ``N``, training items.
+    momentum : float
+        SGHMC's ``1 − α`` (ignored by SGLD).
+    temperature : float
+        ``T`` ≥ 0.
+    prior_precision : float
+        ``λ`` ≥ 0 of the Gaussian prior on every parameter.
+    generator : torch.Generator, optional
+        Source of the noise.
+
+    Returns
+    -------
+    SGLD or SGHMC
+    """
+    params = [p for p in network.parameters() if p.requires_grad]
+    common = dict(
+        lr=lr, dataset_size=dataset_size, temperature=temperature, prior_precision=prior_precision, generator=generator
+    )
+    if look_up("sampler", sampler, Sampler) is Sampler.SGLD:
+        return SGLD(params, **common)  # type: ignore[arg-type]
+    return SGHMC(params, momentum=momentum, **common)  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
-"""The cyclical step-size schedule of cSGLD / cSGHMC (Zhang et al. 2020, eq. 1; seed 004 ref. [34]).
+r"""The cyclical step-size schedule of cSGLD / cSGHMC (Zhang et al. 2020, eq. 1; seed 004 ref. [34]).
 
 Step ``k = 0, 1, …`` of a run with cycles of ``L`` steps sits at the relative position
 ``r(k) = (k mod L) / L`` of its cycle and uses the cosine step size
 
-.. math::  \\mathrm{lr}(k) = \\frac{\\mathrm{lr}_0}{2}\\,\\bigl[\\cos(\\pi\\, r(k)) + 1\\bigr].
+.. math::  \mathrm{lr}(k) = \frac{\mathrm{lr}_0}{2}\,\bigl[\cos(\pi\, r(k)) + 1\bigr].
 
 Steps with ``r(k) < β`` (``exploration_fraction``) are the *exploration* stage -- large steps, no
 noise, the sampler behaves as (momentum) SGD and moves to a new mode --; steps with ``r(k) ≥ β`` are the
@@ -111,9 +111,9 @@ class CyclicalLR(LRScheduler):
             One per parameter group.
         """
         factor = cyclical_lr_factor(max(self.last_epoch, 0), self.cycle_length)
-        return [base * factor for base in self.base_lrs]
+        return [float(base) * factor for base in self.base_lrs]
 
-    def step(self, epoch: Any = None) -> None:  # type: ignore[override]
+    def step(self, epoch: Any = None) -> None:
         """Advance one optimiser step: new learning rates and the noise switch of the next step."""
         super().step(epoch)
         sampling = in_sampling_stage(max(self.last_epoch, 0), self.cycle_length, self.exploration_fraction)

@@ -107,6 +107,12 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             mc_samples="members",
             description="deep ensemble of independently initialised deterministic members",
         ),
+        MethodSpec(
+            "sgmcmc",
+            bayes_training=True,
+            train_config="train_sgmcmc",
+            description="cyclical SGHMC (Zhang et al. 2020) from the deterministic model; an ensemble of its samples",
+        ),
     )
 }
 

@@ -9,13 +9,14 @@ from monai_bayes.workflows import METHOD_REGISTRY, METHODS, MethodSpec, check_me
 
 
 def test_registry_entries_and_their_step_configs():
-    assert METHODS == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
+    assert METHODS == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble", "sgmcmc")
     expected = {
         "sparse_bayes": ("train_deterministic", "select", "train", "evaluate"),
         "full_bayes": ("train_deterministic", "select", "train", "evaluate"),
         "deterministic": ("train_deterministic", "evaluate"),
         "mc_dropout": ("train_deterministic", "evaluate"),
         "ensemble": ("train_deterministic", "evaluate"),
+        "sgmcmc": ("train_deterministic", "train_sgmcmc", "evaluate"),
     }
     assert {m: METHOD_REGISTRY[m].configs for m in METHODS} == expected
 
@@ -35,6 +36,8 @@ def test_bundle_steps_follow_the_registry(tmp_path, method):
     members = 3 if spec.deterministic_output == "members" else 1
     assert configs == ["train_deterministic"] * members + list(spec.configs[1:])
     assert steps[-1].output is None  # evaluation always runs
+    if spec.bayes_training:  # the method's own training step resumes from its final checkpoint
+        assert steps[-2].output == layout.model_checkpoint
     assert num_mc_samples(method, 7, ensemble_size=3) == {"one": 1, "members": 3, "num_samples": 7}[spec.mc_samples]
 
 
