@@ -13,72 +13,35 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from monai_bayes.mcmc import SGHMC, SGLD, CyclicalLR, SampleCollector, cyclical_lr_factor, in_sampling_stage
-
-
-class Chains(nn.Module):
-    """``C`` independent chains of a ``d``-dim weight vector, one row each."""
-
-    def __init__(self, chains: int, dim: int) -> None:
-        super().__init__()
-        self.theta = nn.Parameter(torch.zeros(chains, dim))
-
-
-def problem(n: int = 20, dim: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.6], dtype=torch.float64)
-    w = torch.tensor([0.8, -0.5], dtype=torch.float64)
-    y = x @ w + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
-    return {
-        "x": x,
-        "y": y,
-        "sigma2": torch.tensor(0.25, dtype=torch.float64),
-        "alpha": torch.tensor(2.0, dtype=torch.float64),
-    }
-
-
-def posterior(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean, covariance, precision) of N(w | μ, Σ), Σ⁻¹ = α I + XᵀX/σ², μ = Σ Xᵀy/σ² (Bishop eq. 3.53-3.54)."""
-    dim = p["x"].shape[1]
-    precision = p["alpha"] * torch.eye(dim, dtype=torch.float64) + p["x"].T @ p["x"] / p["sigma2"]
-    cov = torch.linalg.inv(precision)
-    return cov @ p["x"].T @ p["y"] / p["sigma2"], cov, precision
-
-
-def run_chains(p, make_optimizer, steps: int, chains: int = 256, scheduler=None, **collect) -> torch.Tensor:
-    """Full-batch SG-MCMC on every chain at once; returns the collected samples, (num, d)."""
-    torch.manual_seed(0)
-    model = Chains(chains, p["x"].shape[1]).double()
-    opt = make_optimizer(model.parameters(), len(p["y"]))
-    sched = scheduler(opt) if scheduler is not None else None
-    collector = SampleCollector(model, **collect)
-    for k in range(steps):
-        opt.zero_grad()
-        resid = p["y"][None] - model.theta @ p["x"].T  # (C, N)
-        loss = (resid**2 / (2 * p["sigma2"])).mean(dim=1).sum()  # mean per-datum NLL, summed over chains
-        loss.backward()
-        opt.step()
-        collector.step(k)
-        if sched is not None:
-            sched.step()
-    return collector.samples().stacked["theta"].reshape(-1, p["x"].shape[1])
-
-
-def _errors(samples: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
-    mean_err = ((samples.mean(0) - mu) / cov.diagonal().sqrt()).abs().max().item()
-    cov_err = (torch.linalg.norm(torch.cov(samples.T) - cov) / torch.linalg.norm(cov)).item()
-    return mean_err, cov_err
+from monai_bayes.mcmc.reference import LinearRegressionProblem, blr_posterior, posterior_errors, run_blr_chains
 
 
 @pytest.fixture(scope="module")
 def blr():
-    p = problem()
-    mu, cov, precision = posterior(p)
+    p = LinearRegressionProblem.synthetic()
+    mu, cov, precision = blr_posterior(p)
     return p, mu, cov, precision
+
+
+def test_closed_form_is_the_ridge_solution_and_the_hessian(blr):
+    """Independent check of the reference: μ is the ridge-regression minimiser (numpy lstsq on the augmented
+    system), Σ⁻¹ the Hessian of the negative log posterior (torch.autograd)."""
+    p, mu, _, precision = blr
+    x, y = p.x.numpy(), p.y.numpy()
+    aug_x = np.vstack([x / np.sqrt(p.sigma2), np.sqrt(p.alpha) * np.eye(2)])
+    aug_y = np.concatenate([y / np.sqrt(p.sigma2), np.zeros(2)])
+    np.testing.assert_allclose(np.linalg.lstsq(aug_x, aug_y, rcond=None)[0], mu.numpy(), rtol=1e-10)
+
+    def neg_log_post(w):
+        return ((p.y - p.x @ w) ** 2).sum() / (2 * p.sigma2) + p.alpha / 2 * (w**2).sum()
+
+    hessian = torch.autograd.functional.hessian(neg_log_post, mu)
+    torch.testing.assert_close(hessian, precision)
 
 
 @pytest.mark.parametrize(
@@ -91,25 +54,23 @@ def blr():
 )
 def test_constant_step_samples_match_the_closed_form_posterior(blr, make):
     p, mu, cov, _ = blr
-    alpha = p["alpha"].item()
-    samples = run_chains(p, lambda ps, n: make(ps, n, alpha), steps=900, burn_in=300, thinning=40)
-    assert samples.shape == (256 * 15, 2)
-    mean_err, cov_err = _errors(samples, mu, cov)
+    alpha = p.alpha
+    samples = run_blr_chains(p, lambda ps, n: make(ps, n, alpha), steps=600, burn_in=200, thinning=25)
+    assert samples.shape == (256 * 16, 2)
+    mean_err, cov_err = posterior_errors(samples, mu, cov)
     assert mean_err < 0.05 and cov_err < 0.08, (mean_err, cov_err)
 
 
 def test_sgld_stationary_covariance_is_the_discretised_one(blr):
     """For a Gaussian target, full-batch SGLD's stationary covariance is exactly (P − ηP²/2)⁻¹ (η = lr/N)."""
     p, _, cov, precision = blr
-    lr, n = 0.2, len(p["y"])
-    samples = run_chains(
+    lr, n = 0.2, len(p.y)
+    samples = run_blr_chains(
         p,
-        lambda ps, n: SGLD(ps, lr=lr, dataset_size=n, prior_precision=p["alpha"].item()),
-        900,
-        256,
-        None,
-        burn_in=300,
-        thinning=40,
+        lambda ps, n: SGLD(ps, lr=lr, dataset_size=n, prior_precision=p.alpha),
+        600,
+        burn_in=200,
+        thinning=25,
     )
     eta = lr / n
     discretised = torch.linalg.inv(precision - eta * precision @ precision / 2)
@@ -121,9 +82,9 @@ def test_sgld_stationary_covariance_is_the_discretised_one(blr):
 def test_temperature_scales_the_covariance(blr):
     """At temperature T the stationary covariance is T·(P − ηP²/2)⁻¹."""
     p, _, _, precision = blr
-    lr, n = 0.05, len(p["y"])
-    make = lambda ps, n: SGLD(ps, lr=lr, dataset_size=n, prior_precision=p["alpha"].item(), temperature=0.5)  # noqa: E731
-    samples = run_chains(p, make, steps=900, burn_in=300, thinning=40)
+    lr, n = 0.05, len(p.y)
+    make = lambda ps, n: SGLD(ps, lr=lr, dataset_size=n, prior_precision=p.alpha, temperature=0.5)  # noqa: E731
+    samples = run_blr_chains(p, make, steps=600, burn_in=200, thinning=25)
     expected = 0.5 * torch.linalg.inv(precision - lr / n * precision @ precision / 2)
     assert torch.linalg.norm(torch.cov(samples.T) - expected) / torch.linalg.norm(expected) < 0.08
 
@@ -131,18 +92,18 @@ def test_temperature_scales_the_covariance(blr):
 def test_cyclical_sghmc_cycle_end_samples(blr):
     p, mu, cov, _ = blr
     length, beta = 300, 0.5
-    samples = run_chains(
+    samples = run_blr_chains(
         p,
-        lambda ps, n: SGHMC(ps, lr=0.01, dataset_size=n, prior_precision=p["alpha"].item()),
+        lambda ps, n: SGHMC(ps, lr=0.01, dataset_size=n, prior_precision=p.alpha),
         steps=3 * length,
-        scheduler=lambda opt: CyclicalLR(opt, length, beta),
+        make_scheduler=lambda opt: CyclicalLR(opt, length, beta),
         cycle_length=length,
         exploration_fraction=beta,
         samples_per_cycle=3,
         thinning=20,
     )
     assert samples.shape == (256 * 3 * 3, 2)
-    mean_err, cov_err = _errors(samples, mu, cov)
+    mean_err, cov_err = posterior_errors(samples, mu, cov)
     assert mean_err < 0.1 and cov_err < 0.25, (mean_err, cov_err)
 
 
