@@ -57,7 +57,7 @@ def _rows(seed: int) -> list[dict[str, str]]:
             {
                 "sampler": name,
                 "samples (256 chains)": str(len(samples)),
-                "max |mean error| / posterior sd": f"{mean_err:.3f}",
+                "max abs. mean error / posterior sd": f"{mean_err:.3f}",
                 "covariance error (rel. Frobenius)": f"{100 * cov_err:.1f} %",
             }
         )
