@@ -14,7 +14,10 @@ from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.extract import extract_width
 from monai_bayes.networks.nested import to_nested
 from monai_bayes.networks.samples import (
+    LazySamples,
     PosteriorSamples,
+    StorageLayout,
+    ValueCodec,
     is_samples_file,
     load_samples,
     sample_ensemble,
@@ -24,7 +27,10 @@ from monai_bayes.networks.samples import (
 __all__ = [
     "ChannelFlowReport",
     "DeepEnsemble",
+    "LazySamples",
     "PosteriorSamples",
+    "StorageLayout",
+    "ValueCodec",
     "analyse_channel_flow",
     "batch_norm_layers",
     "bayes_masks_from_state_dict",

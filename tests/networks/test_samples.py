@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -63,3 +64,76 @@ def test_bad_inputs_are_named(tmp_path):
         load_samples(tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="does not fit the network"):
         sample_ensemble(nn.Linear(2, 2), PosteriorSamples(_states(2)))
+
+
+def _conv_samples(num: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    torch.manual_seed(seed)
+    base = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3)).state_dict()
+    return [
+        {k: (v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v) for k, v in base.items()}
+        for _ in range(num)
+    ]
+
+
+def test_shared_sparse_keeps_the_largest_mean_magnitudes(tmp_path):
+    states = _conv_samples(5)
+    path = save_samples(states, tmp_path / "s.pt", layout="shared_sparse", sparsity=0.75)
+    loaded = load_samples(path)
+    w = np.stack([s["0.weight"].numpy().ravel() for s in states])  # (S, K)
+    keep = np.argsort(-np.abs(w).mean(0))[: round(w.shape[1] * 0.25)]
+    mask = np.zeros(w.shape[1], bool)
+    mask[keep] = True
+    np.testing.assert_array_equal(loaded.stacked["0.weight"].reshape(5, -1).numpy(), w * mask)
+    torch.testing.assert_close(loaded.stacked["1.running_mean"], torch.stack([s["1.running_mean"] for s in states]))
+    assert torch.equal(loaded.stacked["1.bias"], torch.stack([s["1.bias"] for s in states]))  # 1-d: kept dense
+
+
+def test_coo_is_torch_coo_of_each_samples_own_top_entries(tmp_path):
+    states = _conv_samples(3)
+    path = save_samples(states, tmp_path / "c.pt", layout="coo", sparsity=0.9)
+    payload = torch.load(path, weights_only=True)
+    entry = payload["entries"]["2.weight"]
+    for s, state in enumerate(states):
+        matrix = state["2.weight"].reshape(4, -1)
+        n_keep = round(matrix.numel() * 0.1)
+        threshold = matrix.abs().flatten().topk(n_keep).values[-1]
+        reference = torch.where(matrix.abs() >= threshold, matrix, torch.zeros(())).to_sparse()  # torch's own COO
+        assert torch.equal(entry["indices"][s], reference.indices())
+        torch.testing.assert_close(entry["fp32"][s], reference.values())
+    decoded = load_samples(path).stacked["2.weight"][1]
+    assert int((decoded != 0).sum()) == round(states[1]["2.weight"].numel() * 0.1)
+
+
+def test_value_codecs_and_lazy_loading(tmp_path):
+    states = _conv_samples(4)
+    w = torch.stack([s["0.weight"] for s in states])  # (S, C_out, ...)
+    half = load_samples(save_samples(states, tmp_path / "h.pt", values="fp16")).stacked["0.weight"]
+    assert torch.equal(half, w.half().float())
+    q = load_samples(save_samples(states, tmp_path / "q.pt", values="int8")).stacked["0.weight"]
+    scale = w.abs().amax(dim=(2, 3, 4), keepdim=True) / 127  # symmetric int8 per sample and output channel
+    assert ((q - w).abs() <= scale / 2 + 1e-6).all() and not torch.equal(q, w)
+    for layout, sparsity in (("dense", 0.0), ("shared_sparse", 0.5), ("coo", 0.5)):
+        path = save_samples(states, tmp_path / f"{layout}.pt", layout=layout, sparsity=sparsity, values="int8")
+        lazy, full = load_samples(path, lazy=True), load_samples(path)
+        assert len(lazy) == 4
+        for k, v in lazy.state_dict(2).items():
+            assert torch.equal(v, full.state_dict(2)[k]), (layout, k)
+    with pytest.raises(ValueError, match="needs a sparsity > 0"):
+        save_samples(states, tmp_path / "x.pt", layout="coo")
+    with pytest.raises(ValueError, match="layout"):
+        save_samples(states, tmp_path / "x.pt", layout="csr", sparsity=0.5)
+
+
+def test_shared_sparse_bytes_at_16_samples_and_90_percent(tmp_path):
+    """Tensor bytes follow N + N·S (shared, int32 index) vs (2·8 + 4)·N·S (torch COO): ≤ 0.3× at S = 16."""
+    torch.manual_seed(0)
+    state = {"w": torch.randn(64, 32, 3, 3)}
+    states = [{"w": state["w"] + 0.1 * torch.randn(64, 32, 3, 3)} for _ in range(16)]
+    n = round(state["w"].numel() * 0.1)
+    shared = save_samples(states, tmp_path / "s.pt", layout="shared_sparse", sparsity=0.9).stat().st_size
+    coo = save_samples(states, tmp_path / "c.pt", layout="coo", sparsity=0.9).stat().st_size
+    dense = save_samples(states, tmp_path / "d.pt").stat().st_size
+    overhead = 4096  # pickle / zip metadata of a torch.save file
+    assert abs(shared - (4 * n + 4 * n * 16)) < overhead and abs(coo - 20 * n * 16) < overhead
+    assert abs(dense - 4 * state["w"].numel() * 16) < overhead
+    assert shared / coo <= 0.3
