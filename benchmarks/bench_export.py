@@ -60,9 +60,8 @@ def main() -> None:
         t1 = time.perf_counter()
         program = load_program(export_program(wrapper, x, Path(tmp) / "model.pt2"))
         t2 = time.perf_counter()
-        print(
-            f"export: onnx {t1 - t0:.1f} s, torch.export {t2 - t1:.1f} s; onnx file {onnx_path.stat().st_size / 1e6:.2f} MB"
-        )
+        size = onnx_path.stat().st_size / 1e6
+        print(f"export: onnx {t1 - t0:.1f} s, torch.export {t2 - t1:.1f} s; onnx file {size:.2f} MB")
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
