@@ -83,9 +83,9 @@ def export_bundle_model(
     network_def = _network_def(root, overrides or {})
     network = load_published_network(network_def, root / "models").eval()
     wrapper = NoiseInputNetwork(network, num_samples)
-    spatial = getattr(network_def, "dimensions", None) or getattr(network_def, "spatial_dims", 2)
-    in_channels = getattr(network_def, "in_channels", 1)
-    example = torch.zeros(batch_size, in_channels, *([patch_size] * int(spatial)))
+    spatial = int(getattr(network_def, "dimensions", None) or getattr(network_def, "spatial_dims", 2) or 2)
+    in_channels = int(getattr(network_def, "in_channels", 1))
+    example = torch.zeros(batch_size, in_channels, *([patch_size] * spatial))
     if output.suffix == ".onnx":
         export_onnx(wrapper, example, output)
     else:
@@ -105,6 +105,13 @@ def export_bundle_model(
         },
     )
     return output
+
+
+def _run(args: argparse.Namespace) -> None:
+    out = export_bundle_model(
+        args.bundle_root, args.output, num_samples=args.num_samples, patch_size=args.patch, batch_size=args.batch
+    )
+    print(out)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
