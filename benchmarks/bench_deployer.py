@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import statistics
 import tempfile
 import time
@@ -34,6 +35,7 @@ from monai_bayes.networks import (
     to_partial_bayes,
 )
 from monai_bayes.selection import select_topk
+from monai_bayes.utils import atomic_path
 
 
 def _unet(seed: int) -> torch.nn.Module:
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--onnx", action="store_true", help="also export and time the ONNX partial-Bayes artefact")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV (results contract)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x = torch.randn(1, 1, args.patch, args.patch)
@@ -122,14 +125,23 @@ def main() -> None:
     det_bytes = variants["deterministic"][0]
     det_ms = statistics.median(times["deterministic"]) * 1e3
     print(f"{args.patch}² patch, batch 1, {args.threads} thread(s), medians of {args.repeats}; random weights")
-    print("| method | S | MB on disk | × det. bytes | ms per patch | × det. latency | patches / s |")
-    print("|---|---|---|---|---|---|---|")
+    header = ["method", "S", "MB on disk", "× det. bytes", "ms per patch", "× det. latency", "patches / s"]
+    rows = []
     for name, (nbytes, s, _) in variants.items():
         ms = statistics.median(times[name]) * 1e3
-        print(
-            f"| {name} | {s} | {nbytes / 1e6:.2f} | {nbytes / det_bytes:.2f} | {ms:.0f} | {ms / det_ms:.1f} "
-            f"| {1e3 / ms:.2f} |"
+        rows.append(
+            [name, str(s), f"{nbytes / 1e6:.2f}", f"{nbytes / det_bytes:.2f}", f"{ms:.0f}", f"{ms / det_ms:.1f}"]
+            + [f"{1e3 / ms:.2f}"]
         )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.csv is not None:
+        with atomic_path(args.csv) as tmp_csv, open(tmp_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":
