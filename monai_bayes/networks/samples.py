@@ -270,7 +270,10 @@ def is_samples_file(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # memory-mapped: only the small "format" entry is read
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) torch.save files cannot be mapped
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     return isinstance(payload, dict) and payload.get("format") == SAMPLES_FORMAT
 
 
