@@ -67,7 +67,8 @@ def _dice(pred: torch.Tensor, target: torch.Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.9])
+    parser.add_argument("--deterministic_epochs", type=int, default=SMALL["deterministic_epochs"])
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "storage_quality")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -75,6 +76,7 @@ def main() -> None:
         bundle = Path(tmp) / "bundle"
         shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "runs", "cache", "eval"))
         overrides = dict(SMALL, seed=args.seed, runs_dir=str(Path(tmp) / "runs"), cache_dir=str(Path(tmp) / "cache"))
+        overrides["deterministic_epochs"] = args.deterministic_epochs
         run_pipeline(bundle, overrides, publish=False)
         cfg = ConfigParser()
         cfg.read_config([str(bundle / "configs" / n) for n in ("common.json", "evaluate.json")])
@@ -86,14 +88,9 @@ def main() -> None:
         samples_path = RunLayout(overrides["runs_dir"], "sgmcmc").model_checkpoint
         samples = load_samples(samples_path)
         inferer = MonteCarloInferer(num_samples=len(samples), activation="softmax", output="samples", seed=0)
-        variants = [
-            ("dense", "fp32", 0.0),
-            ("dense", "fp16", 0.0),
-            ("dense", "int8", 0.0),
-            ("shared_sparse", "fp32", args.sparsity),
-            ("shared_sparse", "int8", args.sparsity),
-            ("coo", "fp32", args.sparsity),
-        ]
+        variants = [("dense", "fp32", 0.0), ("dense", "fp16", 0.0), ("dense", "int8", 0.0)]
+        for s in args.sparsity:
+            variants += [("shared_sparse", "fp32", s), ("shared_sparse", "int8", s), ("coo", "fp32", s)]
         rows, reference = [], None
         for layout, values, sparsity in variants:
             path = save_samples(samples, Path(tmp) / "v.pt", layout=layout, sparsity=sparsity, values=values)
@@ -129,7 +126,7 @@ def main() -> None:
             "seed": args.seed,
             "machine": f"2-core {platform.machine()} dev VM, torch {torch.__version__}",
             "date": datetime.date.today().isoformat(),
-            "notes": f"LIDC bundle on synthetic data, small: {SMALL}; {len(samples)} cSGHMC samples; "
+            "notes": f"LIDC bundle on synthetic data, small: {overrides}; {len(samples)} cSGHMC samples; "
             f"{images.shape[0]} evaluation patches of {tuple(images.shape[2:])}.",
         },
     )
