@@ -147,6 +147,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sgmcmc_samples_per_cycle": _positive_int,
     "sgmcmc_thinning": _positive_int,
     "sgmcmc_burn_in_epochs": _non_negative_int,
+    "sgmcmc_max_samples": _positive_int,
 }
 
 
