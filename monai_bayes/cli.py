@@ -22,11 +22,16 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "monai_bayes.data.cli", "write synthetic LIDC / ISIC / ChestMNIST data in the real on-disk formats"),
     ("data", "monai_bayes.data.cli:register_data", "convert real LIDC-IDRI / ISIC 2018 downloads (data prepare ...)"),
     ("pacs", "monai_bayes.pacs.cli", "DICOM / DICOMweb research pipeline (needs the 'pacs' extra)"),
+    (
+        "export",
+        "monai_bayes.bundle.export",
+        "a bundle's model as ONNX / torch.export with noise as inputs ('export' extra)",
+    ),
 )
 
 
 #: sub-commands that need an optional extra of the same name
-_EXTRAS = frozenset({"pacs"})
+_EXTRAS = frozenset({"pacs", "export"})
 
 
 def _import_command(name: str, module: str) -> ModuleType:

@@ -31,6 +31,7 @@ SHARED_CONFIGS: dict[str, tuple[str, ...]] = {
         "sweep.json",
         "train.json",
         "train_deterministic.json",
+        "train_sgmcmc.json",
     ),
     "lidc_nested_unet": ("common.json", "logging.conf", "train_deterministic.json"),
 }

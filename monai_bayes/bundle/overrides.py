@@ -205,6 +205,18 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "bmr_k_max": _positive_int,
     "hs_tau0": _positive_number,
     "hs_sigma_init": _positive_number,
+    "sgmcmc_sampler": _one_of("sghmc", "sgld"),
+    "sgmcmc_lr": _positive_number,
+    "sgmcmc_momentum": _probability,
+    "sgmcmc_temperature": _non_negative_number,
+    "sgmcmc_prior_precision": _non_negative_number,
+    "sgmcmc_cycles": _positive_int,
+    "sgmcmc_epochs_per_cycle": _positive_int,
+    "sgmcmc_exploration": _probability,
+    "sgmcmc_samples_per_cycle": _positive_int,
+    "sgmcmc_thinning": _positive_int,
+    "sgmcmc_burn_in_epochs": _non_negative_int,
+    "sgmcmc_max_samples": _positive_int,
 }
 
 

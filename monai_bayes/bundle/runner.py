@@ -144,8 +144,9 @@ def pipeline_steps(layout: RunLayout) -> list[PipelineStep]:
             steps.append(PipelineStep(config, config, {}, layout.train_deterministic_checkpoint, "multi_gpu_train"))
         elif config == "select":
             steps.append(PipelineStep(config, config, {}, layout.selected_checkpoint, "multi_gpu_select"))
-        elif config == spec.train_config:
-            steps.append(PipelineStep(config, config, {}, layout.model_checkpoint, "multi_gpu_train"))
+        elif config == spec.train_config:  # step 3: ELBO training ("train") or the method's own (e.g. SG-MCMC)
+            distributed = "multi_gpu_train" if config == "train" else None
+            steps.append(PipelineStep(config, config, {}, layout.model_checkpoint, distributed))
         else:  # evaluation always runs
             steps.append(PipelineStep(config, config, {}, None))
     return steps

@@ -26,6 +26,7 @@ from monai_bayes.layers.horseshoe import horseshoe_median_state_dict
 from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
 from monai_bayes.networks.convert import init_means_normal, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
+from monai_bayes.networks.samples import is_samples_file, load_samples, sample_ensemble
 from monai_bayes.selection.report import format_selection_report, selection_report
 from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
@@ -202,6 +203,8 @@ def build_network(
     * ``ensemble``: one copy of ``network_def`` per entry of ``member_checkpoints``;
     * ``prob_unet`` / ``bn3_prob_unet`` / ``ssn``: the method's own architecture from ``network_def`` and the
       ``network.json`` its training step wrote next to ``checkpoint`` (:func:`method_network`).
+    * a posterior-samples file (``sgmcmc``, :func:`~monai_bayes.networks.save_samples`): a
+      :class:`~monai_bayes.networks.DeepEnsemble` with one member per stored sample.
 
     A checkpoint of another architecture raises ``ValueError`` naming the file.
     """
@@ -222,7 +225,10 @@ def build_network(
             network = builder(network_def, _read_network_settings(path))
         else:
             network = training_network(network_def, method, mc_dropout_p)
-        network = load_checkpoint(network, path)
+        if is_samples_file(path):
+            network = sample_ensemble(network, load_samples(path))
+        else:
+            network = load_checkpoint(network, path)
     return network.to(torch.device(device)) if device is not None else network
 
 
@@ -318,6 +324,9 @@ def publish_model(
     Path or None
         ``models/model.pt``.
     """
+    if is_samples_file(layout.model_checkpoint):
+        logger.info("posterior samples are not published to models/model.pt; use %s", layout.model_checkpoint)
+        return None
     if layout.spec.deterministic_output == "members":
         logger.info("ensembles are not published to models/model.pt (one file per member); use %s", layout.root)
         return None

@@ -17,6 +17,7 @@ from monai_bayes.handlers.metric_handlers import (
 from monai_bayes.handlers.progress import ProgressBarHandler, first_loss
 from monai_bayes.handlers.report import EvaluationReportHandler
 from monai_bayes.handlers.saliency_selection import SaliencySelectionHandler
+from monai_bayes.handlers.sample_collection import SampleCollectionHandler
 
 __all__ = [
     "BMRPruningHandler",
@@ -32,6 +33,7 @@ __all__ = [
     "PerCaseMetricsSaver",
     "ProgressBarHandler",
     "SaliencySelectionHandler",
+    "SampleCollectionHandler",
     "SoftDice",
     "TrainingCostHandler",
     "first_loss",

@@ -206,6 +206,12 @@ METHOD_REGISTRY: dict[str, MethodSpec] = {
             description="Tiered-FF (seed 002): mean-field with the non-centred regularised horseshoe prior, ELBO",
             train_config="train_tiered_ff",
         ),
+        MethodSpec(
+            "sgmcmc",
+            bayes_training=True,
+            train_config="train_sgmcmc",
+            description="cyclical SGHMC (Zhang et al. 2020) from the deterministic model; an ensemble of its samples",
+        ),
     )
 }
 

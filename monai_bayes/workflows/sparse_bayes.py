@@ -305,6 +305,11 @@ def train_sparse_bayes(
     selection report.
     """
     spec = method_spec(method)
+    if spec.bayes_training and spec.train_config != "train":
+        raise ValueError(
+            f"method {method!r} has its own training step ({spec.train_config!r}); train_sparse_bayes runs the "
+            "ELBO recipe only -- run it through the bundle (--method) or its library functions."
+        )
     if spec.uses_r_bayes:
         check_r_bayes(r_bayes)
     if ensemble_size < 2 and spec.deterministic_output == "members":

@@ -22,6 +22,7 @@ def test_registry_entries_and_their_step_configs():
         "bn3_prob_unet": ("train_prob_unet", "evaluate"),
         "bmr": ("train_deterministic", "train_bmr", "evaluate"),
         "tiered_ff": ("train_deterministic", "train_tiered_ff", "evaluate"),
+        "sgmcmc": ("train_deterministic", "train_sgmcmc", "evaluate"),
     }
     assert {m: METHOD_REGISTRY[m].configs for m in METHODS} == expected
 
@@ -42,6 +43,8 @@ def test_bundle_steps_follow_the_registry(tmp_path, method):
     pretrain = ["train_deterministic"] * members if spec.pretrain else []
     assert configs == pretrain + list(spec.configs[1 if spec.pretrain else 0 :])
     assert steps[-1].output is None  # evaluation always runs
+    if spec.bayes_training:  # the method's own training step resumes from its final checkpoint
+        assert steps[-2].output == layout.model_checkpoint
     assert num_mc_samples(method, 7, ensemble_size=3) == {"one": 1, "members": 3, "num_samples": 7}[spec.mc_samples]
 
 

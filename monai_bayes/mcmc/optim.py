@@ -1,0 +1,275 @@
+r"""Stochastic-gradient MCMC samplers as :class:`torch.optim.Optimizer` subclasses (seed 004, §2.2.1).
+
+Both samplers take the gradient of the *per-datum* loss that a MONAI/Ignite trainer already
+computes (the mean NLL over a mini-batch) and turn the optimiser into a sampler of
+
+.. math::  p(\theta \mid D)^{1/T} \propto \exp(-U(\theta)/T), \qquad
+           U(\theta) = N\,\overline{\ell}(\theta) + \tfrac{\lambda}{2}\lVert\theta\rVert^2,
+
+with ``N`` the dataset size, :math:`\overline{\ell}` the mean NLL per datum, :math:`\lambda` the
+Gaussian prior precision (``prior_precision``) and ``T`` the temperature. The learning rate ``lr``
+is the step on :math:`\overline{\ell}`, so the step on ``U`` is :math:`\eta = \mathrm{lr}/N` and the
+injected noise has standard deviation :math:`\sqrt{2\,\mathrm{lr}\,T/N}` (SGLD, Welling & Teh 2011)
+or :math:`\sqrt{2\,\alpha\,\mathrm{lr}\,T/N}` (SGHMC with friction :math:`\alpha = 1 -`
+``momentum``, Chen et al. 2014, eq. 15, in the parametrisation of Zhang et al. 2020's cSG-MCMC code).
+
+A parameter group with ``add_noise=False`` takes plain (momentum) SGD steps on ``U``: the *exploration*
+stage of the cyclical schedule (:class:`~monai_bayes.mcmc.CyclicalLR`) switches the noise off this way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from monai.utils import StrEnum
+from torch import nn
+
+from monai_bayes.utils.options import look_up
+
+__all__ = ["SGHMC", "SGLD", "Sampler", "build_sampler"]
+
+
+def _check(name: str, value: float, low: float, *, strict: bool = True, high: float | None = None) -> None:
+    ok = value > low if strict else value >= low
+    if high is not None:
+        ok = ok and value < high
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        if high is not None:
+            bound += f" and < {high}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+
+
+class _SGMCMC(torch.optim.Optimizer):
+    """Shared validation, prior gradient and noise of the two samplers."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], generator: torch.Generator | None) -> None:
+        _check("lr", defaults["lr"], 0.0)
+        _check("dataset_size", defaults["dataset_size"], 0.0)
+        _check("temperature", defaults["temperature"], 0.0, strict=False)
+        _check("prior_precision", defaults["prior_precision"], 0.0, strict=False)
+        super().__init__(params, defaults)
+        self.generator = generator
+
+    @staticmethod
+    def _gradient(p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        """Gradient of ``U/N``: the loss gradient plus the prior's ``λ θ / N``."""
+        assert p.grad is not None
+        grad = p.grad
+        if group["prior_precision"]:
+            grad = grad.add(p.detach(), alpha=group["prior_precision"] / group["dataset_size"])
+        return grad
+
+    def _noise(self, p: torch.Tensor, std: float) -> torch.Tensor:
+        return torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype).mul_(std)
+
+
+class SGLD(_SGMCMC):
+    """Stochastic-gradient Langevin dynamics (Welling & Teh 2011).
+
+    ``θ ← θ − lr·g + sqrt(2·lr·T/N)·ε``, ``g`` the gradient of the mean per-datum loss plus ``λθ/N``.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups (as for any torch optimiser).
+    lr : float
+        Step on the mean per-datum loss (> 0); the step on ``U`` is ``lr / dataset_size``.
+    dataset_size : int
+        ``N``, the number of training items the loss is averaged over (scales the noise and the prior).
+    temperature : float
+        ``T`` ≥ 0 (1: the Bayesian posterior; < 1: a "cold" posterior; 0: SGD on ``U``).
+    prior_precision : float
+        ``λ`` ≥ 0 of the Gaussian prior ``N(0, λ⁻¹ I)`` (0: flat prior, e.g. when the loss has its own).
+    add_noise : bool
+        Inject the Langevin noise (False: SGD on ``U``; the cyclical schedule's exploration stage).
+    generator : torch.Generator, optional
+        Source of the noise (reproducible chains).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        dataset_size: int,
+        temperature: float = 1.0,
+        prior_precision: float = 0.0,
+        add_noise: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            dataset_size=dataset_size,
+            temperature=temperature,
+            prior_precision=prior_precision,
+            add_noise=add_noise,
+        )
+        super().__init__(params, defaults, generator)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One Langevin step on every parameter with a gradient.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        Any
+            The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, n, temp = group["lr"], group["dataset_size"], group["temperature"]
+            std = math.sqrt(2.0 * lr * temp / n) if group["add_noise"] else 0.0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                p.add_(self._gradient(p, group), alpha=-lr)
+                if std > 0:
+                    p.add_(self._noise(p, std))
+        return loss
+
+
+class SGHMC(_SGMCMC):
+    """Stochastic-gradient Hamiltonian Monte Carlo (Chen et al. 2014, eq. 15; Zhang et al. 2020's form).
+
+    ``v ← (1 − α)·v − lr·g + sqrt(2·α·lr·T/N)·ε``, then ``θ ← θ + v``, with friction ``α = 1 − momentum``.
+    Without noise it is SGD with (heavy-ball) momentum on ``U/N``.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups.
+    lr : float
+        Step on the mean per-datum loss (> 0).
+    dataset_size : int
+        ``N`` (scales the noise and the prior).
+    momentum : float
+        ``1 − α`` in [0, 1) (Zhang et al. use α = 0.1, i.e. 0.9).
+    temperature : float
+        ``T`` ≥ 0.
+    prior_precision : float
+        ``λ`` ≥ 0 of the Gaussian prior.
+    add_noise : bool
+        Inject the noise (False: momentum SGD; the cyclical exploration stage).
+    generator : torch.Generator, optional
+        Source of the noise.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        dataset_size: int,
+        momentum: float = 0.9,
+        temperature: float = 1.0,
+        prior_precision: float = 0.0,
+        add_noise: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _check("momentum", momentum, 0.0, strict=False, high=1.0)
+        defaults = dict(
+            lr=lr,
+            dataset_size=dataset_size,
+            momentum=momentum,
+            temperature=temperature,
+            prior_precision=prior_precision,
+            add_noise=add_noise,
+        )
+        super().__init__(params, defaults, generator)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One SGHMC step on every parameter with a gradient.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        Any
+            The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, n, temp, momentum = group["lr"], group["dataset_size"], group["temperature"], group["momentum"]
+            alpha = 1.0 - momentum
+            std = math.sqrt(2.0 * alpha * lr * temp / n) if group["add_noise"] else 0.0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                v = state["velocity"]
+                v.mul_(momentum).add_(self._gradient(p, group), alpha=-lr)
+                if std > 0:
+                    v.add_(self._noise(p, std))
+                p.add_(v)
+        return loss
+
+
+class Sampler(StrEnum):
+    """The SG-MCMC samplers of :func:`build_sampler`."""
+
+    SGLD = "sgld"
+    SGHMC = "sghmc"
+
+
+def build_sampler(
+    network: nn.Module,
+    sampler: str | Sampler = Sampler.SGHMC,
+    *,
+    lr: float,
+    dataset_size: int,
+    momentum: float = 0.9,
+    temperature: float = 1.0,
+    prior_precision: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SGLD | SGHMC:
+    """The SG-MCMC optimiser over every trainable parameter of ``network`` (what bundle configs call).
+
+    Parameters
+    ----------
+    network : nn.Module
+        The network to sample.
+    sampler : {"sgld", "sghmc"}
+        Which sampler.
+    lr : float
+        Step on the mean per-datum loss (the peak step of a cyclical schedule).
+    dataset_size : int
+        ``N``, training items.
+    momentum : float
+        SGHMC's ``1 − α`` (ignored by SGLD).
+    temperature : float
+        ``T`` ≥ 0.
+    prior_precision : float
+        ``λ`` ≥ 0 of the Gaussian prior on every parameter.
+    generator : torch.Generator, optional
+        Source of the noise.
+
+    Returns
+    -------
+    SGLD or SGHMC
+    """
+    params = [p for p in network.parameters() if p.requires_grad]
+    common = dict(
+        lr=lr, dataset_size=dataset_size, temperature=temperature, prior_precision=prior_precision, generator=generator
+    )
+    if look_up("sampler", sampler, Sampler) is Sampler.SGLD:
+        return SGLD(params, **common)  # type: ignore[arg-type]
+    return SGHMC(params, momentum=momentum, **common)  # type: ignore[arg-type]
