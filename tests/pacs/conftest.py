@@ -1,7 +1,8 @@
 """Fixtures of the PACS tests: a real Orthanc (DICOMweb plugin), dciodvfy, a synthetic CT, a tiny bundle.
 
 * ``orthanc`` (session) -- ``Orthanc`` started as a subprocess with a generated configuration: HTTP
-  on a free loopback port, remote access disabled, the DICOM server disabled, storage and index in a
+  on a free loopback port, remote access disabled, the DICOM server disabled (``orthanc_dimse``: a second
+  Orthanc with it enabled, see there), storage and index in a
   temporary folder, HTTP basic authentication with a test user, the DICOMweb plugin loaded. Tests
   may :meth:`OrthancServer.stop` and :meth:`OrthancServer.start` it (same port, same storage);
   ``running_orthanc`` makes sure it is up again for the next test.

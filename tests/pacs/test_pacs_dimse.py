@@ -180,6 +180,25 @@ def test_echo_find_get_move(dimse_orthanc, ct_series, clone):
             np.testing.assert_array_equal(ds.pixel_array, want[str(ds.SOPInstanceUID)])
 
 
+def test_cli_ping_and_find(dimse_orthanc, ct_series, clone, capsys):
+    """``pacs ping`` (C-ECHO) and ``pacs find`` (C-FIND) on the command line; an unknown AE title exits 77."""
+    orthanc = dimse_orthanc
+    source = clone(ct_series.datasets()[:2], "dimse-cli-find", PatientID="DIMSE-CLI", StudyDate="20230704")
+    study = _upload(orthanc, source)
+    common = ["--url", orthanc.dimse_url, "--ae-title", CLIENT_AET, "--max-attempts", "1"]
+    assert main(["pacs", "ping", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["c-echo"] == "ok"
+    assert main(["pacs", "find", *common, "--patient-id", "DIMSE-CLI", "--study-date", "20230704", "--series"]) == 0
+    [found] = json.loads(capsys.readouterr().out)["studies"]
+    assert found["study_instance_uid"] == study and found["modalities"] == ["CT"]
+    assert [(s["series_instance_uid"], s["num_instances"]) for s in found["series"]] == [
+        (str(source[0].SeriesInstanceUID), 2)
+    ]
+    assert main(["pacs", "find", *common, "--patient-id", "NOBODY"]) == 66
+    assert main(["pacs", "ping", "--url", orthanc.dimse_url, "--ae-title", "INTRUDER", "--max-attempts", "1"]) == 77
+    assert "INTRUDER" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------- pipeline
 def test_cli_run_over_dimse_stores_results_once(
     dimse_orthanc, ct_series, clone, tiny_bundle, tmp_path, dciodvfy, capsys
