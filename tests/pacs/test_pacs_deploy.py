@@ -13,7 +13,7 @@ import pytest
 
 from monai_bayes.pacs import run_pipeline
 
-pytestmark = pytest.mark.pacs
+pytestmark = [pytest.mark.pacs, pytest.mark.deploy]
 
 
 @pytest.mark.slow
