@@ -129,6 +129,7 @@ def table_row(label: str, run_dir: Path, cases: list[dict], cache: Path, samples
         "Dice": f"{metric('Dice'):.3f}",
         "ECE": f"{metric('ECE'):.4f}",
         "ECE (pooled)": f"{metric('ECE_pooled'):.4f}",
+        "entropy, whole image (nats)": f"{metric('Uncertainty_entropy_mean'):.4f}",
         "entropy background (nats)": f"{unc['background']:.4f}",
         "entropy border (nats)": f"{unc['border']:.3f}",
         "entropy lesion (nats)": f"{unc['lesion']:.4f}",
