@@ -19,6 +19,7 @@ import datetime
 import io
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(
         options.output / "provenance.json",
         {
-            "command": " ".join(["python", "scripts/isic_defaults_report.py", *(argv or [])]),
+            "command": shlex.join(["python", "scripts/isic_defaults_report.py", *(argv or [])]),
             "commit": commit,
             "seed": 0,
             "machine": f"2-core {platform.machine()} dev VM, torch {torch.__version__}",
