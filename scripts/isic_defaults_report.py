@@ -19,6 +19,7 @@ import datetime
 import io
 import json
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,7 @@ def table_row(label: str, run_dir: Path, cases: list[dict], cache: Path, samples
         "Dice": f"{metric('Dice'):.3f}",
         "ECE": f"{metric('ECE'):.4f}",
         "ECE (pooled)": f"{metric('ECE_pooled'):.4f}",
+        "entropy, whole image (nats)": f"{metric('Uncertainty_entropy_mean'):.4f}",
         "entropy background (nats)": f"{unc['background']:.4f}",
         "entropy border (nats)": f"{unc['border']:.3f}",
         "entropy lesion (nats)": f"{unc['lesion']:.4f}",
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(
         options.output / "provenance.json",
         {
-            "command": " ".join(["python", "scripts/isic_defaults_report.py", *(argv or [])]),
+            "command": shlex.join(["python", "scripts/isic_defaults_report.py", *(argv or [])]),
             "commit": commit,
             "seed": 0,
             "machine": f"2-core {platform.machine()} dev VM, torch {torch.__version__}",

@@ -53,8 +53,8 @@ class SaliencySelectionHandler:
         JSON file for the per-layer report.
     **options : Any
         Fields of :class:`~monai_bayes.selection.SelectionSettings` (``r_bayes``, ``method``,
-        ``scope``, ``num_batches``, ``seed``, ``include``, ``exclude``, ``sigma_init``, ``prior_mu``,
-        ``prior_sigma``), as bundle configs pass them.
+        ``scope``, ``saliency_criterion``, ``saliency_batch_norm``, ``num_batches``, ``seed``, ``include``,
+        ``exclude``, ``sigma_init``, ``prior_mu``, ``prior_sigma``), as bundle configs pass them.
 
     Raises
     ------
