@@ -1,4 +1,4 @@
-"""Run the multi-rater baselines and the project's methods on the LIDC bundle with one evaluator; write results/baselines/.
+"""Run the multi-rater baselines and the project's methods on the LIDC bundle with one evaluator (results/baselines).
 
 Every method runs through :func:`monai_bayes.bundle.run_pipeline` with the same overrides (data, U-Net, epochs,
 ``eval_samples``), so the rows share data, fold and sample count. Writes (results contract, docs/baselines.md):
@@ -55,7 +55,10 @@ def _parser(bundle: Path, overrides: dict[str, Any]) -> ConfigParser:
 
 
 def inference_seconds(bundle: Path, overrides: dict[str, Any], method: str, num_samples: int) -> float:
-    """Wall seconds per case of ``num_samples`` Monte-Carlo samples of the trained network (first eval batch)."""
+    """Wall seconds per case of ``num_samples`` Monte-Carlo samples of the trained network, batch of 10 patches.
+
+    The first call (the inferer's timed plan probe for the shape, and warm-up) is not counted.
+    """
     parser = _parser(bundle, overrides)
     layout = RunLayout(overrides["runs_dir"], method, ensemble_size=int(parser.get_parsed_content("ensemble_size")))
     network = build_network(
@@ -70,7 +73,7 @@ def inference_seconds(bundle: Path, overrides: dict[str, Any], method: str, num_
     samples = 1 if method == "deterministic" else num_samples
     inferer = MonteCarloInferer(samples, seed=0)
     with torch.no_grad():
-        inferer(x[:2], network)  # plan probe and warm-up
+        inferer(x, network)  # the plan probe for this input shape, and warm-up
         start = time.perf_counter()
         inferer(x, network)
     return (time.perf_counter() - start) / x.shape[0]
