@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from monai_bayes.bundle import RunLayout, build_network, run_pipeline
+from monai_bayes.bundle import RunLayout, build_network, bundle_config, run_pipeline
+from monai_bayes.bundle.overrides import setting_defaults
 from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
+from monai_bayes.workflows import method_spec
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"GED": "GED²", "GED_hm_iou": "HM-IoU", "GED_sample_diversity": "sample diversity", "Dice": "Dice"}
@@ -79,6 +81,13 @@ def inference_seconds(bundle: Path, overrides: dict[str, Any], method: str, num_
     return (time.perf_counter() - start) / x.shape[0]
 
 
+def _for(bundle: Path, method: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that are settings of ``method``'s configs (e.g. ``baseline_epochs`` only for the baselines)."""
+    names = ("common", *method_spec(method).configs)
+    known = setting_defaults([bundle_config(bundle, n) for n in names])
+    return {k: v for k, v in overrides.items() if k.split("#")[0] in known}
+
+
 def _cell(row: dict[str, Any], key: str) -> str:
     mean, std = row.get(key), row.get(f"{key}_std")
     return "–" if mean is None else f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods", nargs="+", default=["deterministic", "mc_dropout", "ensemble", "prob_unet", "ssn", "bn3_prob_unet"]
     )
+    parser.add_argument("--reuse", action="store_true", help="read the finished runs' summaries, do not run")
     parser.add_argument("--set", action="append", default=[], type=_setting, help="bundle override key=json")
     args = parser.parse_args(argv)
     overrides = {"runs_dir": str(args.runs_dir), **dict(args.set)}
@@ -100,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method in args.methods:
         start = time.time()
-        summary = run_pipeline(args.bundle, {**overrides, "method": method}, publish=False)
+        if args.reuse:  # the runs exist: take their evaluation summaries, only re-time inference
+            layout = RunLayout(args.runs_dir, method, ensemble_size=int(overrides.get("ensemble_size", 5)))
+            summary = json.loads((layout.eval_dir / "summary.json").read_text())
+        else:
+            settings = {**_for(args.bundle, method, overrides), "method": method}
+            summary = run_pipeline(args.bundle, settings, publish=False)
         row = metric_table_rows([summary], list(METRICS))[0]
         row["inference_s"] = inference_seconds(args.bundle, overrides, method, eval_samples)
         row["pipeline_s"] = time.time() - start
