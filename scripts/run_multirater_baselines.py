@@ -1,4 +1,4 @@
-"""Run the multi-rater baselines and the project's methods on the LIDC bundle with one evaluator; write results/baselines/.
+"""Run the multi-rater baselines and the project's methods on the LIDC bundle with one evaluator (results/baselines).
 
 Every method runs through :func:`monai_bayes.bundle.run_pipeline` with the same overrides (data, U-Net, epochs,
 ``eval_samples``), so the rows share data, fold and sample count. Writes (results contract, docs/baselines.md):
@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from monai_bayes.bundle import RunLayout, build_network, run_pipeline
+from monai_bayes.bundle import RunLayout, build_network, bundle_config, run_pipeline
+from monai_bayes.bundle.overrides import setting_defaults
 from monai_bayes.evaluation.tables import metric_table_rows
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
+from monai_bayes.workflows import method_spec
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"GED": "GED²", "GED_hm_iou": "HM-IoU", "GED_sample_diversity": "sample diversity", "Dice": "Dice"}
@@ -55,7 +57,10 @@ def _parser(bundle: Path, overrides: dict[str, Any]) -> ConfigParser:
 
 
 def inference_seconds(bundle: Path, overrides: dict[str, Any], method: str, num_samples: int) -> float:
-    """Wall seconds per case of ``num_samples`` Monte-Carlo samples of the trained network (first eval batch)."""
+    """Wall seconds per case of ``num_samples`` Monte-Carlo samples of the trained network, batch of 10 patches.
+
+    The first call (the inferer's timed plan probe for the shape, and warm-up) is not counted.
+    """
     parser = _parser(bundle, overrides)
     layout = RunLayout(overrides["runs_dir"], method, ensemble_size=int(parser.get_parsed_content("ensemble_size")))
     network = build_network(
@@ -70,10 +75,17 @@ def inference_seconds(bundle: Path, overrides: dict[str, Any], method: str, num_
     samples = 1 if method == "deterministic" else num_samples
     inferer = MonteCarloInferer(samples, seed=0)
     with torch.no_grad():
-        inferer(x[:2], network)  # plan probe and warm-up
+        inferer(x, network)  # the plan probe for this input shape, and warm-up
         start = time.perf_counter()
         inferer(x, network)
     return (time.perf_counter() - start) / x.shape[0]
+
+
+def _for(bundle: Path, method: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that are settings of ``method``'s configs (e.g. ``baseline_epochs`` only for the baselines)."""
+    names = ("common", *method_spec(method).configs)
+    known = setting_defaults([bundle_config(bundle, n) for n in names])
+    return {k: v for k, v in overrides.items() if k.split("#")[0] in known}
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
@@ -90,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods", nargs="+", default=["deterministic", "mc_dropout", "ensemble", "prob_unet", "ssn", "bn3_prob_unet"]
     )
+    parser.add_argument("--reuse", action="store_true", help="read the finished runs' summaries, do not run")
     parser.add_argument("--set", action="append", default=[], type=_setting, help="bundle override key=json")
     args = parser.parse_args(argv)
     overrides = {"runs_dir": str(args.runs_dir), **dict(args.set)}
@@ -97,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method in args.methods:
         start = time.time()
-        summary = run_pipeline(args.bundle, {**overrides, "method": method}, publish=False)
+        if args.reuse:  # the runs exist: take their evaluation summaries, only re-time inference
+            layout = RunLayout(args.runs_dir, method, ensemble_size=int(overrides.get("ensemble_size", 5)))
+            summary = json.loads((layout.eval_dir / "summary.json").read_text())
+        else:
+            settings = {**_for(args.bundle, method, overrides), "method": method}
+            summary = run_pipeline(args.bundle, settings, publish=False)
         row = metric_table_rows([summary], list(METRICS))[0]
         row["inference_s"] = inference_seconds(args.bundle, overrides, method, eval_samples)
         row["pipeline_s"] = time.time() - start

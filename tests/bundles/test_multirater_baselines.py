@@ -75,3 +75,16 @@ def test_multirater_baseline_pipeline(lidc_bundle, tiny, tmp_path, method):
     x = torch.rand(2, 1, tiny["patch_size"], tiny["patch_size"])
     probs = MonteCarloInferer(4, seed=0)(x, network)  # (B, S, C, H, W)
     assert float(probs.std(dim=1).max()) > 0  # the samples differ: the latent / covariance is used
+
+
+def test_nested_bundle_offers_straight_through():
+    from pathlib import Path
+
+    from monai_bayes.bundle.overrides import validate_overrides
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "lidc_nested_unet" / "configs"
+    files = [configs / f"{n}.json" for n in ("common", "nested", "train_nested")]
+    validate_overrides({"nested_straight_through": True}, files)
+    with pytest.raises(ValueError, match="nested_straight_through"):
+        validate_overrides({"nested_straight_through": "yes"}, files)
+    assert "straight_through=@nested_straight_through" in (configs / "train_nested.json").read_text()
