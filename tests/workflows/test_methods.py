@@ -9,13 +9,15 @@ from monai_bayes.workflows import METHOD_REGISTRY, METHODS, MethodSpec, check_me
 
 
 def test_registry_entries_and_their_step_configs():
-    assert METHODS == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble")
+    assert METHODS == ("sparse_bayes", "deterministic", "mc_dropout", "full_bayes", "ensemble", "bmr", "tiered_ff")
     expected = {
         "sparse_bayes": ("train_deterministic", "select", "train", "evaluate"),
         "full_bayes": ("train_deterministic", "select", "train", "evaluate"),
         "deterministic": ("train_deterministic", "evaluate"),
         "mc_dropout": ("train_deterministic", "evaluate"),
         "ensemble": ("train_deterministic", "evaluate"),
+        "bmr": ("train_deterministic", "train_bmr", "evaluate"),
+        "tiered_ff": ("train_deterministic", "train_tiered_ff", "evaluate"),
     }
     assert {m: METHOD_REGISTRY[m].configs for m in METHODS} == expected
 
@@ -49,3 +51,11 @@ def test_a_new_method_is_one_entry(tmp_path, monkeypatch):
     assert layout.model_checkpoint == tmp_path / "bmr_r0.05" / "model.pt"
     assert layout.cost_files.keys() == {"train_deterministic", "train"}
     assert num_mc_samples(spec.name, 4) == 4
+
+
+@pytest.mark.parametrize("method", ["bmr", "tiered_ff"])
+def test_own_training_config_resumes_from_the_model_checkpoint(tmp_path, method):
+    """A method's own step-3 config (``train_config``) is skipped on resume once its model exists."""
+    layout = RunLayout(tmp_path, method)
+    step = pipeline_steps(layout)[1]
+    assert step.config == method_spec(method).train_config and step.output == layout.model_checkpoint
