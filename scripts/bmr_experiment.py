@@ -300,7 +300,7 @@ def main() -> None:
         grid = sorted({0.5, 0.7, 0.8, 0.9, 0.95, round(one_rep.fraction, 3), round(bmr_report.fraction, 3)})
         for frac in grid:
             other = copy.deepcopy(flat)
-            n = min(int(round(frac * flat_entries)), flat_entries)
+            n = min(round(frac * flat_entries), flat_entries)
             apply_prune_masks(other, baseline_masks(other, method, n, torch.Generator().manual_seed(0)))
             curve_rows.append({"method": method, "pruned": prune_report(other).fraction, **evaluate(evaluator, other)})
     map_scores = {k: v for k, v in [r for r in curves if r["method"] == "MAP"][-1].items() if k in METRICS}
@@ -327,7 +327,7 @@ def main() -> None:
     total = {"layer": "total", "entries": bmr_report.entries}
     for k, p in enumerate(passes, 1):
         total[f"pass {k}"] = fmt(p["report"].fraction)
-    write_csv(out / "pruned_per_layer.csv", layers + [total])
+    write_csv(out / "pruned_per_layer.csv", [*layers, total])
     thresholds = [10 ** (e / 4) for e in range(-24, 1)]  # 1e-6 … 1
     cdf_rows = []
     for key in ("bmr", "tiered"):
@@ -373,23 +373,28 @@ def main() -> None:
         "notes": (
             f"LIDC bundle, dataset_dir={args.dataset!r}, {args.num_cases} cases of 16x{args.size}x{args.size}, "
             f"patch {args.patch}, UNet channels {args.channels}, batch {args.batch}; deterministic start "
-            f"{args.base_epochs} epochs (Adam lr {args.base_lr}), then {args.epochs} epochs per method; BMR passes after epochs "
-            f"{args.first_pass}..{args.first_pass + args.rounds - 1}; bundle evaluator with {args.eval_samples} "
-            f"MC samples on the fold-0 evaluation split; KL / {int(kl_scale)} (training items x patch voxels), beta = 1; "
-            f"initial posterior sigma of w_hat {args.sigma_hat}; Adam lr {args.lr} (rho: 10x); {platform.python_version()}; machine shared with other jobs."
+            f"{args.base_epochs} epochs (Adam lr {args.base_lr}), then {args.epochs} epochs per method; "
+            f"BMR passes after epochs {args.first_pass}..{args.first_pass + args.rounds - 1}; bundle evaluator "
+            f"with {args.eval_samples} MC samples on the fold-0 evaluation split; KL / {int(kl_scale)} "
+            f"(training items x patch voxels), beta = 1; initial posterior sigma of w_hat {args.sigma_hat}; "
+            f"Adam lr {args.lr} (rho: 10x); {platform.python_version()}; machine shared with other jobs."
         ),
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    plots = {
+        "bmr_fig1_curves.png": ("plot_training_curves", "curves.csv"),
+        "bmr_fig2_pruned_per_layer.png": ("plot_pruned_per_layer", "pruned_per_layer.csv"),
+        "bmr_fig3_cdf.png": ("plot_abs_mean_cdf", "cdf_abs_mean.csv"),
+        "bmr_sparsity_quality.png": ("plot_sparsity_quality", "sparsity_quality.csv"),
+    }
     figures = [
-        {"output": "docs/images/bmr_fig1_curves.png", "function": "monai_bayes.reduction.figures:plot_training_curves",
-         "inputs": ["results/bmr/curves.csv"]},
-        {"output": "docs/images/bmr_fig2_pruned_per_layer.png", "function": "monai_bayes.reduction.figures:plot_pruned_per_layer",
-         "inputs": ["results/bmr/pruned_per_layer.csv"]},
-        {"output": "docs/images/bmr_fig3_cdf.png", "function": "monai_bayes.reduction.figures:plot_abs_mean_cdf",
-         "inputs": ["results/bmr/cdf_abs_mean.csv"]},
-        {"output": "docs/images/bmr_sparsity_quality.png", "function": "monai_bayes.reduction.figures:plot_sparsity_quality",
-         "inputs": ["results/bmr/sparsity_quality.csv"]},
-    ]  # fmt: skip
+        {
+            "output": f"docs/images/{png}",
+            "function": f"monai_bayes.reduction.figures:{fn}",
+            "inputs": [f"results/bmr/{table}"],
+        }
+        for png, (fn, table) in plots.items()
+    ]
     (out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -119,7 +119,7 @@ def plot_abs_mean_cdf(inputs: list[Path], output: Path) -> None:
             rs = [r for r in rows if r["layer"] == layer and r["method"] == method]
             ax.plot([float(r["threshold"]) for r in rs], [float(r["fraction <= threshold"]) for r in rs], label=method)
         ax.set_xscale("log")
-        ax.set_title(layer, fontsize=8)
+        ax.set_title(layer, fontsize=6)
         ax.set_ylim(0, 1)
     for ax in list(axes.flat)[len(layers) :]:
         ax.set_visible(False)

@@ -59,3 +59,11 @@ def test_a_new_method_is_one_entry(tmp_path, monkeypatch):
     assert layout.model_checkpoint == tmp_path / "bmr_r0.05" / "model.pt"
     assert layout.cost_files.keys() == {"train_deterministic", "train"}
     assert num_mc_samples(spec.name, 4) == 4
+
+
+@pytest.mark.parametrize("method", ["bmr", "tiered_ff"])
+def test_own_training_config_resumes_from_the_model_checkpoint(tmp_path, method):
+    """A method's own step-3 config (``train_config``) is skipped on resume once its model exists."""
+    layout = RunLayout(tmp_path, method)
+    step = pipeline_steps(layout)[1]
+    assert step.config == method_spec(method).train_config and step.output == layout.model_checkpoint
