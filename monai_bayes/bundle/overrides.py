@@ -102,6 +102,11 @@ def _sigma_init(value: Any) -> str | None:
     return None if ok else f"one of {list(SIGMA_INIT_NAMES)} or a number > 0"
 
 
+def _relative_or_positive(value: Any) -> str | None:
+    """An initial posterior σ of BMR's flat model: ``"relative"`` or a number > 0."""
+    return None if value == "relative" or (_number(value) and value > 0) else "'relative' or a number > 0"
+
+
 def _kl_reduction(value: Any) -> str | None:
     ok = value in tuple(KLReduction) or (_number(value) and value > 0)
     return None if ok else f"one of {[r.value for r in KLReduction]} or a number > 0"
@@ -197,7 +202,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "ssn_rank": _positive_int,
     "ssn_mc_samples": _positive_int,
     "bmr_gamma0": _positive_number,
-    "bmr_sigma_init": _sigma_init,
+    "bmr_sigma_init": _relative_or_positive,
     "bmr_rounds": _positive_int,
     "bmr_interval": _positive_int,
     "bmr_alpha0": _positive_number,

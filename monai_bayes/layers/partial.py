@@ -131,6 +131,11 @@ def initial_sigma(mu: torch.Tensor, sigma_init: float | str, relative_scale: flo
     return torch.full_like(mu, float(sigma_init))
 
 
+def _tracing() -> bool:
+    """Whether the forward runs under ``torch.export`` / ``torch.compile`` / ``torch.jit`` tracing."""
+    return bool(torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing())
+
+
 class PartialBayesLayer(StochasticLayer):
     """Mixin turning a conv / transposed conv / linear module into a partial-Bayesian one.
 
@@ -369,8 +374,14 @@ class PartialBayesLayer(StochasticLayer):
         return self.batched_strategy == "auto" and density is not None and density <= SPARSE_DENSITY_THRESHOLD
 
     def _sparse_density(self) -> float | None:
-        """Fraction of (output × input) channel pairs the sparse weight selection touches (None: not eligible)."""
+        """Fraction of (output × input) channel pairs the sparse weight selection touches (None: not eligible).
+
+        Under graph capture (``torch.export``, ONNX, ``torch.compile``) the layer is never eligible: the touched
+        channels have a data-dependent count, which an exported graph cannot hold.
+        """
         index = getattr(self, "weight_bayes_index", None)
+        if _tracing():
+            return None
         if not isinstance(self, _ConvNd) or self.groups != 1 or index is None or index.numel() == 0:
             return None
         out_idx, in_idx, _ = sparse_touched_channels(self, index)

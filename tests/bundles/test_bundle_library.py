@@ -78,7 +78,7 @@ def test_run_selection_needs_the_deterministic_checkpoint(tmp_path):
         run_selection(
             torch.nn.Conv2d(1, 2, 3), "sparse_bayes", tmp_path / "det.pt", tmp_path / "s.pt", tmp_path / "r.json"
         )
-    with pytest.raises(ValueError, match="applies to \\['sparse_bayes', 'full_bayes'\\]"):
+    with pytest.raises(ValueError, match="applies to \\['sparse_bayes', 'full_bayes', 'full_bayes_scratch'\\]"):
         run_selection(
             torch.nn.Conv2d(1, 2, 3), "mc_dropout", tmp_path / "det.pt", tmp_path / "s.pt", tmp_path / "r.json"
         )
