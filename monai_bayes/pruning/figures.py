@@ -220,5 +220,6 @@ def plot_size_bin_forgettability(inputs: list[Path], output: Path) -> None:
             for run in dict.fromkeys(r["run"] for r in dice):
                 sub = [r for r in dice if r["run"] == run]
                 ax2.plot([_num(r["sparsity"]) for r in sub], [_num(r[b]) for r in sub], color=color, lw=1, alpha=0.7)
-        ax2.set(xlabel="sparsity k", ylabel="mean Dice over the bin's test patches", title="Per-bin Dice, each run")
+        ax2.set(xlabel="sparsity k", ylabel="mean Dice over the bin's test patches")
+        ax2.set_title("Per-bin Dice, each run (colours as left)")
     save_figure(fig, output, metadata=_META)
