@@ -22,6 +22,7 @@ __all__ = [
     "plot_mean_ap",
     "plot_pie_uncertainty",
     "plot_pies",
+    "plot_size_bin_forgettability",
 ]
 
 _META: dict[str, str | None] = {"Software": None}
@@ -184,4 +185,41 @@ def plot_pie_uncertainty(inputs: list[Path], output: Path) -> None:
     ax.axvline(0.5, ls=":", color="k")
     ax.set(xlabel="AUROC (PIE vs non-PIE)", xlim=(0, 1))
     ax.tick_params(axis="y", labelsize=6)
+    save_figure(fig, output, metadata=_META)
+
+
+def plot_size_bin_forgettability(inputs: list[Path], output: Path) -> None:
+    """Segmentation: forgettability curve per structure-size bin, and each run's per-bin mean Dice.
+
+    Parameters
+    ----------
+    inputs : list of Path
+        ``forgettability.csv`` (columns ``model``, ``sparsity``, one per bin) and optionally
+        ``per_bin_dice.csv`` (columns ``run``, ``sparsity``, one per bin).
+    output : Path
+        PNG to write.
+    """
+    rows = _rows(inputs[0])
+    bins = [c for c in rows[0] if c not in ("model", "sparsity")]
+    fig = Figure(figsize=(10 if len(inputs) > 1 else 5, 3.8))
+    ax = fig.add_subplot(1, len(inputs[:2]), 1)
+    k = [_num(r["sparsity"]) for r in rows]
+    for b in bins:
+        ax.plot(k, [_num(r[b]) for r in rows], marker="o", ms=3, label=b)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axhline(-0.2, color="k", lw=0.5, ls=":")
+    ax.set(
+        xlabel="sparsity k", ylabel="relative change in mean Dice (median of runs)", title="Forgettability per size bin"
+    )
+    ax.legend(fontsize=7, title="equivalent diameter", title_fontsize=7)
+    if len(inputs) > 1:
+        dice = _rows(inputs[1])
+        ax2 = fig.add_subplot(1, 2, 2)
+        for j, b in enumerate(bins):
+            color = f"C{j}"
+            for run in dict.fromkeys(r["run"] for r in dice):
+                sub = [r for r in dice if r["run"] == run]
+                ax2.plot([_num(r["sparsity"]) for r in sub], [_num(r[b]) for r in sub], color=color, lw=1, alpha=0.7)
+        ax2.set(xlabel="sparsity k", ylabel="mean Dice over the bin's test patches")
+        ax2.set_title("Per-bin Dice, each run (colours as left)")
     save_figure(fig, output, metadata=_META)
