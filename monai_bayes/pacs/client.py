@@ -88,6 +88,35 @@ class RetryPolicy:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
         return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
 
+    def after_failure(self, attempt: int, what: str, url: str, reason: str) -> None:
+        """Log and back off after failed try ``attempt`` (1-based), or give up after the last one.
+
+        Parameters
+        ----------
+        attempt : int
+            The try that failed.
+        what : str
+            The operation, for the log line and the error (e.g. ``"STOW-RS"``, ``"C-FIND"``).
+        url : str
+            The peer.
+        reason : str
+            Why the try failed.
+
+        Raises
+        ------
+        PacsUnavailableError
+            When ``attempt`` was the last of :attr:`max_attempts`.
+        """
+        if attempt >= self.max_attempts:
+            raise PacsUnavailableError(
+                f"{what}: {url} unreachable or failing ({reason}) after {self.max_attempts} attempt(s)"
+            )
+        delay = self.delay(attempt)
+        logger.warning(
+            "%s: %s from %s (attempt %d/%d); retrying in %.2g s", what, reason, url, attempt, self.max_attempts, delay
+        )
+        self.sleep(delay)
+
 
 @dataclass(frozen=True)
 class SeriesInfo:
@@ -278,8 +307,10 @@ class PacsClient:
     # ----------------------------------------------------------------------------- retry core
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` with the retry policy; map transport / HTTP failures to :class:`PacsError`."""
-        last: str = ""
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = 0
+        while True:  # ends by returning, raising, or RetryPolicy.after_failure giving up
+            attempt += 1
+            last = ""
             self.last_content_type = None
             try:
                 return fn()
@@ -313,21 +344,7 @@ class PacsClient:
                     f"{what}: {self.url} answered with Content-Type {content_type!r}, not DICOMweb "
                     f"({type(err).__name__}); is a login page or proxy in the way?"
                 ) from None
-            if attempt < self.retry.max_attempts:
-                delay = self.retry.delay(attempt)
-                logger.warning(
-                    "%s: %s from %s (attempt %d/%d); retrying in %.2g s",
-                    what,
-                    last,
-                    self.url,
-                    attempt,
-                    self.retry.max_attempts,
-                    delay,
-                )
-                self.retry.sleep(delay)
-        raise PacsUnavailableError(
-            f"{what}: {self.url} unreachable or failing ({last}) after {self.retry.max_attempts} attempt(s)"
-        )
+            self.retry.after_failure(attempt, what, self.url, last)
 
     # ----------------------------------------------------------------------------- QIDO-RS
     def ping(self) -> None:

@@ -46,7 +46,6 @@ from monai_bayes.pacs.errors import (
     PacsError,
     PacsRequestError,
     PacsTLSError,
-    PacsUnavailableError,
 )
 from monai_bayes.pacs.transport import DimseAddress, check_ae_title, parse_dimse_url
 
@@ -389,8 +388,9 @@ class DimseClient:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` with the retry policy; transient failures are retried, the rest raised."""
-        last = ""
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = 0
+        while True:  # ends by returning, raising, or RetryPolicy.after_failure giving up
+            attempt += 1
             try:
                 return fn()
             except _AssociationLostError as err:
@@ -399,21 +399,7 @@ class DimseClient:
                 if isinstance(err, PacsError):
                     raise
                 last = f"{type(err).__name__}: {err}"
-            if attempt < self.retry.max_attempts:
-                delay = self.retry.delay(attempt)
-                logger.warning(
-                    "%s: %s with %s (attempt %d/%d); retrying in %.2g s",
-                    what,
-                    last,
-                    self.url,
-                    attempt,
-                    self.retry.max_attempts,
-                    delay,
-                )
-                self.retry.sleep(delay)
-        raise PacsUnavailableError(
-            f"{what}: {self.url} unreachable or failing ({last}) after {self.retry.max_attempts} attempt(s)"
-        )
+            self.retry.after_failure(attempt, what, self.url, last)
 
     # ----------------------------------------------------------------------------- C-ECHO
     def ping(self) -> None:
