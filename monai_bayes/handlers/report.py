@@ -11,7 +11,8 @@ Attach :class:`EvaluationReportHandler` to a MONAI evaluator whose decollated ou
   consensus of the raters who marked) | predictive entropy, for ``num_figure_cases`` cases with a
   rater mark spread evenly over the evaluation (over its first 256 such cases; seed 000 Fig. 3);
 * ``reliability.png``: the reliability diagram of the mean foreground probability vs. the majority
-  vote (accumulated on the evaluator's device in ``num_bins`` bins).
+  vote (accumulated on the evaluator's device in ``num_bins`` equal bins plus one for p = 1, as
+  ``metrics.calibration``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from monai_bayes.metrics.calibration import calibration_bin_sums
 from monai_bayes.uncertainty import uncertainty_maps
 from monai_bayes.utils.atomic import atomic_write_json
 from monai_bayes.utils.files import read_json_if_exists
@@ -111,13 +113,9 @@ class EvaluationReportHandler:
                 )
 
     def _accumulate_bins(self, prob: torch.Tensor, target: torch.Tensor) -> None:
-        """Per bin of predicted probability: count, Σ probability, Σ positives (on the tensors' device)."""
-        idx = (prob.reshape(-1) * self.num_bins).long().clamp_(0, self.num_bins - 1)
-        stats = torch.zeros(3, self.num_bins, device=prob.device, dtype=torch.float64)
-        stats[0].index_add_(0, idx, torch.ones_like(prob.reshape(-1), dtype=torch.float64))
-        stats[1].index_add_(0, idx, prob.reshape(-1).double())
-        stats[2].index_add_(0, idx, target.reshape(-1).double())
-        self._bins = stats if self._bins is None else self._bins + stats
+        """Add one case's per-bin count, Σ probability and Σ positives (``metrics.calibration_bin_sums``)."""
+        sums = calibration_bin_sums(prob[None, None], target[None, None].to(prob.dtype), self.num_bins)[0, 0]
+        self._bins = sums if self._bins is None else self._bins + sums
 
     def summary(self, engine: Engine) -> dict[str, Any]:
         """The summary dict written to ``summary.json``."""

@@ -2,7 +2,8 @@
 forgettability curves, FCD, pruning-identified exemplars, and their link to uncertainty; the same forgettability
 maths per structure-size bin of a segmentation network (``segmentation``).
 
-This room (floor 3) imports ``layers`` and ``utils``; ``workflows`` and ``bundle`` import it.
+This room (floor 3) imports ``layers``, ``metrics``, ``visualize`` and ``utils`` from below (and ``monai.metrics``);
+``workflows`` and ``bundle`` import it.
 See ``docs/pruning.md``.
 """
 
