@@ -25,6 +25,7 @@ from typing import Any
 
 from monai_bayes.data.errors import DataFormatError
 from monai_bayes.utils.atomic import finished_cache
+from monai_bayes.utils.files import lies_inside
 
 __all__ = [
     "DATALIST_NAME",
@@ -107,7 +108,7 @@ def inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
     DataFormatError
         If it would leave ``root``.
     """
-    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+    if not lies_inside(path, root):
         raise DataFormatError(f"derived path {path} would lie outside the cache folder; refused", root)
     return Path(path)
 

@@ -46,6 +46,7 @@ from monai_bayes.utils.atomic import (
     restrict_tree,
     scratch_dir,
 )
+from monai_bayes.utils.files import lies_inside
 
 __all__ = [
     "MANIFEST_NAME",
@@ -155,9 +156,8 @@ def inside_output(path: str | os.PathLike[str], root: str | os.PathLike[str]) ->
     InvalidInputError
         If ``path`` escapes ``root`` (exit code 65: the name came from the input data).
     """
-    resolved, base = Path(path).resolve(), Path(root).resolve()
-    if not resolved.is_relative_to(base):
-        raise InvalidInputError(f"output path {path} would lie outside the output folder {base}; refused")
+    if not lies_inside(path, root):
+        raise InvalidInputError(f"output path {path} would lie outside the output folder {root}; refused")
     return Path(path)
 
 

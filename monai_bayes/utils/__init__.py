@@ -11,7 +11,7 @@ from monai_bayes.utils.atomic import (
     staging_dir,
 )
 from monai_bayes.utils.errors import errors_reported_by_caller, summarize_errors
-from monai_bayes.utils.files import read_json_if_exists
+from monai_bayes.utils.files import lies_inside, read_json_if_exists
 from monai_bayes.utils.optim import add_new_parameters
 from monai_bayes.utils.optional import MissingExtraError, require_extra
 from monai_bayes.utils.options import look_up
@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_text",
     "errors_reported_by_caller",
     "finished_cache",
+    "lies_inside",
     "look_up",
     "progress_bar",
     "read_json_if_exists",

@@ -1,4 +1,4 @@
-"""Reading small result files."""
+"""Reading small result files; checking that a derived path stays inside its folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json_if_exists"]
+__all__ = ["lies_inside", "read_json_if_exists"]
 
 
 def read_json_if_exists(path: str | os.PathLike | None) -> Any:
@@ -35,3 +35,19 @@ def read_json_if_exists(path: str | os.PathLike | None) -> Any:
             return json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err}).") from err
+
+
+def lies_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies inside ``root`` once ``..`` and symbolic links are resolved.
+
+    Parameters
+    ----------
+    path, root : str or os.PathLike
+        Candidate path (it need not exist) and the folder it must stay in.
+
+    Returns
+    -------
+    bool
+        ``True`` if the resolved ``path`` is ``root`` or below it.
+    """
+    return Path(path).resolve().is_relative_to(Path(root).resolve())

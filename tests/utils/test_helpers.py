@@ -1,4 +1,4 @@
-"""Small shared helpers: read_json_if_exists, add_new_parameters, look_up, progress_bar."""
+"""Small shared helpers: read_json_if_exists, lies_inside, add_new_parameters, look_up, progress_bar."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from monai.utils import StrEnum
 from torch import nn
 
-from monai_bayes.utils import add_new_parameters, look_up, progress_bar, read_json_if_exists
+from monai_bayes.utils import add_new_parameters, lies_inside, look_up, progress_bar, read_json_if_exists
 
 
 class _Colour(StrEnum):
@@ -25,6 +25,18 @@ def test_read_json_if_exists(tmp_path):
     (tmp_path / "bad.json").write_text('{"a": ')
     with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
         read_json_if_exists(tmp_path / "bad.json")
+
+
+def test_lies_inside_resolves_dots_and_links(tmp_path):
+    root = tmp_path / "out"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    assert lies_inside(root / "a" / "new.dcm", root)  # need not exist
+    assert lies_inside(root, root)
+    assert not lies_inside(root / ".." / "x.dcm", root)
+    assert not lies_inside(root / "link" / "x.dcm", root)  # a symbolic link out of the folder
+    assert not lies_inside(tmp_path / "out2" / "x", root)  # a sibling sharing the name's prefix
 
 
 def test_add_new_parameters_adds_only_what_the_optimizer_lacks():
