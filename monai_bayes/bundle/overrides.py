@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from monai_bayes.handlers.kl_annealing import KLSchedule
 from monai_bayes.layers.partial import SIGMA_INIT_NAMES
 from monai_bayes.losses.elbo import KLReduction
 from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion
+from monai_bayes.utils.files import read_json_object
 from monai_bayes.workflows.methods import check_method
 
 __all__ = ["SETTING_RULES", "config_overrides", "setting_defaults", "validate_overrides"]
@@ -271,17 +271,6 @@ def config_overrides(own_config: str | os.PathLike, parser: ConfigParser | None 
     return {k: v for k, v in config.items() if k not in own and k not in _WORKFLOW_IDS}
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-    return data
-
-
 def setting_defaults(config_files: Iterable[str | os.PathLike]) -> dict[str, Any]:
     """Every top-level id of the given config files with its (raw) default, later files winning.
 
@@ -297,7 +286,7 @@ def setting_defaults(config_files: Iterable[str | os.PathLike]) -> dict[str, Any
     """
     defaults: dict[str, Any] = {}
     for f in config_files:
-        defaults.update({k: v for k, v in _read(Path(f)).items() if k not in _WORKFLOW_IDS})
+        defaults.update({k: v for k, v in read_json_object(Path(f)).items() if k not in _WORKFLOW_IDS})
     return defaults
 
 
@@ -366,7 +355,7 @@ def validate_overrides(
     files = [Path(f) for f in config_files]
     merged: dict[str, Any] = {}
     for f in files:
-        merged.update(_read(f))
+        merged.update(read_json_object(f))
     defaults = setting_defaults(files)
     problems: list[str] = []
     for key, value in overrides.items():

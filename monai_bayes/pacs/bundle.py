@@ -19,7 +19,6 @@ and applies ``num_samples`` / ``seed`` overrides to the inferer.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from torch import nn
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.pacs.errors import BundleError, PacsConfigError
 from monai_bayes.pacs.settings import TEMPLATE_NAME, DicomInferenceSettings
+from monai_bayes.utils.files import read_json_object
 
 __all__ = ["InferenceBundle", "configure_inferer", "file_sha256", "load_inference_bundle"]
 
@@ -170,13 +170,9 @@ def _weights_sha256(root: Path) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
-    return data
+        return read_json_object(path)
+    except ValueError as err:
+        raise BundleError(str(err)) from None
 
 
 def _spatial_dims(metadata: dict[str, Any], parser: Any) -> int | None:

@@ -11,7 +11,7 @@ from monai_bayes.utils.atomic import (
     staging_dir,
 )
 from monai_bayes.utils.errors import errors_reported_by_caller, summarize_errors
-from monai_bayes.utils.files import lies_inside, read_json_if_exists
+from monai_bayes.utils.files import lies_inside, read_json_if_exists, read_json_object
 from monai_bayes.utils.optim import add_new_parameters
 from monai_bayes.utils.optional import MissingExtraError, require_extra
 from monai_bayes.utils.options import look_up
@@ -33,6 +33,7 @@ __all__ = [
     "look_up",
     "progress_bar",
     "read_json_if_exists",
+    "read_json_object",
     "require_extra",
     "seeded_global_rng",
     "show_progress",
