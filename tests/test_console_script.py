@@ -27,3 +27,29 @@ def test_importing_the_pacs_package_without_the_extra_names_it():
     code = "import sys; sys.modules['requests'] = None; import monai_bayes.pacs"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and 'pip install "monai-bayes[pacs]"' in done.stderr
+
+
+def test_help_lists_the_commands_without_importing_torch():
+    """``monai-bayes --help`` answers at once: neither torch nor MONAI is imported for it."""
+    code = (
+        "import sys; from monai_bayes.cli import main\n"
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'monai', 'numpy') if m in sys.modules)\n"
+        "print(heavy, 'pacs' in out.getvalue() and 'export' in out.getvalue())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] True"
+
+
+def test_utils_exports_every_name_it_lists():
+    import monai_bayes.utils as utils
+
+    assert sorted(utils.__all__) == sorted(utils._LAZY)
+    for name in utils.__all__:
+        assert getattr(utils, name).__module__.startswith("monai_bayes.utils."), name
