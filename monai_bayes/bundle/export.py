@@ -22,11 +22,12 @@ import torch
 from monai_bayes.bundle.steps import load_published_network, read_published_info
 from monai_bayes.export import NoiseInputNetwork, export_onnx, export_program
 from monai_bayes.utils.atomic import atomic_write_json
+from monai_bayes.utils.files import read_json_if_exists
 
 __all__ = ["export_bundle_model", "register"]
 
 
-def _network_def(bundle_root: Path, overrides: Mapping[str, Any]) -> torch.nn.Module:
+def _parsed(bundle_root: Path, overrides: Mapping[str, Any], key: str) -> Any:
     from monai.bundle import ConfigParser
 
     config = bundle_root / "configs" / "inference.json"
@@ -35,7 +36,21 @@ def _network_def(bundle_root: Path, overrides: Mapping[str, Any]) -> torch.nn.Mo
     parser = ConfigParser()
     parser.read_config(str(config))
     parser.update({"bundle_root": str(bundle_root), **overrides})
-    return parser.get_parsed_content("network_def")
+    return parser.get_parsed_content(key)
+
+
+def _network_def(bundle_root: Path, overrides: Mapping[str, Any]) -> torch.nn.Module:
+    return _parsed(bundle_root, overrides, "network_def")
+
+
+def _bundle_configs(bundle_root: Path) -> dict[str, Any]:
+    """The bundle's configs the artefact needs at inference (preprocessing, inferer, PACS settings, metadata)."""
+    configs = bundle_root / "configs"
+    return {
+        name: read_json_if_exists(configs / f"{name}.json")
+        for name in ("metadata", "inference", "inference_dicom")
+        if (configs / f"{name}.json").is_file()
+    }
 
 
 def export_bundle_model(
@@ -46,6 +61,7 @@ def export_bundle_model(
     patch_size: int = 128,
     batch_size: int = 1,
     overrides: Mapping[str, Any] | None = None,
+    width: int | None = None,
 ) -> Path:
     """Export the bundle's published model with its stochasticity (format from ``output``'s suffix).
 
@@ -65,6 +81,8 @@ def export_bundle_model(
         ``B`` of the exported graph.
     overrides : Mapping, optional
         Config ids of ``inference.json`` to override (e.g. ``{"network_def#channels": [...]}``).
+    width : int, optional
+        BN3 bundles: export the width-``width`` cut (weight noise only); ``None``: the sampled width.
 
     Returns
     -------
@@ -75,17 +93,20 @@ def export_bundle_model(
     ------
     ValueError
         For an unknown suffix, a missing config or published model, or a model whose layers draw their
-        randomness internally (MC dropout).
+        randomness internally (BN3 with local weight noise).
     """
     root, output = Path(bundle_root), Path(output)
     if output.suffix not in (".onnx", ".pt2"):
         raise ValueError(f"output must end in .onnx or .pt2, got {str(output)!r}.")
     network_def = _network_def(root, overrides or {})
-    network = load_published_network(network_def, root / "models").eval()
-    wrapper = NoiseInputNetwork(network, num_samples)
+    if (root / "models" / "model.json").is_file():
+        network = load_published_network(network_def, root / "models").eval()
+    else:  # a bundle whose inference.json's ``network`` loads its own weights (the PACS bundle contract)
+        network = _parsed(root, overrides or {}, "network").eval()
     spatial = int(getattr(network_def, "dimensions", None) or getattr(network_def, "spatial_dims", 2) or 2)
     in_channels = int(getattr(network_def, "in_channels", 1))
     example = torch.zeros(batch_size, in_channels, *([patch_size] * spatial))
+    wrapper = NoiseInputNetwork(network, num_samples, example_image=example, width=width)
     if output.suffix == ".onnx":
         export_onnx(wrapper, example, output)
     else:
@@ -102,6 +123,8 @@ def export_bundle_model(
             },
             "noise": "standard normal, float32; fresh noise per call gives fresh posterior samples",
             "output": f"logits (S={num_samples}, B, C_out, *spatial); softmax over C_out for probabilities",
+            "width": width,
+            "bundle": _bundle_configs(root),
         },
     )
     return output
@@ -138,10 +161,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=8, help="samples per call (default 8)")
     p.add_argument("--patch", type=int, default=128, help="input size of the exported graph (default 128)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported graph (default 1)")
+    p.add_argument("--width", type=int, help="BN3 bundles: export this width cut (default: sampled width)")
     p.set_defaults(
         func=lambda a: print(
             export_bundle_model(
-                a.bundle_root, a.output, num_samples=a.num_samples, patch_size=a.patch, batch_size=a.batch
+                a.bundle_root,
+                a.output,
+                num_samples=a.num_samples,
+                patch_size=a.patch,
+                batch_size=a.batch,
+                width=a.width,
             )
         )
     )
