@@ -1,7 +1,7 @@
 """``monai-bayes export``: a bundle's published model as a stochastic ONNX / ``torch.export`` artefact.
 
-Reads ``configs/inference.json``'s ``network_def`` and the published model in ``models/``
-(:func:`~monai_bayes.bundle.load_published_network`), wraps it as a
+Reads ``configs/inference.json``'s ``network`` (which loads the weights; without one, ``network_def`` and
+the published model in ``models/``, :func:`~monai_bayes.bundle.load_published_network`), wraps it as a
 :class:`~monai_bayes.export.NoiseInputNetwork` (``S`` samples per call, noise as inputs) and writes the
 artefact with :func:`~monai_bayes.export.export_onnx` or :func:`~monai_bayes.export.export_program`, plus a
 JSON sidecar describing its inputs::
@@ -37,6 +37,11 @@ def _parsed(bundle_root: Path, overrides: Mapping[str, Any], key: str) -> Any:
     parser.read_config(str(config))
     parser.update({"bundle_root": str(bundle_root), **overrides})
     return parser.get_parsed_content(key)
+
+
+def _has_key(bundle_root: Path, key: str) -> bool:
+    config = read_json_if_exists(bundle_root / "configs" / "inference.json")
+    return isinstance(config, dict) and key in config
 
 
 def _network_def(bundle_root: Path, overrides: Mapping[str, Any]) -> torch.nn.Module:
@@ -99,10 +104,10 @@ def export_bundle_model(
     if output.suffix not in (".onnx", ".pt2"):
         raise ValueError(f"output must end in .onnx or .pt2, got {str(output)!r}.")
     network_def = _network_def(root, overrides or {})
-    if (root / "models" / "model.json").is_file():
-        network = load_published_network(network_def, root / "models").eval()
-    else:  # a bundle whose inference.json's ``network`` loads its own weights (the PACS bundle contract)
+    if _has_key(root, "network"):  # inference.json's ``network`` loads the weights (the PACS bundle contract)
         network = _parsed(root, overrides or {}, "network").eval()
+    else:
+        network = load_published_network(network_def, root / "models").eval()
     spatial = int(getattr(network_def, "dimensions", None) or getattr(network_def, "spatial_dims", 2) or 2)
     in_channels = int(getattr(network_def, "in_channels", 1))
     example = torch.zeros(batch_size, in_channels, *([patch_size] * spatial))

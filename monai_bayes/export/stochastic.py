@@ -74,6 +74,7 @@ class NoiseInputNetwork(nn.Module):
         self.network = network.eval()
         self.num_samples = num_samples
         self.width = width
+        self.eval()
         with self._settings():
             if example_image is not None:
                 bind_dropout_noise(self.network, example_image)

@@ -10,7 +10,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from monai_bayes.export import NoiseInputNetwork, export_onnx, run_onnx
-from monai_bayes.layers import MCDropout, fixed_noise, mc_samples, nested_width, sampling_mode
+from monai_bayes.layers import MCDropout, NestedDropoutLinear, fixed_noise, mc_samples, nested_width, sampling_mode
 from monai_bayes.networks import to_mc_dropout, to_nested
 
 
@@ -88,6 +88,7 @@ def test_dropout_needs_the_example_shape_and_nested_local_noise_is_refused():
         wrapper(torch.zeros(1, 1, 32, 32), *wrapper.draw_noise())
 
 
+@pytest.mark.slow  # two dynamo ONNX exports (~15-40 s each on the shared VM)
 @pytest.mark.parametrize("kind", ["dropout", "nested"])
 def test_onnx_artefact_reproduces_pytorch_for_the_same_noise(kind, tmp_path):
     x = torch.randn(1, 1, 16, 16)
@@ -98,3 +99,20 @@ def test_onnx_artefact_reproduces_pytorch_for_the_same_noise(kind, tmp_path):
         noise = wrapper.draw_noise(torch.Generator().manual_seed(seed))
         with torch.no_grad():
             assert (run_onnx(path, x, noise) - wrapper(x, *noise)).abs().max() <= 1e-4
+
+
+def test_bn3_ordering_noise_gives_the_downhill_keep_probabilities():
+    """Straight-through BN3 layer: channel c is kept in a fraction Σ_{k ≥ c} β_k of the exported samples."""
+    torch.manual_seed(0)
+    S = 4000
+    layer = NestedDropoutLinear(4, 8, nested_groups=8, always_kept=1, straight_through=True, order_init="uniform")
+    with torch.no_grad():
+        layer.order_logits.copy_(torch.linspace(-1.0, 1.0, 8))
+    wrapper = NoiseInputNetwork(nn.Sequential(layer), S)
+    x = torch.randn(1, 4)
+    with torch.no_grad():
+        kept = (wrapper(x, *wrapper.draw_noise(torch.Generator().manual_seed(0)))[:, 0] != 0).double()  # (S, 8)
+    beta = torch.softmax(torch.linspace(-1.0, 1.0, 8, dtype=torch.float64), dim=0)
+    expected = beta.flip(0).cumsum(0).flip(0)  # q(z_c = 1) = Σ_{k ≥ c} β_k
+    se = (expected * (1 - expected) / S).sqrt()
+    assert (kept.mean(0) - expected).abs().max() <= 4 * se.max() + 1e-12
