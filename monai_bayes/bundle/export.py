@@ -67,6 +67,7 @@ def export_bundle_model(
     batch_size: int = 1,
     overrides: Mapping[str, Any] | None = None,
     width: int | None = None,
+    optimize: bool = True,
 ) -> Path:
     """Export the bundle's published model with its stochasticity (format from ``output``'s suffix).
 
@@ -88,6 +89,8 @@ def export_bundle_model(
         Config ids of ``inference.json`` to override (e.g. ``{"network_def#channels": [...]}``).
     width : int, optional
         BN3 bundles: export the width-``width`` cut (weight noise only); ``None``: the sampled width.
+    optimize : bool
+        ONNX only: run the onnxscript optimiser (see :func:`~monai_bayes.export.export_onnx`).
 
     Returns
     -------
@@ -113,7 +116,7 @@ def export_bundle_model(
     example = torch.zeros(batch_size, in_channels, *([patch_size] * spatial))
     wrapper = NoiseInputNetwork(network, num_samples, example_image=example, width=width)
     if output.suffix == ".onnx":
-        export_onnx(wrapper, example, output)
+        export_onnx(wrapper, example, output, optimize=optimize)
     else:
         export_program(wrapper, example, output)
     atomic_write_json(
@@ -167,6 +170,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=128, help="input size of the exported graph (default 128)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported graph (default 1)")
     p.add_argument("--width", type=int, help="BN3 bundles: export this width cut (default: sampled width)")
+    p.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="ONNX: skip the graph optimiser (faster export, larger file)",
+    )
     p.set_defaults(
         func=lambda a: print(
             export_bundle_model(
@@ -176,6 +185,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                 patch_size=a.patch,
                 batch_size=a.batch,
                 width=a.width,
+                optimize=a.optimize,
             )
         )
     )

@@ -9,7 +9,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-from monai_bayes.export import NoiseInputNetwork, export_onnx, run_onnx
+from monai_bayes.export import NoiseInputNetwork, export_onnx, export_program, load_program, run_onnx
 from monai_bayes.layers import MCDropout, NestedDropoutLinear, fixed_noise, mc_samples, nested_width, sampling_mode
 from monai_bayes.networks import to_mc_dropout, to_nested
 
@@ -90,15 +90,18 @@ def test_dropout_needs_the_example_shape_and_nested_local_noise_is_refused():
 
 @pytest.mark.slow  # two dynamo ONNX exports (~15-40 s each on the shared VM)
 @pytest.mark.parametrize("kind", ["dropout", "nested"])
-def test_onnx_artefact_reproduces_pytorch_for_the_same_noise(kind, tmp_path):
+def test_onnx_and_torch_export_artefacts_reproduce_pytorch_for_the_same_noise(kind, tmp_path):
     x = torch.randn(1, 1, 16, 16)
     net = to_mc_dropout(_unet(), 0.3) if kind == "dropout" else to_nested(_unet(), 4, always_kept=1)
     wrapper = NoiseInputNetwork(net, 4, example_image=x)
-    path = export_onnx(wrapper, x, tmp_path / "m.onnx")
+    path = export_onnx(wrapper, x, tmp_path / "m.onnx", optimize=False)  # the optimised graph: test_stochastic_export
+    program = load_program(export_program(wrapper, x, tmp_path / "m.pt2"))
     for seed in (1, 2):
         noise = wrapper.draw_noise(torch.Generator().manual_seed(seed))
         with torch.no_grad():
-            assert (run_onnx(path, x, noise) - wrapper(x, *noise)).abs().max() <= 1e-4
+            reference = wrapper(x, *noise)
+            assert (run_onnx(path, x, noise) - reference).abs().max() <= 1e-4
+            assert (program(x, *noise) - reference).abs().max() <= 1e-4
 
 
 def test_bn3_ordering_noise_gives_the_downhill_keep_probabilities():
