@@ -132,6 +132,7 @@ def export_bundle_model(
             "noise": "standard normal, float32; fresh noise per call gives fresh posterior samples",
             "output": f"logits (S={num_samples}, B, C_out, *spatial); softmax over C_out for probabilities",
             "width": width,
+            "noise_draw_order": [[index, list(shape)] for index, shape in wrapper.draw_order],
             "bundle": _bundle_configs(root),
         },
     )

@@ -14,12 +14,14 @@ code and no network definition are needed: the PACS pipeline loads a ``.onnx`` f
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from monai_bayes.layers.base import StochasticLayer
+from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.utils.optional import require_extra
 
 __all__ = ["ArtefactNoise", "ExportedNetwork"]
@@ -95,6 +97,11 @@ class ExportedNetwork(nn.Module):
         The ``.onnx`` file written by :func:`~monai_bayes.export.export_onnx`.
     threads : int, optional
         onnxruntime intra-op threads (default: onnxruntime's choice).
+    draw_order : sequence of (int or None, shape), optional
+        :attr:`NoiseInputNetwork.draw_order` of the exported wrapper (default: the sidecar
+        ``<path>.json``'s ``noise_draw_order`` if present, else the graph's noise inputs in order). The
+        noise layer then also draws the noise the source network declares but the graph does not use (BN3
+        ordering noise at a fixed width), so a seeded draw gives exactly the source network's samples.
 
     Raises
     ------
@@ -102,7 +109,12 @@ class ExportedNetwork(nn.Module):
         Naming the file if it is missing or is not a noise-input graph (``image`` then ``(S, ...)`` inputs).
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int | None = None,
+        draw_order: Sequence[tuple[int | None, Sequence[int]]] | None = None,
+    ) -> None:
         super().__init__()
         require_extra("export", ("onnxruntime",), "running ONNX artefacts")
         import onnxruntime as ort
@@ -126,7 +138,24 @@ class ExportedNetwork(nn.Module):
         #: ``S`` of the graph
         self.num_samples: int = samples.pop()
         self.input_names = [i.name for i in inputs]
-        self.noise_layer = ArtefactNoise({i.name: s[1:] for i, s in zip(inputs[1:], shapes[1:])})
+        if draw_order is None:
+            sidecar = read_json_if_exists(self.path.with_name(self.path.name + ".json"))
+            draw_order = sidecar.get("noise_draw_order") if isinstance(sidecar, dict) else None
+        noise_inputs = inputs[1:]
+        order = list(draw_order) if draw_order is not None else [(k, s[1:]) for k, s in enumerate(shapes[1:])]
+        used = {k: tuple(shape) for k, shape in order if k is not None}
+        if sorted(used) != list(range(len(noise_inputs))) or len(used) != sum(k is not None for k, _ in order):
+            raise ValueError(f"{self.path}: the noise draw order does not name each graph noise input once: {order}.")
+        if any(used[k] != shapes[1 + k][1:] for k in used):
+            raise ValueError(f"{self.path}: the noise draw order's shapes differ from the graph's inputs {shapes[1:]}.")
+        #: graph noise input names, in input order
+        self._feed_names = [i.name for i in noise_inputs]
+        self.noise_layer = ArtefactNoise(
+            {
+                (noise_inputs[k].name if k is not None else f"unused_{j}"): tuple(shape)
+                for j, (k, shape) in enumerate(order)
+            }
+        )
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -167,7 +196,8 @@ class ExportedNetwork(nn.Module):
                 f"{self.path}: expected images of shape (·, {self.image_shape[1:]}), got {tuple(x.shape)}."
             )
         images = x[: x.shape[0] // S]  # the S blocks are copies of the same B images
-        noise = [t.detach().cpu().numpy() for t in self.noise_layer.noise()]
+        drawn = dict(zip(self.noise_layer.shapes, self.noise_layer.noise()))
+        noise = [drawn[name].detach().cpu().numpy() for name in self._feed_names]
         graph_batch = self.image_shape[0]
         outs = []
         for start in range(0, images.shape[0], graph_batch):

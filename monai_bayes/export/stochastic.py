@@ -98,6 +98,14 @@ class NoiseInputNetwork(nn.Module):
                 for key, shape in layer.noise_shapes().items()
                 if key not in layer.active_noise_shapes()
             ]
+            inputs = {(layer, key): i for i, (layer, key, _) in enumerate(self.noise_names)}
+            #: every declared noise in the order :func:`~monai_bayes.layers.draw_noise` draws it: (graph input
+            #: index or ``None`` when unused, per-sample shape); lets a runtime draw the same noise stream
+            self.draw_order: list[tuple[int | None, tuple[int, ...]]] = [
+                (inputs.get((name, key)), tuple(shape))
+                for name, layer in stochastic_layers(network)
+                for key, shape in layer.noise_shapes().items()
+            ]
 
     @contextmanager
     def _settings(self) -> Iterator[None]:
