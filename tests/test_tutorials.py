@@ -147,12 +147,28 @@ def check_pruning(book: nbformat.NotebookNode, work: Path) -> None:
     assert (work / "forgettability.png").read_bytes()[:8] == PNG and _images(book) >= 1
 
 
+def check_edge(book: nbformat.NotebookNode, work: Path) -> None:
+    text = _text(_cell(book, "collector.step(step)"))
+    collected = re.search(r"collected (\d+) samples in (\d+) steps \((\d+) cycles\)", text)
+    assert int(collected[1]) == 2 * int(collected[3])  # two samples at the end of each cycle
+    printed = dict(re.findall(r"^(\w+)\s+sparsity [0-9.]+:\s+([0-9,]+) B", _text(_cell(book, "save_samples(")), re.M))
+    sizes = {k: int(v.replace(",", "")) for k, v in printed.items()}
+    for layout, size in sizes.items():  # the printed bytes are the files' sizes
+        assert (work / f"samples_{layout}.pt").stat().st_size == size
+    assert sizes["shared_sparse"] < sizes["coo"] < sizes["dense"]
+    export = _text(_cell(book, "export_onnx("))
+    assert float(re.search(r"max \|onnx - torch\| = ([0-9.e+-]+)", export)[1]) <= 1e-4
+    assert (work / "tiny_mc_dropout_s8.onnx").is_file()
+    assert any(c.cell_type == "markdown" and c.source.startswith("## Distillation") for c in book.cells)
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
     "01_quick_start": check_quick_start,
     "02_lidc_bundle": check_lidc_bundle,
     "03_r_bayes_sweep": check_sweep,
     "04_bmr": check_bmr,
     "05_pruning_impact": check_pruning,
+    "06_edge": check_edge,
 }
 
 

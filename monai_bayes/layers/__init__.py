@@ -23,6 +23,7 @@ from monai_bayes.layers.dropout import (
     MCDropoutConvTranspose3d,
     MCDropoutLayer,
     MCDropoutLinear,
+    bind_dropout_noise,
 )
 from monai_bayes.layers.functional import SUPPORTED_TYPES
 from monai_bayes.layers.horseshoe import (
@@ -128,6 +129,7 @@ __all__ = [
     "SharedPrefixMode",
     "StochasticLayer",
     "WeightNoise",
+    "bind_dropout_noise",
     "candidate_modules",
     "candidate_parameters",
     "diagonal_gaussian_kl",

@@ -84,6 +84,22 @@ class StochasticLayer(_ModuleBase):
         """
         return {}
 
+    def active_noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The entries of :meth:`noise_shapes` that the layer's next forward pass actually consumes.
+
+        Default: all of them. A nested layer at a fixed width ignores its ordering noise; exporters
+        (:class:`~monai_bayes.export.NoiseInputNetwork`) make graph inputs only of the consumed noise.
+        """
+        return self.noise_shapes()
+
+    def internal_noise(self) -> bool:
+        """Whether the layer's next forward pass draws randomness that cannot be given as frozen noise.
+
+        Default: the layer has randomness but no :meth:`noise_shapes` (MC dropout before its noise shape is
+        bound). Such a layer cannot be exported with its noise as graph inputs.
+        """
+        return not self.noise_shapes()
+
     def deterministic_module(self) -> nn.Module:
         """The deterministic (posterior-mean) module to put in this layer's place.
 

@@ -433,6 +433,19 @@ class NestedDropoutLayer(StochasticLayer):
             shapes["weight"] = tuple(self.weight.shape)
         return shapes
 
+    def active_noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """:meth:`noise_shapes` without ``"order"`` at a fixed width (ordering not sampled); none in mean mode."""
+        if self._sampling_mode == "mean":
+            return {}
+        shapes = self.noise_shapes()
+        if self._width is not None:
+            shapes.pop("order")
+        return shapes
+
+    def internal_noise(self) -> bool:
+        """``True`` while sampling with the local reparameterisation (per-activation noise, drawn fresh)."""
+        return self._sampling_mode == "sample" and self.effective_weight_noise() == "local"
+
     def sample_order(self, num_samples: int = 1) -> torch.Tensor:
         """``num_samples`` Downhill masks over the nodes, ``(S, K)`` (frozen ordering noise if set)."""
         eps = self._noise_for("order", (self.num_nodes,), num_samples, self.order_logits)
@@ -638,6 +651,10 @@ class NestedChannelMask(StochasticLayer, nn.Module):
 
     def kl(self) -> torch.Tensor:
         return torch.zeros(())
+
+    def internal_noise(self) -> bool:
+        """``False``: the mask comes from the layer, this module draws nothing."""
+        return False
 
     def deterministic_module(self) -> nn.Module:
         return nn.Identity()

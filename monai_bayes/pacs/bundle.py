@@ -1,6 +1,7 @@
 """Load the inference side of a monai_bayes bundle for the PACS pipeline.
 
-Bundle contract (see ``docs/pacs.md``)::
+Bundle contract (see ``docs/pacs.md``; an exported ``.onnx`` artefact with its sidecar works as well,
+:func:`load_exported_bundle`)::
 
     <bundle>/configs/metadata.json        MONAI metadata; "monai_bayes": {"method", "r_bayes", ...}
     <bundle>/configs/inference.json       self-contained: bundle_root, device, network_def, network (weights
@@ -34,7 +35,7 @@ from monai_bayes.pacs.errors import BundleError, PacsConfigError
 from monai_bayes.pacs.settings import TEMPLATE_NAME, DicomInferenceSettings
 from monai_bayes.utils.files import read_json_object
 
-__all__ = ["InferenceBundle", "configure_inferer", "file_sha256", "load_inference_bundle"]
+__all__ = ["InferenceBundle", "configure_inferer", "file_sha256", "load_exported_bundle", "load_inference_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,8 @@ def load_inference_bundle(
     Parameters
     ----------
     root
-        Bundle folder with ``configs/inference.json`` and ``configs/metadata.json``.
+        Bundle folder with ``configs/inference.json`` and ``configs/metadata.json``, or an exported
+        ``.onnx`` artefact (:func:`load_exported_bundle`).
     device
         Override of the config's ``device`` (e.g. ``"cpu"``, ``"cuda:0"``).
     num_samples
@@ -231,6 +233,8 @@ def load_inference_bundle(
     from monai.bundle import ConfigParser
 
     root = Path(root).expanduser().resolve()
+    if root.suffix == ".onnx":
+        return load_exported_bundle(root, num_samples=num_samples, seed=seed)
     configs = root / "configs"
     inference_json, metadata_json, dicom_json = (
         configs / "inference.json",
@@ -323,3 +327,109 @@ def load_inference_bundle(
         bundle.device,
     )
     return bundle
+
+
+def load_exported_bundle(
+    artefact: str | os.PathLike[str], *, num_samples: int | None = None, seed: int | None = None
+) -> InferenceBundle:
+    """An exported ``.onnx`` artefact (``monai-bayes export <bundle> model.onnx``) as an :class:`InferenceBundle`.
+
+    No network definition, weights or training code are read: the network is the onnxruntime session
+    (:class:`~monai_bayes.export.ExportedNetwork`); the sidecar ``<artefact>.json`` written by the export
+    carries the bundle's configs, from which the image preprocessing, the inferer's activation and seed,
+    the PACS settings and the metadata are taken. The inferer runs all ``S`` samples in one call of the
+    graph, through a ``SlidingWindowInferer`` with the graph's spatial shape as ROI (one window when the
+    image has that shape; otherwise the bundle's own sliding-window settings if its ROI matches, else
+    overlap 0.25). With the same seed, the noise equals what the bundle's network draws, so the outputs
+    match the bundle's up to float rounding.
+
+    Parameters
+    ----------
+    artefact
+        The ``.onnx`` file; ``<artefact>.json`` must exist next to it.
+    num_samples
+        Must equal the artefact's ``S`` if given (it is fixed in the graph).
+    seed
+        Override of the bundle's seed (default: the bundle's, else 0).
+
+    Returns
+    -------
+    InferenceBundle
+
+    Raises
+    ------
+    BundleError
+        Naming the file: missing artefact or sidecar, a sidecar without the bundle's configs (exported
+        by an older version), a config component that fails to instantiate, or another ``num_samples``.
+    """
+    from monai.bundle import ConfigParser
+    from monai.inferers import SlidingWindowInferer
+    from monai.utils import ensure_tuple
+
+    from monai_bayes.export import ExportedNetwork
+
+    path = Path(artefact).expanduser().resolve()
+    sidecar = path.with_name(path.name + ".json")
+    for p in (path, sidecar):
+        if not p.is_file():
+            raise BundleError(f"{p}: missing; an exported artefact needs the .onnx file and its .onnx.json sidecar")
+    info = _read_json(sidecar)
+    configs = info.get("bundle")
+    if not isinstance(configs, dict) or not isinstance(configs.get("inference"), dict):
+        raise BundleError(
+            f"{sidecar}: no 'bundle' section with the bundle's inference config; export the artefact again "
+            "with `monai-bayes export <bundle> <artefact>.onnx`"
+        )
+    network = ExportedNetwork(path)
+    if num_samples is not None and num_samples != network.num_samples:
+        raise BundleError(f"{path}: the artefact runs S = {network.num_samples} samples, asked for {num_samples}")
+    parser = ConfigParser(globals={"monai_bayes": "monai_bayes", "os": "os"})
+    parser.read_config({**configs["inference"], **configs.get("inference_dicom", {})})
+    parser["bundle_root"] = str(path.parent)
+    parser.parse(reset=True)
+    settings = DicomInferenceSettings()
+    if "pacs_settings" in parser:
+        value = _parse(parser, "pacs_settings", sidecar)
+        try:
+            settings = value if isinstance(value, DicomInferenceSettings) else DicomInferenceSettings.from_dict(value)
+        except PacsConfigError as err:
+            raise BundleError(f"{sidecar}: pacs_settings: {err}") from None
+    preprocessing = _parse(parser, "image_preprocessing", sidecar) if "image_preprocessing" in parser else None
+    bundle_inferer = _parse(parser, "inferer", sidecar)
+    if not isinstance(bundle_inferer, MonteCarloInferer) or bundle_inferer.activation not in ("softmax", "sigmoid"):
+        raise BundleError(
+            f"{sidecar}: the bundle's inferer must be a MonteCarloInferer with a softmax/sigmoid activation"
+        )
+    roi = list(network.spatial_shape)
+    inner = bundle_inferer.inferer
+    if not (isinstance(inner, SlidingWindowInferer) and list(ensure_tuple(inner.roi_size)) == roi):
+        inner = SlidingWindowInferer(roi_size=roi, sw_batch_size=1, overlap=0.25)
+    inferer = MonteCarloInferer(
+        network.num_samples,
+        inferer=inner,
+        chunk_size=None,
+        activation=bundle_inferer.activation,
+        seed=bundle_inferer.seed,
+        shared_prefix=False,
+        sparse_input=False,
+    )
+    configure_inferer(inferer, seed=seed if seed is not None else settings.seed)
+    metadata = configs.get("metadata") or {}
+    mb = metadata.get("monai_bayes", {}) if isinstance(metadata.get("monai_bayes"), dict) else {}
+    r_bayes = mb.get("r_bayes")
+    return InferenceBundle(
+        root=path,
+        name=str(metadata.get("name") or path.stem),
+        version=str(metadata.get("version") or "0"),
+        network=network,
+        inferer=inferer,
+        preprocessing=preprocessing if preprocessing is not None else (lambda x: x),
+        device=torch.device("cpu"),
+        spatial_dims=len(roi),
+        method=str(mb["method"]) if mb.get("method") is not None else None,
+        r_bayes=float(r_bayes) if r_bayes is not None else None,
+        checkpoint_sha256=file_sha256(path),
+        config_sha256=file_sha256(sidecar),
+        metadata=metadata,
+        settings=settings,
+    )

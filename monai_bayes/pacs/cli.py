@@ -419,7 +419,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--series", metavar="UID", help="SeriesInstanceUID (default: the study's only CT series)")
     src.add_argument("--input", metavar="DIR", help="read the series from this folder instead of the PACS")
     model = run.add_argument_group("model")
-    model.add_argument("--bundle", required=True, metavar="PATH", help="bundle folder (configs/inference.json ...)")
+    model.add_argument(
+        "--bundle",
+        required=True,
+        metavar="PATH",
+        help="bundle folder (configs/inference.json ...) or an exported .onnx artefact (monai-bayes export)",
+    )
     model.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: the bundle's)")
     model.add_argument("--num-samples", type=int, metavar="S", help="Monte-Carlo samples (default: the bundle's)")
     model.add_argument("--seed", type=int, help="seed of the MC noise (default: the bundle's, else 0)")
@@ -491,7 +496,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("--tls-server-key", metavar="PEM", help="its private key")
     node.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates issued by these CAs")
     lmodel = listen.add_argument_group("model")
-    lmodel.add_argument("--bundle", required=True, metavar="PATH", help="bundle folder")
+    lmodel.add_argument("--bundle", required=True, metavar="PATH", help="bundle folder or an exported .onnx artefact")
     lmodel.add_argument("--device", help="torch device (default: the bundle's)")
     lmodel.add_argument("--num-samples", type=int, metavar="S", help="Monte-Carlo samples (default: the bundle's)")
     lmodel.add_argument("--seed", type=int, help="seed of the MC noise")
