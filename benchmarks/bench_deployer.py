@@ -204,7 +204,7 @@ def _save_onnx(ctx: Context, dims: int) -> list[Path]:
     from monai_bayes.export import NoiseInputNetwork, export_onnx
 
     net = build_network(network_def(2), "sparse_bayes", RunLayout(ctx.runs, "sparse_bayes").model_checkpoint)
-    wrapper = NoiseInputNetwork(net, ctx.num_samples)
+    wrapper = NoiseInputNetwork(net, ctx.num_samples).eval()
     out = ctx.folder("onnx", 2)
     eval_patch = (1, 1, SMALL["patch_size"], SMALL["patch_size"])
     shapes = {"patch": (1, 1, 128, 128), "batch8": (8, 1, 128, 128), "eval": eval_patch}
@@ -212,12 +212,9 @@ def _save_onnx(ctx: Context, dims: int) -> list[Path]:
 
 
 def _load_onnx(ctx: Context, dims: int, files: list[Path]) -> Predictor:
+    """The ONNX sessions alone (no torch network): noise inputs drawn from the graph's input shapes."""
     import onnxruntime as ort
 
-    from monai_bayes.export import NoiseInputNetwork
-
-    net = build_network(network_def(2), "sparse_bayes", RunLayout(ctx.runs, "sparse_bayes").model_checkpoint)
-    wrapper = NoiseInputNetwork(net, ctx.num_samples)  # only draws the noise inputs
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     sessions = {}
@@ -228,8 +225,9 @@ def _load_onnx(ctx: Context, dims: int, files: list[Path]) -> Predictor:
 
     def call(x: torch.Tensor) -> torch.Tensor:
         session = sessions[tuple(x.shape)]
-        noise = wrapper.draw_noise(generator=generator)
-        feeds = dict(zip([i.name for i in session.get_inputs()], [t.numpy() for t in (x, *noise)]))
+        inputs = session.get_inputs()
+        feeds = {inputs[0].name: x.numpy()}
+        feeds |= {i.name: torch.randn(*i.shape, generator=generator).numpy() for i in inputs[1:]}
         logits = torch.from_numpy(session.run(None, feeds)[0])  # (S, B, C, *spatial)
         return logits.softmax(2).transpose(0, 1)
 
