@@ -423,6 +423,8 @@ def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
     """
     import csv
 
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     with open(inputs[0], newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     needed = ("method", "Dice", "ms per 128² patch", "MB on disk")
@@ -445,6 +447,9 @@ def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
             if np.isfinite(c):
                 ax.annotate(r["method"], (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Dice (higher is better)")
         ax.grid(alpha=0.3)
