@@ -28,9 +28,11 @@ from monai_bayes.utils.atomic import atomic_path
 __all__ = [
     "display_image",
     "overlay_errors",
+    "pareto_front",
     "parse_results_cell",
     "plot_case",
     "plot_cases",
+    "plot_deployer_pareto",
     "plot_method_comparison",
     "plot_quality_cost_frontier",
     "plot_reliability",
@@ -379,3 +381,81 @@ def plot_results_csv(inputs: Sequence[Path], output: Path) -> None:
         raise ValueError(f"{inputs[0]}: no column of numbers to plot.")
     summary = {r[label]: {c: parse_results_cell(r[c]) or (float("nan"), 0.0) for c in columns} for r in rows}
     plot_method_comparison(summary, columns, output)
+
+
+def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats in both (lower ``cost`` and higher ``quality``).
+
+    Parameters
+    ----------
+    cost : sequence of float
+        Lower is better (latency, bytes); NaN points are never on the front.
+    quality : sequence of float
+        Higher is better (Dice).
+
+    Returns
+    -------
+    list of int
+        Front indices sorted by cost.
+    """
+    points = [(c, q, i) for i, (c, q) in enumerate(zip(cost, quality)) if np.isfinite(c) and np.isfinite(q)]
+    front = [i for c, q, i in points if not any((c2 <= c and q2 >= q) and (c2 < c or q2 > q) for c2, q2, _ in points)]
+    return sorted(front, key=lambda i: cost[i])
+
+
+def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
+    """The deployer's Pareto figure: Dice vs latency per 128² patch and Dice vs bytes on disk (log x).
+
+    One labelled point per row of ``results/deployer/table.csv``, error bars the sd over patches, the Pareto
+    front (:func:`pareto_front`) joined by a line. Byte-stable PNG.
+
+    Parameters
+    ----------
+    inputs : list of pathlib.Path
+        ``[table.csv]`` with the columns ``method``, ``Dice``, ``ms per 128² patch`` and ``MB on disk``.
+    output : pathlib.Path
+        Where the PNG is written (atomically).
+
+    Raises
+    ------
+    ValueError
+        If the CSV lacks one of the columns.
+    """
+    import csv
+
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    with open(inputs[0], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    needed = ("method", "Dice", "ms per 128² patch", "MB on disk")
+    missing = [c for c in needed if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"{inputs[0]} must have the columns {needed}; missing {missing}.")
+    dice = [parse_results_cell(r["Dice"]) or (float("nan"), 0.0) for r in rows]
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, column, xlabel in (
+        (axes[0], "ms per 128² patch", "latency per 128² patch, batch 1 (ms, log)"),
+        (axes[1], "MB on disk", "bytes on disk (MB, log)"),
+    ):
+        cost = [(parse_results_cell(r[column]) or (float("nan"), 0.0))[0] for r in rows]
+        quality = [d[0] for d in dice]
+        ax.errorbar(cost, quality, yerr=[d[1] for d in dice], fmt="o", color="tab:blue", ecolor="0.7", capsize=2)
+        front = pareto_front(cost, quality)
+        ax.plot([cost[i] for i in front], [quality[i] for i in front], "--", color="tab:orange", label="Pareto front")
+        for r, c, q in zip(rows, cost, quality):
+            if np.isfinite(c):
+                ax.annotate(r["method"], (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Dice (higher is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})

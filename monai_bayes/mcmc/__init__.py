@@ -5,7 +5,7 @@ them into the :class:`~monai_bayes.networks.DeepEnsemble` that ``MonteCarloInfer
 """
 
 from monai_bayes.mcmc.collect import SampleCollector
-from monai_bayes.mcmc.optim import SGHMC, SGLD, Sampler, build_sampler
+from monai_bayes.mcmc.optim import SGHMC, SGLD, Sampler, build_sampler, voxels_per_item
 from monai_bayes.mcmc.schedule import CyclicalLR, cyclical_lr_factor, in_sampling_stage
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "build_sampler",
     "cyclical_lr_factor",
     "in_sampling_stage",
+    "voxels_per_item",
 ]
