@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--interval", type=int, default=1, help="epochs of training between two BMR passes")
     ap.add_argument("--num-res-units", type=int, default=1)
+    ap.add_argument("--save-nets", default=None, help="folder for the trained networks' state dicts")
+    ap.add_argument("--bmr-thresholds", type=float, nargs="+", default=[0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999])
     ap.add_argument(
         "--base-checkpoint",
         default=None,
@@ -310,7 +312,7 @@ def main() -> None:
     dense_reference = compact_bytes(flat)[1]  # the unpruned flat posterior (μ, σ of every weight), stored densely
 
     def row(label: str, net: nn.Module, scores: dict[str, float], note: str) -> dict[str, Any]:
-        compact, _ = compact_bytes(net)
+        compact, dense = compact_bytes(net)
         rep = prune_report(net)
         return {
             "network": label,
@@ -320,6 +322,7 @@ def main() -> None:
             "ECE": fmt(scores["ECE"], 4),
             "NLL": fmt(scores["NLL"], 4),
             "bytes (save_compact)": f"{compact:,}",
+            "bytes (dense state dict)": f"{dense:,}",
             "vs dense Flat-FF": fmt(compact / dense_reference, 2),
             "note": note,
         }
@@ -336,6 +339,30 @@ def main() -> None:
     for p in passes:
         curve_rows.append({"method": "BMR-S&S (after each pass)", "pruned": p["report"].fraction, **p["scores"]})
     flat_entries = prune_report(flat).entries
+    # BMR's ranking at other thresholds (prune q < t, t > ½): the largest sparsity within 0.01 Dice of Flat-FF
+    best: tuple[float, nn.Module, dict[str, float], float] | None = None
+    for t in args.bmr_thresholds:
+        cand = copy.deepcopy(flat)
+        cand_masks, _, _ = bmr_masks(cand, threshold=t)
+        apply_prune_masks(cand, cand_masks)
+        cand_scores = evaluate(evaluator, cand)
+        frac = prune_report(cand).fraction
+        curve_rows.append({"method": "BMR (q < t, one pass)", "pruned": frac, **cand_scores})
+        print(f"BMR threshold {t}: pruned {frac:.3f} {cand_scores}", flush=True)
+        if flat_scores["Dice"] - cand_scores["Dice"] <= 0.01 and (best is None or frac > best[0]):
+            best = (frac, cand, cand_scores, t)
+    if best is not None:
+        frac, cand, cand_scores, t = best
+        table.append(
+            row(f"BMR (q < {t:g}) on Flat-FF", cand, cand_scores, "largest sparsity within 0.01 Dice, no retraining")
+        )
+        n_best = prune_report(cand).pruned
+        for method in ("magnitude", "snr", "random"):
+            other = copy.deepcopy(flat)
+            apply_prune_masks(other, baseline_masks(other, method, n_best, torch.Generator().manual_seed(0)))
+            table.append(
+                row(f"{method}, same count", other, evaluate(evaluator, other), f"on Flat-FF, as BMR (q < {t:g})")
+            )
     for method in ("magnitude", "snr", "random"):
         other = copy.deepcopy(flat)
         apply_prune_masks(
@@ -348,6 +375,10 @@ def main() -> None:
             n = min(round(frac * flat_entries), flat_entries)
             apply_prune_masks(other, baseline_masks(other, method, n, torch.Generator().manual_seed(0)))
             curve_rows.append({"method": method, "pruned": prune_report(other).fraction, **evaluate(evaluator, other)})
+    if args.save_nets:
+        Path(args.save_nets).mkdir(parents=True, exist_ok=True)
+        for key, net in nets.items():
+            torch.save(net.state_dict(), Path(args.save_nets) / f"{key}.pt")
     map_scores = {k: v for k, v in [r for r in curves if r["method"] == "MAP"][-1].items() if k in METRICS}
     tiered_scores = {k: v for k, v in [r for r in curves if r["method"] == "Tiered-FF"][-1].items() if k in METRICS}
     table.append(row("MAP (weight decay)", nets["map"], map_scores, "deterministic"))
