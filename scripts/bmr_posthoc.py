@@ -8,7 +8,7 @@ weights by |μ|, |μ|/σ and at random. Writes ``<out>/equal_sparsity.csv`` and 
 
 Usage (the experiment's size arguments, then)::
 
-    python scripts/bmr_posthoc.py --nets /tmp/bmrq/nets --out results/bmr_quality [size args of bmr_experiment.py]
+    python scripts/bmr_posthoc.py --nets /tmp/bmrq/nets --out results/bmr_quality [--thresholds 0.1,0.3] [size args]
 """
 
 from __future__ import annotations
