@@ -77,7 +77,7 @@ def bundle_parser(args: argparse.Namespace) -> ConfigParser:
             "patch_size": args.patch,
             "network_def#channels": args.channels,
             "network_def#strides": [2] * (len(args.channels) - 1),
-            "network_def#num_res_units": 1,
+            "network_def#num_res_units": args.num_res_units,
             "batch_size": args.batch,
             "eval_samples": args.eval_samples,
             "seed": args.seed,
@@ -111,15 +111,38 @@ def train_epoch(
         opt.step()
 
 
-def optimizer(net: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam; the σ parameters (``*_rho``) get a higher rate, as the bundle's ``rho_lr`` allows."""
-    rho = [p for n, p in net.named_parameters() if n.endswith("_rho")]
-    ids = {id(p) for p in rho}
+def optimizer(
+    net: nn.Module, lr: float, weight_decay: float = 0.0, hs_rho_lr: float | None = None
+) -> torch.optim.Optimizer:
+    """Adam; the σ parameters (``*_rho``) get a higher rate, as the bundle's ``rho_lr`` allows.
+
+    ``hs_rho_lr`` (if given) is the rate of the horseshoe scales' log-normal σ (``hs_unit_rho``, ``hs_layer_rho``).
+    """
+    rho = [p for n, p in net.named_parameters() if n.endswith("_rho") and not (hs_rho_lr and ".hs_" in f".{n}")]
+    hs_rho = [p for n, p in net.named_parameters() if hs_rho_lr and n.endswith("_rho") and ".hs_" in f".{n}"]
+    ids = {id(p) for p in rho + hs_rho}
     rest = [p for p in net.parameters() if id(p) not in ids]
     groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": weight_decay}]
     if rho:
         groups.append({"params": rho, "lr": 10 * lr, "weight_decay": 0.0})
+    if hs_rho:
+        groups.append({"params": hs_rho, "lr": hs_rho_lr, "weight_decay": 0.0})
     return torch.optim.Adam(groups, lr=lr)
+
+
+def horseshoe_state(net: nn.Module) -> str:
+    """Mean median scale γ̄, mean σ of the scales' log-normals and mean σ of ŵ over the horseshoe layers."""
+    layers = [m for m in net.modules() if isinstance(m, HorseshoeBayesLayer)]
+    if not layers:
+        return ""
+    gamma = torch.cat([m.median_scale().detach() for m in layers])
+    unit_sigma = torch.cat([torch.nn.functional.softplus(m.hs_unit_rho.detach()).reshape(-1) for m in layers])
+    w_sigma = torch.cat([m.sigma("weight").detach().reshape(-1) for m in layers])
+    w_mu = torch.cat([m.weight.detach().abs().reshape(-1) for m in layers])
+    return (
+        f"gamma_bar mean {gamma.mean():.4f} min {gamma.min():.2e}; scale log-sigma mean {unit_sigma.mean():.3f}; "
+        f"sigma(w_hat) mean {w_sigma.mean():.3f}; |mu(w_hat)| mean {w_mu.mean():.3f}"
+    )
 
 
 def run_method(
@@ -134,7 +157,7 @@ def run_method(
     after_epoch: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Train ``net`` for ``args.epochs`` epochs, evaluating after each; returns the rows and seconds per epoch."""
-    opt = optimizer(net, args.lr, weight_decay)
+    opt = optimizer(net, args.lr, weight_decay, args.hs_rho_lr)
     rows, seconds = [], 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -144,7 +167,7 @@ def run_method(
             after_epoch(epoch, net, opt)
         scores = evaluate(evaluator, net)
         rows.append({"method": METHOD_NAMES[name], "epoch": epoch, "pruned": prune_report(net).fraction, **scores})
-        print(f"{name} epoch {epoch}: {scores} pruned {rows[-1]['pruned']:.3f}", flush=True)
+        print(f"{name} epoch {epoch}: {scores} pruned {rows[-1]['pruned']:.3f} {horseshoe_state(net)}", flush=True)
     return rows, seconds / args.epochs
 
 
@@ -199,6 +222,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--first-pass", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--interval", type=int, default=1, help="epochs of training between two BMR passes")
+    ap.add_argument("--num-res-units", type=int, default=1)
+    ap.add_argument("--save-nets", default=None, help="folder for the trained networks' state dicts")
+    ap.add_argument("--bmr-thresholds", type=float, nargs="+", default=[0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999])
+    ap.add_argument(
+        "--base-checkpoint",
+        default=None,
+        help="state dict of the deterministic start: loaded if it exists, else written after training",
+    )
+    ap.add_argument(
+        "--hs-rho-lr",
+        type=float,
+        default=None,
+        help="learning rate of the horseshoe scales' log-normal sigmas (default: the 10x rho rate)",
+    )
     ap.add_argument("--eval-samples", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--base-lr", type=float, default=1e-2)
@@ -216,12 +254,20 @@ def main() -> None:
     kl_scale = float(len(parser.get_parsed_content("train_items")) * args.patch**2)
 
     base = parser.get_parsed_content("network_def")
-    opt = optimizer(base, args.base_lr)
-    for epoch in range(1, args.base_epochs + 1):
-        start = time.perf_counter()
-        train_epoch(base, loader, nll, opt, None)
-        if epoch % 5 == 0:
-            print(f"base epoch {epoch} ({time.perf_counter() - start:.1f} s):", evaluate(evaluator, base), flush=True)
+    cached = Path(args.base_checkpoint) if args.base_checkpoint else None
+    if cached is not None and cached.exists():
+        base.load_state_dict(torch.load(cached, weights_only=True))
+    else:
+        opt = optimizer(base, args.base_lr)
+        for epoch in range(1, args.base_epochs + 1):
+            start = time.perf_counter()
+            train_epoch(base, loader, nll, opt, None)
+            if epoch % 5 == 0:
+                print(
+                    f"base epoch {epoch} ({time.perf_counter() - start:.1f} s):", evaluate(evaluator, base), flush=True
+                )
+        if cached is not None:
+            torch.save(base.state_dict(), cached)
     print(f"KL / {kl_scale:.0f}; deterministic start:", evaluate(evaluator, base), flush=True)
 
     curves: list[dict[str, Any]] = []
@@ -242,7 +288,8 @@ def main() -> None:
     passes: list[dict[str, Any]] = []
 
     def bmr_schedule(epoch: int, net: nn.Module, opt: torch.optim.Optimizer) -> None:
-        if args.first_pass <= epoch < args.first_pass + args.rounds:
+        due = epoch >= args.first_pass and (epoch - args.first_pass) % args.interval == 0
+        if due and len(passes) < args.rounds:
             result = bmr_prune(net, optimizer=opt)
             passes.append({"epoch": epoch, "report": result.report})
             scores = evaluate(evaluator, net)
@@ -265,7 +312,7 @@ def main() -> None:
     dense_reference = compact_bytes(flat)[1]  # the unpruned flat posterior (μ, σ of every weight), stored densely
 
     def row(label: str, net: nn.Module, scores: dict[str, float], note: str) -> dict[str, Any]:
-        compact, _ = compact_bytes(net)
+        compact, dense = compact_bytes(net)
         rep = prune_report(net)
         return {
             "network": label,
@@ -275,6 +322,7 @@ def main() -> None:
             "ECE": fmt(scores["ECE"], 4),
             "NLL": fmt(scores["NLL"], 4),
             "bytes (save_compact)": f"{compact:,}",
+            "bytes (dense state dict)": f"{dense:,}",
             "vs dense Flat-FF": fmt(compact / dense_reference, 2),
             "note": note,
         }
@@ -291,6 +339,30 @@ def main() -> None:
     for p in passes:
         curve_rows.append({"method": "BMR-S&S (after each pass)", "pruned": p["report"].fraction, **p["scores"]})
     flat_entries = prune_report(flat).entries
+    # BMR's ranking at other thresholds (prune q < t, t > ½): the largest sparsity within 0.01 Dice of Flat-FF
+    best: tuple[float, nn.Module, dict[str, float], float] | None = None
+    for t in args.bmr_thresholds:
+        cand = copy.deepcopy(flat)
+        cand_masks, _, _ = bmr_masks(cand, threshold=t)
+        apply_prune_masks(cand, cand_masks)
+        cand_scores = evaluate(evaluator, cand)
+        frac = prune_report(cand).fraction
+        curve_rows.append({"method": "BMR (q < t, one pass)", "pruned": frac, **cand_scores})
+        print(f"BMR threshold {t}: pruned {frac:.3f} {cand_scores}", flush=True)
+        if flat_scores["Dice"] - cand_scores["Dice"] <= 0.01 and (best is None or frac > best[0]):
+            best = (frac, cand, cand_scores, t)
+    if best is not None:
+        frac, cand, cand_scores, t = best
+        table.append(
+            row(f"BMR (q < {t:g}) on Flat-FF", cand, cand_scores, "largest sparsity within 0.01 Dice, no retraining")
+        )
+        n_best = prune_report(cand).pruned
+        for method in ("magnitude", "snr", "random"):
+            other = copy.deepcopy(flat)
+            apply_prune_masks(other, baseline_masks(other, method, n_best, torch.Generator().manual_seed(0)))
+            table.append(
+                row(f"{method}, same count", other, evaluate(evaluator, other), f"on Flat-FF, as BMR (q < {t:g})")
+            )
     for method in ("magnitude", "snr", "random"):
         other = copy.deepcopy(flat)
         apply_prune_masks(
@@ -303,6 +375,10 @@ def main() -> None:
             n = min(round(frac * flat_entries), flat_entries)
             apply_prune_masks(other, baseline_masks(other, method, n, torch.Generator().manual_seed(0)))
             curve_rows.append({"method": method, "pruned": prune_report(other).fraction, **evaluate(evaluator, other)})
+    if args.save_nets:
+        Path(args.save_nets).mkdir(parents=True, exist_ok=True)
+        for key, net in nets.items():
+            torch.save(net.state_dict(), Path(args.save_nets) / f"{key}.pt")
     map_scores = {k: v for k, v in [r for r in curves if r["method"] == "MAP"][-1].items() if k in METRICS}
     tiered_scores = {k: v for k, v in [r for r in curves if r["method"] == "Tiered-FF"][-1].items() if k in METRICS}
     table.append(row("MAP (weight decay)", nets["map"], map_scores, "deterministic"))
@@ -328,6 +404,24 @@ def main() -> None:
     for k, p in enumerate(passes, 1):
         total[f"pass {k}"] = fmt(p["report"].fraction)
     write_csv(out / "pruned_per_layer.csv", [*layers, total])
+    flat_by_epoch = {r["epoch"]: r for r in curves if r["method"] == "Flat-FF"}
+    round_rows = []
+    for k, p in enumerate(passes, 1):
+        ref = flat_by_epoch[p["epoch"]]
+        round_rows.append(
+            {
+                "round": k,
+                "after epoch": p["epoch"],
+                "pruned fraction": fmt(p["report"].fraction),
+                "Dice": fmt(p["scores"]["Dice"]),
+                "GED": fmt(p["scores"]["GED"]),
+                "ECE": fmt(p["scores"]["ECE"], 4),
+                "Flat-FF Dice (same epoch)": fmt(ref["Dice"]),
+                "Dice loss": fmt(ref["Dice"] - p["scores"]["Dice"]),
+            }
+        )
+    if round_rows:
+        write_csv(out / "rounds.csv", round_rows)
     thresholds = [10 ** (e / 4) for e in range(-24, 1)]  # 1e-6 … 1
     cdf_rows = []
     for key in ("bmr", "tiered"):
@@ -374,24 +468,26 @@ def main() -> None:
             f"LIDC bundle, dataset_dir={args.dataset!r}, {args.num_cases} cases of 16x{args.size}x{args.size}, "
             f"patch {args.patch}, UNet channels {args.channels}, batch {args.batch}; deterministic start "
             f"{args.base_epochs} epochs (Adam lr {args.base_lr}), then {args.epochs} epochs per method; "
-            f"BMR passes after epochs {args.first_pass}..{args.first_pass + args.rounds - 1}; bundle evaluator "
+            f"{args.rounds} BMR passes after epoch {args.first_pass} and then every {args.interval} epochs; "
+            f"UNet num_res_units {args.num_res_units}; bundle evaluator "
             f"with {args.eval_samples} MC samples on the fold-0 evaluation split; KL / {int(kl_scale)} "
             f"(training items x patch voxels), beta = 1; initial posterior sigma of w_hat {args.sigma_hat}; "
             f"Adam lr {args.lr} (rho: 10x); {platform.python_version()}; machine shared with other jobs."
         ),
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    prefix = "bmr" if out.name == "bmr" else out.name
     plots = {
-        "bmr_fig1_curves.png": ("plot_training_curves", "curves.csv"),
-        "bmr_fig2_pruned_per_layer.png": ("plot_pruned_per_layer", "pruned_per_layer.csv"),
-        "bmr_fig3_cdf.png": ("plot_abs_mean_cdf", "cdf_abs_mean.csv"),
-        "bmr_sparsity_quality.png": ("plot_sparsity_quality", "sparsity_quality.csv"),
+        f"{prefix}_fig1_curves.png": ("plot_training_curves", "curves.csv"),
+        f"{prefix}_fig2_pruned_per_layer.png": ("plot_pruned_per_layer", "pruned_per_layer.csv"),
+        f"{prefix}_fig3_cdf.png": ("plot_abs_mean_cdf", "cdf_abs_mean.csv"),
+        f"{prefix}_sparsity_quality.png": ("plot_sparsity_quality", "sparsity_quality.csv"),
     }
     figures = [
         {
             "output": f"docs/images/{png}",
             "function": f"monai_bayes.reduction.figures:{fn}",
-            "inputs": [f"results/bmr/{table}"],
+            "inputs": [f"results/{out.name}/{table}"],
         }
         for png, (fn, table) in plots.items()
     ]

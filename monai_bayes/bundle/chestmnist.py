@@ -237,6 +237,38 @@ def _methods_tables(
     return summary, per_class
 
 
+def bmr_pass_rows(report_path: Path) -> list[dict[str, str]]:
+    """One row per BMR pass of a run: the fraction of the flat model's weights pruned so far.
+
+    Parameters
+    ----------
+    report_path : Path
+        ``<run>/bmr_prune_report.json`` written by :func:`~monai_bayes.workflows.train_classifier`.
+
+    Returns
+    -------
+    list of dict
+        ``pass``, ``pruned``, ``entries``, ``pruned fraction`` (formatted cells).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is missing or holds no ``passes`` list.
+    """
+    report = read_json_if_exists(report_path)
+    if not isinstance(report, dict) or not isinstance(report.get("passes"), list):
+        raise ValueError(f"{report_path}: expected the BMR prune report {{'passes': [...]}} of the bmr run.")
+    return [
+        {
+            "pass": str(k),
+            "pruned": str(p["pruned"]),
+            "entries": str(p["entries"]),
+            "pruned fraction": f"{p['fraction']:.3f}",
+        }
+        for k, p in enumerate(report["passes"], 1)
+    ]
+
+
 def run_chestmnist_pipeline(overrides: Mapping[str, Any] | None = None, **settings: Any) -> Path:
     """Run the whole ChestMNIST pipeline (module docstring) and return the results folder.
 
@@ -333,4 +365,6 @@ def run_chestmnist_pipeline(overrides: Mapping[str, Any] | None = None, **settin
         ),
     }
     extra = {"methods": summary, "per_class_ap": per_class, "timing": timing}
+    if "bmr" in cfg.methods:
+        extra["bmr_passes"] = bmr_pass_rows(runs / "run_0" / "bmr_prune_report.json")
     return write_pruning_results(tables, results, provenance, extra_tables=extra)

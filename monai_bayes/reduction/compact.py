@@ -1,16 +1,21 @@
 """Compact storage of a pruned network: the survivors' values and flat indices instead of dense tensors.
 
-A parameter with a prune mask is stored as ``{"shape", "index" (int32 flat indices of the kept
-entries), "values"}``; the mask is the set of stored indices, so it is not stored again, and a
-Bayesian index equal to the kept index (a pruned full-Bayes layer) is stored as a reference. Every
-other tensor is stored as is. Files are written atomically and read with
-``torch.load(weights_only=True)`` -- no code from the file runs.
+A parameter with a prune mask is stored in the smaller of two layouts: ``"sparse"`` -- ``{"shape", "index"
+(int32 flat indices of the kept entries), "values"}``, the mask being the set of stored indices -- or
+``"masked"`` -- ``{"shape", "values" (dense), "mask_bits" (the keep-mask packed 8 entries per uint8 byte)}``.
+Per parameter with ``n`` entries, ``k`` kept, values of ``b`` bytes: sparse costs ``k·(b + 4)`` bytes and
+masked ``n·b + ⌈n/8⌉``, so for float32 the sparse layout wins when more than about 48 % of the entries are
+pruned (``k/n < (b + 1/8)/(b + 4)``) and the masked one below that (a pruned network never costs more than
+its dense state dict plus one bit per masked entry). A Bayesian index equal to the kept index (a pruned
+full-Bayes layer) is stored as a reference. Every other tensor is stored as is. Files are written
+atomically and read with ``torch.load(weights_only=True)`` -- no code from the file runs.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +25,11 @@ from torch import nn
 from monai_bayes.reduction.prune import MASK_SUFFIX, load_pruned_state_dict
 from monai_bayes.utils.atomic import atomic_path
 
-__all__ = ["COMPACT_FORMAT", "CompactSize", "compact_state", "load_compact", "save_compact"]
+__all__ = ["COMPACT_FORMAT", "CompactSize", "compact_state", "load_compact", "pack_mask", "save_compact", "unpack_mask"]
 
 COMPACT_FORMAT = "monai_bayes.reduction.compact"
-COMPACT_VERSION = 1
+COMPACT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1: "sparse" entries only
 _BAYES_INDEX = "_bayes_index"
 
 
@@ -37,10 +43,13 @@ class CompactSize:
         Bytes of all tensors in the compact layout (values, int32 indices, other tensors).
     dense_bytes : int
         Bytes of the same state dict stored densely (``state_dict()`` without the masks).
+    layouts : dict of str to str
+        The layout chosen for each masked parameter (``"sparse"`` or ``"masked"``).
     """
 
     compact_bytes: int
     dense_bytes: int
+    layouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -54,6 +63,53 @@ def _nbytes(t: torch.Tensor) -> int:
 
 def _index_dtype(numel: int) -> torch.dtype:
     return torch.int32 if numel < 2**31 else torch.int64
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Pack a bool tensor into bytes, 8 entries per ``uint8`` (entry ``j`` is bit ``j mod 8`` of byte ``j // 8``).
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        Bool, any shape (flattened in row-major order).
+
+    Returns
+    -------
+    torch.Tensor
+        ``uint8`` of length ``⌈mask.numel() / 8⌉``.
+    """
+    flat = mask.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = torch.tensor([1 << j for j in range(8)], dtype=torch.uint8, device=flat.device)
+    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+def unpack_mask(bits: torch.Tensor, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`: the first ``numel`` entries as a flat bool tensor.
+
+    Parameters
+    ----------
+    bits : torch.Tensor
+        ``uint8`` bytes from :func:`pack_mask`.
+    numel : int
+        Number of entries packed.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool, shape ``(numel,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``bits`` is not ``uint8`` of length ``⌈numel / 8⌉``.
+    """
+    if bits.dtype != torch.uint8 or bits.numel() != math.ceil(numel / 8):
+        raise ValueError(f"mask_bits: expected {math.ceil(numel / 8)} uint8 bytes, got {bits.numel()} {bits.dtype}.")
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.reshape(-1, 1) >> shifts) & 1).bool().reshape(-1)[:numel]
 
 
 def compact_state(model: nn.Module) -> tuple[dict[str, Any], CompactSize]:
@@ -74,6 +130,7 @@ def compact_state(model: nn.Module) -> tuple[dict[str, Any], CompactSize]:
     kept: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, Any]] = {}
     compact = dense = 0
+    layouts: dict[str, str] = {}
     for key, tensor in state.items():
         if key.endswith(MASK_SUFFIX):
             continue
@@ -81,10 +138,19 @@ def compact_state(model: nn.Module) -> tuple[dict[str, Any], CompactSize]:
         if key in masks:
             index = masks[key].reshape(-1).nonzero().squeeze(1)
             kept[key] = index
-            values = tensor.detach().reshape(-1)[index].clone()
             stored = index.to(_index_dtype(tensor.numel()))
-            entries[key] = {"kind": "sparse", "shape": list(tensor.shape), "index": stored, "values": values}
-            compact += _nbytes(stored) + _nbytes(values)
+            sparse_bytes = index.numel() * (stored.element_size() + tensor.element_size())
+            bits = pack_mask(masks[key])
+            if sparse_bytes <= _nbytes(tensor) + _nbytes(bits):
+                values = tensor.detach().reshape(-1)[index].clone()
+                entries[key] = {"kind": "sparse", "shape": list(tensor.shape), "index": stored, "values": values}
+                compact += sparse_bytes
+                layouts[key] = "sparse"
+            else:
+                values = tensor.detach().clone()
+                entries[key] = {"kind": "masked", "shape": list(tensor.shape), "values": values, "mask_bits": bits}
+                compact += _nbytes(values) + _nbytes(bits)
+                layouts[key] = "masked"
             continue
         owner = key[: -len(_BAYES_INDEX)] if key.endswith(_BAYES_INDEX) else None
         if owner is not None and owner in kept and torch.equal(kept[owner], tensor.to(kept[owner].device)):
@@ -93,7 +159,7 @@ def compact_state(model: nn.Module) -> tuple[dict[str, Any], CompactSize]:
         entries[key] = {"kind": "dense", "tensor": tensor.detach().clone()}
         compact += _nbytes(tensor)
     payload = {"format": COMPACT_FORMAT, "version": COMPACT_VERSION, "entries": entries}
-    return payload, CompactSize(compact, dense)
+    return payload, CompactSize(compact, dense, layouts)
 
 
 def save_compact(model: nn.Module, path: str | os.PathLike[str]) -> CompactSize:
@@ -121,8 +187,10 @@ def _expand(path: Path, payload: Any) -> dict[str, torch.Tensor]:
     """Rebuild the full state dict (with masks) from a compact payload; errors name ``path``."""
     if not isinstance(payload, dict) or payload.get("format") != COMPACT_FORMAT:
         raise ValueError(f"{path}: not a compact pruned-network file (expected format {COMPACT_FORMAT!r}).")
-    if payload.get("version") != COMPACT_VERSION:
-        raise ValueError(f"{path}: compact format version {payload.get('version')!r}, expected {COMPACT_VERSION}.")
+    if payload.get("version") not in _READABLE_VERSIONS:
+        raise ValueError(
+            f"{path}: compact format version {payload.get('version')!r}, expected one of {_READABLE_VERSIONS}."
+        )
     entries = payload.get("entries")
     if not isinstance(entries, dict):
         raise ValueError(f"{path}: field 'entries' must be a dict, got {type(entries).__name__}.")
@@ -145,6 +213,18 @@ def _expand(path: Path, payload: Any) -> dict[str, torch.Tensor]:
             state[key] = flat.view(shape)
             state[key + MASK_SUFFIX] = mask.view(shape)
             kept[key] = index
+        elif kind == "masked":
+            shape = tuple(int(s) for s in entry["shape"])
+            values = entry["values"]
+            if tuple(values.shape) != shape:
+                raise ValueError(f"{path}: entry {key!r}: values of shape {tuple(values.shape)}, expected {shape}.")
+            try:
+                mask = unpack_mask(entry["mask_bits"], values.numel())
+            except ValueError as err:
+                raise ValueError(f"{path}: entry {key!r}: {err}") from err
+            state[key] = values
+            state[key + MASK_SUFFIX] = mask.view(shape)
+            kept[key] = mask.nonzero().squeeze(1)
         elif kind != "kept_index":
             raise ValueError(f"{path}: entry {key!r} has unknown kind {kind!r}.")
     for key, entry in entries.items():

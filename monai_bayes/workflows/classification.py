@@ -7,6 +7,13 @@ recipe: :func:`~monai_bayes.workflows.train_sparse_bayes` (the method registry d
 ``SupervisedTrainer`` inside, checkpoints and resume) with a sigmoid BCE loss and the seed's static β = 0.01
 for classification, and :class:`~monai_bayes.inferers.MonteCarloInferer` for the posterior samples.
 
+The two seed-002 methods with their own step 3 (``bmr``, ``tiered_ff``) start from the same shared
+``deterministic.pt`` and then run the library recipes the LIDC bundle's ``train_bmr.json`` /
+``train_tiered_ff.json`` run: :func:`~monai_bayes.workflows.train_bmr` (flat model, ELBO with β = 1, then
+``bmr_rounds`` × {BMR pass, ``bmr_interval`` epochs}) and :func:`~monai_bayes.networks.to_horseshoe_bayes` +
+:func:`~monai_bayes.workflows.train_bayesian` (β = 1, as many epochs as the BMR run). Both divide the KL by
+the number of training images (every image is one likelihood term of the BCE, a mean over its labels).
+
 Network: MONAI's 2D :class:`~monai.networks.nets.ResNet` in the ResNet18 layout (basic blocks, ``[2, 2, 2, 2]``)
 with a 3×3 stride-1 stem for 28² inputs; ``width`` sets the first stage's channels (64 = ResNet18).
 """
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,9 +33,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from monai_bayes.data.chestmnist import load_chestmnist
 from monai_bayes.inferers.monte_carlo import MonteCarloInferer
-from monai_bayes.networks.convert import to_deterministic
-from monai_bayes.workflows.methods import method_spec
-from monai_bayes.workflows.sparse_bayes import OptimizerSettings, RecipeResult, train_sparse_bayes
+from monai_bayes.networks.checkpoint import load_checkpoint, save_checkpoint
+from monai_bayes.networks.convert import to_deterministic, to_horseshoe_bayes
+from monai_bayes.reduction import DEFAULT_GAMMA0
+from monai_bayes.utils import atomic_write_json
+from monai_bayes.workflows.bmr import train_bmr
+from monai_bayes.workflows.methods import MethodSpec, method_spec
+from monai_bayes.workflows.sparse_bayes import OptimizerSettings, RecipeResult, train_bayesian, train_sparse_bayes
 
 __all__ = [
     "ClassificationData",
@@ -130,13 +143,18 @@ class ClassificationTraining:
     num_samples: int = 2
     mc_dropout_p: float = 0.1
     ensemble_size: int = 3
+    bmr_gamma0: float = DEFAULT_GAMMA0
+    bmr_rounds: int = 5
+    bmr_interval: int = 1
+    hs_tau0: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("deterministic_epochs", "bayes_epochs", "batch_size", "num_samples", "ensemble_size"):
+        positive_ints = ("deterministic_epochs", "bayes_epochs", "batch_size", "num_samples", "ensemble_size")
+        for name in (*positive_ints, "bmr_rounds", "bmr_interval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
-        for name in ("lr", "beta"):
+        for name in ("lr", "beta", "bmr_gamma0", "hs_tau0"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
         if not 0 < self.r_bayes <= 1:
@@ -162,7 +180,7 @@ def train_classifier(
     ----------
     method : str
         A key of :data:`~monai_bayes.workflows.METHOD_REGISTRY` (deterministic, sparse_bayes, full_bayes,
-        mc_dropout, ensemble).
+        mc_dropout, ensemble, bmr, tiered_ff).
     data : ClassificationData
         The training split is used.
     output_dir : str or os.PathLike
@@ -194,6 +212,8 @@ def train_classifier(
         shuffle=True,
         generator=generator,
     )
+    if spec.train_config in REDUCTION_STEPS:
+        return _train_reduction(spec, network, loader, output_dir, cfg, seed=seed, device=device, progress=progress)
     return train_sparse_bayes(
         network,
         loader,
@@ -214,6 +234,107 @@ def train_classifier(
         seed=seed,
         progress=progress,
     )
+
+
+REDUCTION_STEPS = ("train_bmr", "train_tiered_ff")
+"""Step-3 configs of the registry methods :func:`train_classifier` runs through :func:`_train_reduction`."""
+
+
+def _train_reduction(
+    spec: MethodSpec,
+    network: nn.Module,
+    loader: DataLoader,
+    output_dir: str | os.PathLike[str],
+    cfg: ClassificationTraining,
+    *,
+    seed: int,
+    device: torch.device | str,
+    progress: bool,
+) -> RecipeResult:
+    """``bmr`` / ``tiered_ff``: the shared deterministic step, then the seed-002 recipe (resumed if saved).
+
+    Parameters
+    ----------
+    spec : MethodSpec
+        The registry entry (its ``train_config`` is one of :data:`REDUCTION_STEPS`).
+    network : nn.Module
+        The untrained ResNet (trained, then converted in place).
+    loader : DataLoader
+        Training batches ``{"image", "label"}``.
+    output_dir : str or os.PathLike
+        Checkpoints: ``deterministic.pt`` (shared), ``<method>.pt`` and, for BMR, ``<method>_prune_report.json``
+        (``{"passes": [PruneReport.as_dict(), ...]}``).
+    cfg : ClassificationTraining
+        Epochs, optimiser, ``bmr_*`` and ``hs_tau0`` settings.
+    seed : int
+        Seed of the run.
+    device : torch.device or str
+        Where to train.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    RecipeResult
+        The trained network, the costs of the steps trained in this call and the checkpoint paths.
+    """
+    loss = nn.BCEWithLogitsLoss()
+    opt = OptimizerSettings(name="adam", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    result = train_sparse_bayes(
+        network,
+        loader,
+        method="deterministic",
+        output_dir=output_dir,
+        loss_function=loss,
+        deterministic_epochs=cfg.deterministic_epochs,
+        optimizer=opt,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
+    result.method = spec.name
+    path = Path(output_dir) / f"{spec.name}.pt"
+    result.checkpoints[spec.name] = path
+    if path.is_file():  # load_checkpoint rebuilds the masks / horseshoe layers from the state dict
+        load_checkpoint(network, path)
+        return result
+    num_items = len(loader.dataset)  # type: ignore[arg-type]
+    common: dict[str, Any] = dict(
+        loss_function=loss,
+        num_samples=cfg.num_samples,
+        kl_reduction="dataset",
+        dataset_size=num_items,
+        optimizer=opt,
+        device=device,
+        progress=progress,
+    )
+    if spec.train_config == "train_bmr":
+        bmr = train_bmr(
+            network,
+            loader,
+            gamma0=cfg.bmr_gamma0,
+            flat_epochs=cfg.bayes_epochs,
+            rounds=cfg.bmr_rounds,
+            epochs_per_round=cfg.bmr_interval,
+            **common,
+        )
+        result.costs[spec.name] = bmr.cost
+        atomic_write_json(
+            Path(output_dir) / f"{spec.name}_prune_report.json", {"passes": [r.as_dict() for r in bmr.passes]}
+        )
+    else:
+        to_horseshoe_bayes(network, tau0=cfg.hs_tau0)
+        result.costs[spec.name] = train_bayesian(
+            network,
+            loader,
+            max_epochs=cfg.bayes_epochs + cfg.bmr_rounds * cfg.bmr_interval,
+            kl_schedule="constant",
+            beta_start=1.0,
+            beta_end=1.0,
+            **common,
+        )
+    save_checkpoint(network, path)
+    return result
 
 
 @torch.no_grad()
