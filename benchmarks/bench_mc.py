@@ -36,6 +36,7 @@ import argparse
 import csv
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def bench(
         print(
             f"RATIO {label:<12} {scope:<7} S={S}: {ratios}  | first-layer sparse/dense {first_txt}"
             f"  | predicted shared {split.predicted_cost(S):.3f}  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
-            f"  ({time.perf_counter() - start:.0f} s)",
+            f"  ({time.perf_counter() - start:.0f} s, load average {load_average()})",
             flush=True,
         )
         row = {"network": label, "selection": scope}
@@ -246,7 +247,8 @@ def main() -> None:
     print(
         f"# monai_bayes MC benchmark ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} threads, device {device}; 2D batch {args.batch} x {args.size}^2; 3D {args.size3d}^3 "
-        f"volume, {args.roi3d}^3 windows; ratios = time / ({S} x deterministic forward), medians of {args.repeats})"
+        f"volume, {args.roi3d}^3 windows; ratios = time / ({S} x deterministic forward), medians of {args.repeats};"
+        f" load average at start {load_average()})"
     )
     rows = []
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -255,6 +257,11 @@ def main() -> None:
             rows.extend(bench(label, net, dims, args, device))
             if args.out is not None:  # after every network, so a long run keeps what it measured
                 write_results(args.out, rows, args)
+
+
+def load_average() -> str:
+    """The machine's 1 / 5 / 15-minute load averages (other processes compete for the cores)."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def write_results(folder: Path, rows: list[dict[str, str]], args: argparse.Namespace) -> None:
@@ -275,7 +282,7 @@ def write_results(folder: Path, rows: list[dict[str, str]], args: argparse.Names
             f"S={S}; 2D batch {args.batch} x {args.size}^2{' (--quick: narrow 2D nets)' if args.quick else ''};"
             f" 3D {args.size3d}^3 volume, {args.roi3d}^3 sliding windows; {args.threads} threads; medians of"
             f" {args.repeats} interleaved rounds; ratios = time / (S x deterministic forward). Shared machine:"
-            " read ratios, not absolute times."
+            f" read ratios, not absolute times. Load average (1, 5, 15 min) when written: {load_average()}."
         ),
     }
     (folder / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")

@@ -7,6 +7,7 @@ import torch
 from _metrics_data import random_binary_masks, random_probabilities
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import monai_bayes.metrics.overlap as overlap
 from monai_bayes.metrics import (
     BrierScoreMetric,
     EntropyVolumeMetric,
@@ -65,18 +66,23 @@ class _HostSyncCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+@pytest.mark.parametrize("gather", [True, False])
 @pytest.mark.parametrize(("batch", "num_samples"), [(2, 4), (6, 16)])
-def test_host_syncs_do_not_grow_with_batch_samples_or_raters(batch, num_samples):
+def test_host_syncs_do_not_grow_with_batch_samples_or_raters(monkeypatch, batch, num_samples, gather):
+    # gather=False: the accelerator path (dense batched products); True: CPU's foreground gather, which also
+    # reads the foreground size on the host to choose between the two
+    monkeypatch.setattr(overlap, "GATHER_DEVICE_TYPES", ("cpu",) if gather else ())
+    expected_syncs = 2 if gather else 1
     g = torch.Generator().manual_seed(0)
     samples = random_binary_masks(g, batch, num_samples, 2, (6, 6))
     raters = random_binary_masks(g, batch, 4, 2, (6, 6))
     with _HostSyncCounter() as counter:
         compute_ged(samples, raters)
-    assert counter.syncs == 1  # one "are both inputs binary?" flag, independent of B, S, R and pixels
+    assert counter.syncs == expected_syncs  # "are both inputs binary?" (+ foreground size): not B, S, R, pixels
     assert counter.copies == []
     with _HostSyncCounter() as counter:
         compute_hm_iou(samples, raters, class_reduction="none", include_background=True)
-    assert counter.syncs == 1
+    assert counter.syncs == expected_syncs
     # the (B, K, S, R) IoU matrix goes to the host (float64 for scipy), the matched indices come back
     assert counter.copies[0] == (batch, 2, num_samples, 4)
     probs = random_probabilities(g, batch, num_samples, 1, (6, 6), categorical=False)

@@ -102,3 +102,57 @@ def test_shared_pass_gives_both_metrics():
     assert torch.allclose(metric.aggregate(quantity="hm_iou"), compute_hm_iou(s, r).mean())
     with pytest.raises(ValueError, match="empty_policy='ignore' needs class_reduction='mean'"):
         GeneralizedEnergyDistanceMetric(with_hm_iou=True, empty_policy="ignore", class_reduction="none")
+
+
+def _small_lesions(g: torch.Generator, batch: int, count: int, channels: int, size: int) -> torch.Tensor:
+    """(batch, count, channels, size, size) float masks with a few foreground pixels per case (gather path)."""
+    masks = torch.zeros(batch, count, channels, size, size)
+    for b in range(batch - 1):  # the last case stays empty everywhere
+        rows = torch.randint(0, size - 2, (channels,), generator=g)
+        for c in range(channels):
+            blob = torch.rand(count, 3, 3, generator=g) < 0.5
+            masks[b, :, c, rows[c] : rows[c] + 3, 1:4] = blob.float()
+    return masks
+
+
+@pytest.mark.parametrize("chunk", [5, overlap.CHUNK_VOXELS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.uint8])
+def test_foreground_gather_equals_brute_force_and_the_dense_path(monkeypatch, chunk, dtype):
+    monkeypatch.setattr(overlap, "CHUNK_VOXELS", chunk)  # 5: unions span several chunks (int64 path)
+    g = torch.Generator().manual_seed(11)
+    samples, raters = _small_lesions(g, 3, 5, 3, 8), _small_lesions(g, 3, 2, 3, 8)
+    union = (samples.amax(dim=1) + raters.amax(dim=1))[:, 1:].flatten(start_dim=2)  # (B, K=2, N) kept classes
+    assert 0 < int(union.count_nonzero()) <= overlap.FOREGROUND_GATHER_MAX_FRACTION * union.numel()
+    rater_dtype = torch.float32 if dtype == torch.uint8 else dtype  # uint8 samples meet float raters
+    calls = []
+    gather = overlap._foreground_set_counts
+    monkeypatch.setattr(overlap, "_foreground_set_counts", lambda *a: calls.append(1) or gather(*a))
+    got = compute_pairwise_iou(samples.to(dtype), raters.to(rater_dtype), class_reduction="none")
+    assert calls == [1]  # the foreground path ran
+    for b in range(3):
+        for k, c in enumerate((1, 2)):
+            for i in range(5):
+                for j in range(2):
+                    want = iou_one(samples[b, i, c].flatten().tolist(), raters[b, j, c].flatten().tolist(), "match")
+                    assert abs(got.sample_rater[b, k, i, j].item() - want) < 1e-7
+                for j in range(5):
+                    want = iou_one(samples[b, i, c].flatten().tolist(), samples[b, j, c].flatten().tolist(), "match")
+                    assert abs(got.sample_sample[b, k, i, j].item() - want) < 1e-7
+    monkeypatch.setattr(overlap, "GATHER_DEVICE_TYPES", ())
+    dense = compute_pairwise_iou(samples, raters, class_reduction="none")
+    for name in ("sample_rater", "sample_sample", "rater_rater"):
+        assert torch.equal(getattr(got, name), getattr(dense, name)), name
+
+
+def test_foreground_gather_still_rejects_values_outside_the_union():
+    # a column whose largest value is 0 is left out of the union: a negative value there must still be caught
+    samples, raters = torch.zeros(2, 3, 1, 8, 8), torch.zeros(2, 2, 1, 8, 8)
+    samples[:, :, 0, 2, 2] = 1.0
+    raters[:, :, 0, 2, 3] = 1.0
+    samples[1, 1, 0, 7, 7] = -1.0
+    with pytest.raises(ValueError, match="y_pred must be a binary mask"):
+        compute_pairwise_iou(samples, raters)
+    samples[1, 1, 0, 7, 7] = 0.0
+    raters[0, 1, 0, 6, 6] = 0.5  # inside the union, but not binary
+    with pytest.raises(ValueError, match="y must be a binary mask"):
+        compute_pairwise_iou(samples, raters)
