@@ -127,7 +127,9 @@ def distill_bundle_run(
     layout = parser.get_parsed_content("layout")
     network_def = parser.get_parsed_content("network_def")
     if not layout.model_checkpoint.is_file():
-        raise ValueError(f"{layout.model_checkpoint}: no trained model; run the bundle's pipeline for this method first.")
+        raise ValueError(
+            f"{layout.model_checkpoint}: no trained model; run the bundle's pipeline for this method first."
+        )
     teacher = parser.get_parsed_content("network").eval()
     num_classes = int(network_def.out_channels)
     out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}"

@@ -128,9 +128,9 @@ def segmentation_scores(samples: torch.Tensor, labels: torch.Tensor) -> dict[str
     y = _raters(labels, samples.dim() - 3).to(samples.device)
     fg = samples[:, :, 1:].float()
     pred, majority = reduce_samples_and_raters(fg, y, prediction="discrete", rater_mode="majority")
-    dice = DiceMetric(include_background=True, ignore_empty=True)(pred, majority)
+    dice = torch.as_tensor(DiceMetric(include_background=True, ignore_empty=True)(pred, majority))
     mean, _ = reduce_samples_and_raters(fg, y, prediction="mean", rater_mode="majority")
-    ece = CalibrationErrorMetric(num_bins=15, include_background=True)(mean, majority)
+    ece = torch.as_tensor(CalibrationErrorMetric(num_bins=15, include_background=True)(mean, majority))
     return {
         "Dice": dice.flatten().float(),
         "GED": compute_ged(fg, y, binarize=0.5).ged.flatten(),
@@ -217,9 +217,9 @@ def compare_with_teacher(
             for key in pairs:
                 pairs[key].append((maps_t[key][mask].cpu(), maps_s[key][mask].cpu()))
     result: dict[str, Any] = {who: {k: torch.cat(v) for k, v in s.items()} for who, s in scores.items()}
-    for key, values in pairs.items():
-        t, s = torch.cat([a for a, _ in values]), torch.cat([b for _, b in values])
-        result[f"spearman_{key}"] = spearman(t, s) if t.numel() >= 2 else float("nan")
+    for key, pair_list in pairs.items():
+        t_all, s_all = torch.cat([a for a, _ in pair_list]), torch.cat([b for _, b in pair_list])
+        result[f"spearman_{key}"] = spearman(t_all, s_all) if t_all.numel() >= 2 else float("nan")
     result["foreground_voxels"] = int(sum(a.numel() for a, _ in pairs["total"]))
     return result
 

@@ -101,7 +101,7 @@ def distillation_trainer(
 
         def _anneal(engine: Engine) -> None:
             loss.temperature = annealed_temperature(
-                engine.state.epoch, engine.state.max_epochs, initial_temperature, anneal_fraction
+                engine.state.epoch, int(engine.state.max_epochs or 1), initial_temperature, anneal_fraction
             )
 
         trainer.add_event_handler(Events.EPOCH_STARTED, _anneal)
@@ -165,8 +165,8 @@ def train_student(
     dataset = Dataset(items, transform=_augmentation(spatial_dims) if augment else None)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator)
-    if augment:
-        dataset.transform.set_random_state(seed=seed)  # type: ignore[union-attr]
+    if isinstance(dataset.transform, Compose):
+        dataset.transform.set_random_state(seed=seed)
     trainer = distillation_trainer(
         student,
         loader,

@@ -45,7 +45,9 @@ def test_closed_forms_match_monte_carlo() -> None:
 def test_sharp_dirichlet_has_no_epistemic_uncertainty() -> None:
     alpha = torch.tensor([[1e6, 1e6]], dtype=torch.float64).view(1, 2, 1)
     maps = dirichlet_uncertainty(alpha)
-    torch.testing.assert_close(maps["total"], torch.full((1, 1, 1), torch.log(torch.tensor(2.0)).item(), dtype=torch.float64))
+    torch.testing.assert_close(
+        maps["total"], torch.full((1, 1, 1), torch.log(torch.tensor(2.0)).item(), dtype=torch.float64)
+    )
     assert float(maps["epistemic"]) < 1e-5
 
 
@@ -64,8 +66,10 @@ def test_heating_and_smoothing() -> None:
     expected = torch.tensor([0.75, 0.25])  # softmax(ln p / 2) ∝ sqrt(p): 3/4, 1/4
     torch.testing.assert_close(heated.flatten(), expected)
     torch.testing.assert_close(heat_probabilities(p, 1.0), p)
-    torch.testing.assert_close(smooth_probabilities(torch.tensor([[[1.0, 0.0]]]), 0.1).flatten(), torch.tensor([0.95, 0.05]))
+    torch.testing.assert_close(
+        smooth_probabilities(torch.tensor([[[1.0, 0.0]]]), 0.1).flatten(), torch.tensor([0.95, 0.05])
+    )
     with pytest.raises(ValueError, match="epsilon"):
         smooth_probabilities(p, 1.0)
-    with pytest.raises(ValueError, match="shape|probs must"):
+    with pytest.raises(ValueError, match="probs must"):
         dirichlet_nll(torch.ones(1, 2, 3), torch.full((1, 2, 3), 0.5))
