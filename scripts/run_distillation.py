@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--foreground-weight", type=float, default=10.0)
     parser.add_argument("--reuse", action="store_true", help="collect existing report.json files only")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
@@ -100,7 +102,13 @@ def main(argv: list[str] | None = None) -> None:
             reports[kind] = json.loads(report_file.read_text(encoding="utf-8"))
         else:
             reports[kind] = distill_bundle_run(
-                BUNDLE, kind, overrides={"patch_size": args.patch_size}, epochs=args.epochs, seed=args.seed
+                BUNDLE,
+                kind,
+                overrides={"patch_size": args.patch_size},
+                epochs=args.epochs,
+                seed=args.seed,
+                lr=args.lr,
+                foreground_weight=args.foreground_weight,
             )
     if args.no_results:
         return
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.patch_size}² patches; "
         "teacher: the bundle's sparse_bayes r=0.01 model trained with --patch_size 64 --deterministic_epochs 6 "
         f"--bayes_epochs 3 (reduced); students: MONAI UNet channels {first['student']['channels']}, "
-        f"{first['settings']['epochs']} epochs, batch 10, Adam 1e-3, S=8 cached teacher samples per training patch, "
+        f"{first['settings']['epochs']} epochs, batch 10, Adam {first['settings']['lr']:g}, "
+        f"foreground weight γ={first['settings']['foreground_weight']:g}, S=8 cached teacher samples per training patch, "
         "flips / 90° rotations; EnD² T0=2.5 annealed to 1 over the first half. Scores on the fold-0 validation "
         "patches (Dice on non-empty majority votes only). Spearman over the union of teacher and student predicted "
         "foreground, pooled over patches (voxels: "

@@ -88,6 +88,7 @@ def distill_bundle_run(
     lr: float = 1e-3,
     seed: int = 0,
     initial_temperature: float = 2.5,
+    foreground_weight: float = 10.0,
     output_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
@@ -106,6 +107,9 @@ def distill_bundle_run(
         The student UNet's channels (strides and residual units as the bundle's ``network_def``).
     initial_temperature : float
         EnD²'s ``T_0`` (annealed to 1 over the first half of the epochs).
+    foreground_weight : float
+        ``γ``: voxels the teacher sees as foreground weigh up to ``1 + γ`` in the loss
+        (:func:`~monai_bayes.distill.losses.foreground_voxel_weights`).
     output_dir : str or os.PathLike, optional
         Default ``<run_dir>/distill_<kind>``.
 
@@ -155,6 +159,7 @@ def distill_bundle_run(
             device=device,
             seed=seed,
             initial_temperature=initial_temperature,
+            foreground_weight=foreground_weight,
         )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
@@ -167,7 +172,14 @@ def distill_bundle_run(
         "teacher": teacher_info | {"num_samples": num_samples},
         "student": {"channels": list(student_channels), "parameters": sum(p.numel() for p in student.parameters())},
         "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
-        "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "overrides": overrides}
+        "settings": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "foreground_weight": foreground_weight,
+            "overrides": overrides,
+        }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
         "scores": {
             who: {name: _summary(values) for name, values in per_case.items()}
@@ -208,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        foreground_weight=args.foreground_weight,
         output_dir=args.output_dir,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
@@ -246,6 +259,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=10, help="batch size (default 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
+    )
     p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")
     p.set_defaults(func=_run)
     return p

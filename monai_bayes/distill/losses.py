@@ -17,7 +17,31 @@ from torch.nn import functional as F
 from monai_bayes.distill.dirichlet import concentrations, dirichlet_nll, heat_probabilities, smooth_probabilities
 from monai_bayes.uncertainty import uncertainty_maps
 
-__all__ = ["BDKLoss", "EnD2Loss", "annealed_temperature"]
+__all__ = ["BDKLoss", "EnD2Loss", "annealed_temperature", "foreground_voxel_weights"]
+
+
+def foreground_voxel_weights(teacher_mean: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """Per-voxel loss weights ``w = 1 + γ (1 − p̄_0)``: up to ``1 + γ`` where the teacher sees foreground.
+
+    A weight that depends only on the teacher's mean leaves the per-voxel optimum of the loss (the student
+    matching the teacher) unchanged; it only moves the student's capacity and gradient towards the few
+    foreground voxels (lesions cover well under 1 % of a patch), as class weights do for the teacher's own
+    cross-entropy.
+
+    Parameters
+    ----------
+    teacher_mean : torch.Tensor
+        ``(B, C, *sp)`` teacher predictive mean, class 0 = background.
+    foreground_weight : float
+        ``γ ≥ 0`` (0: all voxels weigh 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 1, *sp)`` weights, normalised to mean 1 over the batch.
+    """
+    weights = 1.0 + foreground_weight * (1.0 - teacher_mean[:, :1])
+    return weights / weights.mean()
 
 
 def _check(outputs: torch.Tensor, teacher_probs: torch.Tensor, channels: int) -> None:
@@ -40,13 +64,16 @@ class BDKLoss(nn.Module):
     ----------
     uncertainty_weight : float
         ``λ``, weight of the two head regressions (0 trains the mean only; the heads are then meaningless).
+    foreground_weight : float
+        ``γ`` of :func:`foreground_voxel_weights` (0: plain voxel mean).
     """
 
-    def __init__(self, uncertainty_weight: float = 1.0) -> None:
+    def __init__(self, uncertainty_weight: float = 1.0, foreground_weight: float = 0.0) -> None:
         super().__init__()
-        if uncertainty_weight < 0:
-            raise ValueError(f"uncertainty_weight must be >= 0, got {uncertainty_weight}.")
+        if uncertainty_weight < 0 or foreground_weight < 0:
+            raise ValueError(f"weights must be >= 0, got {uncertainty_weight}, {foreground_weight}.")
         self.uncertainty_weight = uncertainty_weight
+        self.foreground_weight = foreground_weight
 
     def forward(self, outputs: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
         """Scalar loss.
@@ -67,13 +94,14 @@ class BDKLoss(nn.Module):
         _check(outputs, teacher_probs, c + 2)
         maps = uncertainty_maps(teacher_probs.float(), "softmax")
         mean = maps["mean"]
+        w = foreground_voxel_weights(mean, self.foreground_weight)
         log_q = F.log_softmax(outputs[:, :c], dim=1)
-        kl = (torch.special.xlogy(mean, mean) - mean * log_q).sum(dim=1).mean()
+        kl = (w * (torch.special.xlogy(mean, mean) - mean * log_q).sum(dim=1, keepdim=True)).mean()
         if self.uncertainty_weight == 0:
             return kl
         heads = F.softplus(outputs[:, c:])
-        regression = F.mse_loss(heads[:, :1], maps["total"]) + F.mse_loss(heads[:, 1:], maps["epistemic"])
-        return kl + self.uncertainty_weight * regression
+        squared = (heads[:, :1] - maps["total"]) ** 2 + (heads[:, 1:] - maps["epistemic"]) ** 2
+        return kl + self.uncertainty_weight * (w * squared).mean()
 
 
 class EnD2Loss(nn.Module):
@@ -85,15 +113,20 @@ class EnD2Loss(nn.Module):
         ``ε`` of the central smoothing of the teacher's probabilities (:func:`smooth_probabilities`).
     temperature : float
         Initial ``T`` (the trainer anneals it with :func:`annealed_temperature`).
+    foreground_weight : float
+        ``γ`` of :func:`foreground_voxel_weights` (0: plain voxel mean).
     """
 
-    def __init__(self, smoothing: float = 1e-3, temperature: float = 1.0) -> None:
+    def __init__(self, smoothing: float = 1e-3, temperature: float = 1.0, foreground_weight: float = 0.0) -> None:
         super().__init__()
         if temperature < 1.0:
             raise ValueError(f"temperature must be >= 1, got {temperature}.")
+        if foreground_weight < 0:
+            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}.")
         smooth_probabilities(torch.ones(1, 1, 2), smoothing)  # validates epsilon
         self.smoothing = smoothing
         self.temperature = temperature
+        self.foreground_weight = foreground_weight
 
     def forward(self, outputs: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
         """Scalar loss ``mean_s,voxels −log Dir(heat(smooth(π_s), T) | exp(z / T))``.
@@ -111,8 +144,11 @@ class EnD2Loss(nn.Module):
             The mean negative log-likelihood (nats per voxel and sample).
         """
         _check(outputs, teacher_probs, teacher_probs.shape[2])
-        probs = heat_probabilities(smooth_probabilities(teacher_probs.float(), self.smoothing), self.temperature)
-        return dirichlet_nll(concentrations(outputs, self.temperature), probs).mean()
+        teacher_probs = teacher_probs.float()
+        probs = heat_probabilities(smooth_probabilities(teacher_probs, self.smoothing), self.temperature)
+        nll = dirichlet_nll(concentrations(outputs, self.temperature), probs)  # (B, S, *sp)
+        w = foreground_voxel_weights(teacher_probs.mean(dim=1), self.foreground_weight)
+        return (w * nll).mean()
 
 
 def annealed_temperature(epoch: int, max_epochs: int, initial: float, anneal_fraction: float = 0.5) -> float:

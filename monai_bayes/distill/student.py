@@ -3,7 +3,7 @@
 Two kinds (:class:`DistillKind`):
 
 * ``"bdk"`` -- Bayesian Dark Knowledge / posterior-expectation distillation (Korattikara et al. 2015;
-  GPED, Malinin-style heads as in "generalised posterior expectation distillation", Vadera et al. 2020):
+  Generalized Posterior Expectation Distillation, GPED, Vadera et al. 2020):
   ``C`` logits of the teacher's predictive mean plus two regression heads, the teacher's total-entropy
   and mutual-information maps (``softplus`` keeps them ≥ 0). Channels ``[z_0 … z_{C-1}, h_total, h_MI]``.
 * ``"end2"`` -- Ensemble Distribution Distillation (Malinin et al. 2020): ``C`` channels ``z``, the log

@@ -26,8 +26,10 @@ from monai_bayes.distill.teacher import TEACHER_KEY, TeacherBatch, cache_teacher
 __all__ = ["distillation_loss", "distillation_trainer", "train_student"]
 
 
-def distillation_loss(kind: DistillKind | str, initial_temperature: float = 2.5) -> nn.Module:
-    """The default loss of a student kind: ``BDKLoss()`` or ``EnD2Loss(temperature=initial_temperature)``.
+def distillation_loss(
+    kind: DistillKind | str, initial_temperature: float = 2.5, foreground_weight: float = 0.0
+) -> nn.Module:
+    """The loss of a student kind: ``BDKLoss`` or ``EnD2Loss(temperature=initial_temperature)``.
 
     Parameters
     ----------
@@ -35,13 +37,17 @@ def distillation_loss(kind: DistillKind | str, initial_temperature: float = 2.5)
         ``"bdk"`` or ``"end2"``.
     initial_temperature : float
         ``T_0`` for EnD² (ignored for BDK).
+    foreground_weight : float
+        ``γ`` of :func:`~monai_bayes.distill.losses.foreground_voxel_weights`.
 
     Returns
     -------
     nn.Module
         The loss.
     """
-    return EnD2Loss(temperature=initial_temperature) if DistillKind(kind) == DistillKind.END2 else BDKLoss()
+    if DistillKind(kind) == DistillKind.END2:
+        return EnD2Loss(temperature=initial_temperature, foreground_weight=foreground_weight)
+    return BDKLoss(foreground_weight=foreground_weight)
 
 
 def distillation_trainer(
@@ -128,6 +134,7 @@ def train_student(
     seed: int = 0,
     initial_temperature: float = 2.5,
     anneal_fraction: float = 0.5,
+    foreground_weight: float = 0.0,
     handlers: Sequence[Any] = (),
 ) -> DistilledStudent:
     """Cache ``S`` teacher samples per image, then train ``student`` on them (with flips / 90° rotations).
@@ -152,6 +159,8 @@ def train_student(
         Seed of the teacher's noise and of the training shuffles / augmentation.
     initial_temperature, anneal_fraction : float
         EnD²'s temperature schedule.
+    foreground_weight : float
+        ``γ`` of :func:`~monai_bayes.distill.losses.foreground_voxel_weights`.
     handlers : Sequence
         Extra trainer handlers.
 
@@ -171,6 +180,7 @@ def train_student(
         student,
         loader,
         prepare_batch=TeacherBatch(student.num_classes),
+        loss=distillation_loss(student.kind, initial_temperature, foreground_weight),
         max_epochs=max_epochs,
         lr=lr,
         device=device,

@@ -88,8 +88,8 @@ def test_bdk_loss_is_kl_zero_at_match() -> None:
     maps = uncertainty_maps(probs, "softmax")
     logits = torch.log(maps["mean"])
     heads = torch.log(torch.expm1(torch.cat([maps["total"], maps["epistemic"]], 1).clamp_min(1e-6)))
-    loss = BDKLoss()(torch.cat([logits, heads], 1), probs)
-    assert float(loss) < 1e-6
+    for gamma in (0.0, 10.0):  # voxel weights that depend on the teacher only keep the optimum at the match
+        assert float(BDKLoss(foreground_weight=gamma)(torch.cat([logits, heads], 1), probs)) < 1e-6
     with pytest.raises(ValueError, match="channels"):
         BDKLoss()(logits, probs)
 
@@ -97,8 +97,10 @@ def test_bdk_loss_is_kl_zero_at_match() -> None:
 def test_end2_loss_is_the_dirichlet_nll() -> None:
     probs = _teacher_probs()
     z = torch.randn(2, 2, 8, 8)
-    expected = dirichlet_nll(torch.exp(z), (1 - 1e-3) * probs + 1e-3 / 2).mean()
-    torch.testing.assert_close(EnD2Loss()(z, probs), expected)
+    nll = dirichlet_nll(torch.exp(z), (1 - 1e-3) * probs + 1e-3 / 2)
+    torch.testing.assert_close(EnD2Loss()(z, probs), nll.mean())
+    w = 1 + 3 * probs[:, :, 1].mean(1, keepdim=True)  # 1 + γ·(teacher's mean foreground probability)
+    torch.testing.assert_close(EnD2Loss(foreground_weight=3)(z, probs), (w * nll).mean() / w.mean())
 
 
 def test_temperature_schedule() -> None:
