@@ -27,6 +27,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
         "monai_bayes.bundle.export",
         "a bundle's model as ONNX / torch.export with noise as inputs ('export' extra)",
     ),
+    ("distill", "monai_bayes.bundle.distill", "distil a bundle run's model into a deterministic BDK / EnD² student"),
 )
 
 

@@ -22,7 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("_version", "utils"),
     ("layers", "uncertainty"),
     ("networks", "cost", "losses", "inferers", "metrics", "data", "visualize"),
-    ("selection", "reduction", "pruning", "mcmc", "export"),
+    ("selection", "reduction", "pruning", "mcmc", "export", "distill"),
     ("handlers",),
     ("workflows", "evaluation"),
     ("bundle", "pacs", "cli", "__main__", "__init__"),

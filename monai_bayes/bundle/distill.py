@@ -1,0 +1,267 @@
+"""``monai-bayes distill``: distil a bundle run's trained model into a deterministic BDK or EnD² student.
+
+Reads the bundle's ``common.json`` + ``evaluate.json`` (with the same overrides the run was trained with,
+validated like the pipeline's), loads the method's trained model as the teacher (``evaluate.json``'s
+``network``: partial / full Bayes, MC dropout, ensemble, SG-MCMC samples), caches ``S`` teacher samples of the
+training images, trains the student (:func:`monai_bayes.distill.train_student`), scores student and teacher on
+the evaluation images (:func:`monai_bayes.distill.compare_with_teacher`), times both
+(:func:`monai_bayes.distill.inference_speedup`) and writes, under ``<run_dir>/distill_<kind>/``::
+
+    student.pt      the student network's state dict (monai_bayes.networks.save_checkpoint)
+    student.json    kind, classes, UNet settings, teacher (method, run, S)
+    report.json     per-case scores of both, Spearman of the uncertainty maps, timings
+
+For example::
+
+    monai-bayes distill bundles/lidc_sparse_bayes --kind end2 --set patch_size=64 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose
+
+from monai_bayes.bundle.overrides import validate_overrides
+from monai_bayes.bundle.runner import bundle_config
+from monai_bayes.distill import (
+    DistillKind,
+    build_student,
+    compare_with_teacher,
+    inference_speedup,
+    save_student,
+    train_student,
+)
+from monai_bayes.utils.atomic import atomic_write_json
+from monai_bayes.utils.options import look_up
+from monai_bayes.utils.random import seeded_global_rng
+
+__all__ = ["distill_bundle_run", "register"]
+
+logger = logging.getLogger(__name__)
+
+#: the bundle configs whose ids a distillation reads (and whose overrides it accepts)
+CONFIGS = ("common", "evaluate")
+
+
+def _parser(bundle_root: Path, overrides: Mapping[str, Any]) -> ConfigParser:
+    files = [bundle_config(bundle_root, name) for name in CONFIGS]
+    validate_overrides(overrides, files, where="distill")
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser.update({"bundle_root": str(bundle_root), **overrides})
+    return parser
+
+
+def _loader(parser: ConfigParser, items_id: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+    transforms = Compose(parser.get_parsed_content("base_transforms"))
+    dataset = CacheDataset(parser.get_parsed_content(items_id), transform=transforms, progress=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+
+
+def _summary(values: torch.Tensor) -> dict[str, float]:
+    finite = values[torch.isfinite(values)].double()
+    if finite.numel() == 0:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    std = float(finite.std()) if finite.numel() > 1 else 0.0
+    return {"mean": float(finite.mean()), "std": std, "n": int(finite.numel())}
+
+
+def distill_bundle_run(
+    bundle_root: str | os.PathLike,
+    kind: DistillKind | str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    epochs: int = 20,
+    num_samples: int = 8,
+    student_channels: Sequence[int] = (8, 16, 32, 64, 128),
+    batch_size: int = 10,
+    lr: float = 1e-3,
+    seed: int = 0,
+    initial_temperature: float = 2.5,
+    foreground_weight: float = 10.0,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
+
+    Parameters
+    ----------
+    bundle_root : str or os.PathLike
+        The bundle (e.g. ``bundles/lidc_sparse_bayes``) whose run holds the trained teacher.
+    kind : DistillKind or str
+        ``"bdk"`` or ``"end2"``.
+    overrides : Mapping, optional
+        Bundle settings the run was trained with (``method``, ``r_bayes``, ``patch_size``, ...).
+    epochs, num_samples, batch_size, lr, seed : int, int, int, float, int
+        Student training: epochs, teacher samples ``S`` per image, batch size, Adam rate, seed.
+    student_channels : Sequence of int
+        The student UNet's channels (strides and residual units as the bundle's ``network_def``).
+    initial_temperature : float
+        EnD²'s ``T_0`` (annealed to 1 over the first half of the epochs).
+    foreground_weight : float
+        ``γ``: voxels the teacher sees as foreground weigh up to ``1 + γ`` in the loss
+        (:func:`~monai_bayes.distill.losses.foreground_voxel_weights`).
+    output_dir : str or os.PathLike, optional
+        Default ``<run_dir>/distill_<kind>``.
+
+    Returns
+    -------
+    dict
+        The report written to ``report.json``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or override, or a run without a trained model.
+    """
+    kind = look_up("kind", kind, DistillKind)
+    root = Path(bundle_root)
+    overrides = dict(overrides or {})
+    parser = _parser(root, overrides)
+    device = parser.get_parsed_content("device")
+    layout = parser.get_parsed_content("layout")
+    network_def = parser.get_parsed_content("network_def")
+    if not layout.model_checkpoint.is_file():
+        raise ValueError(
+            f"{layout.model_checkpoint}: no trained model; run the bundle's pipeline for this method first."
+        )
+    teacher = parser.get_parsed_content("network").eval()
+    num_classes = int(network_def.out_channels)
+    out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}"
+    out.mkdir(parents=True, exist_ok=True)
+    with seeded_global_rng(seed):
+        student = build_student(
+            kind,
+            num_classes,
+            spatial_dims=int(network_def.dimensions),
+            in_channels=int(network_def.in_channels),
+            channels=student_channels,
+            strides=list(network_def.strides),
+            num_res_units=int(network_def.num_res_units),
+        )
+        train_student(
+            student,
+            teacher,
+            _loader(parser, "train_items", batch_size),
+            num_samples=num_samples,
+            max_epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            device=device,
+            seed=seed,
+            initial_temperature=initial_temperature,
+            foreground_weight=foreground_weight,
+        )
+    teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
+    save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
+    eval_loader = _loader(parser, "eval_items", batch_size)
+    scores = compare_with_teacher(student, teacher, eval_loader, num_samples=num_samples, seed=seed, device=device)
+    images = next(iter(eval_loader))["image"].to(device)
+    timing = inference_speedup(student, teacher, torch.as_tensor(images), num_samples=num_samples)
+    report = {
+        "kind": kind.value,
+        "teacher": teacher_info | {"num_samples": num_samples},
+        "student": {"channels": list(student_channels), "parameters": sum(p.numel() for p in student.parameters())},
+        "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+        "settings": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "foreground_weight": foreground_weight,
+            "overrides": overrides,
+        }
+        | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
+        "scores": {
+            who: {name: _summary(values) for name, values in per_case.items()}
+            for who, per_case in ((w, scores[w]) for w in ("teacher", "student"))
+        },
+        "spearman_total": scores["spearman_total"],
+        "spearman_epistemic": scores["spearman_epistemic"],
+        "spearman_voxels": "union of the teacher's and the student's predicted foreground, pooled over cases",
+        "foreground_voxels": scores["foreground_voxels"],
+        "timing": timing | {"batch": list(images.shape)},
+    }
+    atomic_write_json(out / "report.json", report)
+    logger.info("distill %s: %s", kind.value, json.dumps({k: report[k] for k in ("spearman_total", "timing")}))
+    return report
+
+
+def _parse_set(values: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"monai-bayes distill: --set expects KEY=VALUE, got {item!r}.")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    report = distill_bundle_run(
+        args.bundle_root,
+        args.kind,
+        overrides=_parse_set(args.set),
+        epochs=args.epochs,
+        num_samples=args.num_samples,
+        student_channels=args.student_channels,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        foreground_weight=args.foreground_weight,
+        output_dir=args.output_dir,
+    )
+    print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``distill`` command to the ``monai-bayes`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The top-level sub-command set.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The command's parser.
+    """
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a bundle run's model into a deterministic BDK / EnD² student",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle_root", type=Path, help="bundle folder (its run of --set method=... is the teacher)")
+    p.add_argument("--kind", choices=[k.value for k in DistillKind], required=True, help="bdk or end2")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="bundle setting of the run (JSON value)"
+    )
+    p.add_argument("--epochs", type=int, default=20, help="student training epochs (default 20)")
+    p.add_argument("--num-samples", type=int, default=8, help="teacher samples S per image (default 8)")
+    p.add_argument(
+        "--student-channels", type=int, nargs="+", default=[8, 16, 32, 64, 128], help="student UNet channels"
+    )
+    p.add_argument("--batch-size", type=int, default=10, help="batch size (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
+    )
+    p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")
+    p.set_defaults(func=_run)
+    return p

@@ -1,0 +1,269 @@
+"""Deterministic students of a stochastic teacher: what they output, how their maps are read, on-disk format.
+
+Two kinds (:class:`DistillKind`):
+
+* ``"bdk"`` -- Bayesian Dark Knowledge / posterior-expectation distillation (Korattikara et al. 2015;
+  Generalized Posterior Expectation Distillation, GPED, Vadera et al. 2020):
+  ``C`` logits of the teacher's predictive mean plus two regression heads, the teacher's total-entropy
+  and mutual-information maps (``softplus`` keeps them ≥ 0). Channels ``[z_0 … z_{C-1}, h_total, h_MI]``.
+* ``"end2"`` -- Ensemble Distribution Distillation (Malinin et al. 2020): ``C`` channels ``z``, the log
+  concentrations of a per-voxel Dirichlet ``α = exp(z)`` (:mod:`monai_bayes.distill.dirichlet`).
+
+Either way :meth:`DistilledStudent.uncertainty` gives the mean and the total / aleatoric / epistemic maps of
+one forward pass, in the layout of :func:`monai_bayes.uncertainty.uncertainty_maps`.
+
+On disk a student is two files (:func:`save_student`): ``<name>.pt``, the state dict of its plain MONAI
+network written by :func:`monai_bayes.networks.save_checkpoint` (loadable with
+:func:`~monai_bayes.networks.load_checkpoint` into ``UNet(**network)``), and ``<name>.json``,
+``{"kind", "num_classes", "network": {UNet keyword arguments}, ...}``; :func:`load_student` reads both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import UNet
+from monai.utils import StrEnum
+from torch import nn
+from torch.nn import functional as F
+
+from monai_bayes.distill.dirichlet import concentrations, dirichlet_uncertainty, sample_dirichlet_probabilities
+from monai_bayes.networks.checkpoint import load_checkpoint, save_checkpoint
+from monai_bayes.utils.atomic import atomic_write_json
+from monai_bayes.utils.files import read_json_if_exists
+from monai_bayes.utils.options import look_up
+
+__all__ = [
+    "DistillKind",
+    "DistilledStudent",
+    "build_student",
+    "load_student",
+    "save_student",
+    "student_out_channels",
+]
+
+#: extra output channels of a BDK student: the total-entropy and mutual-information heads
+BDK_HEADS = 2
+
+
+class DistillKind(StrEnum):
+    """Which distillation a student was trained by (module docstring)."""
+
+    BDK = "bdk"
+    END2 = "end2"
+
+
+def student_out_channels(kind: DistillKind | str, num_classes: int) -> int:
+    """Output channels of a student network: ``C + 2`` for BDK, ``C`` for EnD².
+
+    Parameters
+    ----------
+    kind : DistillKind or str
+        ``"bdk"`` or ``"end2"``.
+    num_classes : int
+        ``C``, the teacher's classes.
+
+    Returns
+    -------
+    int
+        The student network's ``out_channels``.
+    """
+    kind = look_up("kind", kind, DistillKind)
+    return num_classes + BDK_HEADS if kind == DistillKind.BDK else num_classes
+
+
+class DistilledStudent(nn.Module):
+    """A deterministic network read as a BDK or EnD² student (module docstring).
+
+    Parameters
+    ----------
+    network : nn.Module
+        Maps ``(B, C_in, *sp)`` to ``(B, student_out_channels(kind, C), *sp)``.
+    kind : DistillKind or str
+        ``"bdk"`` or ``"end2"``.
+    num_classes : int
+        ``C``.
+    settings : Mapping, optional
+        The network's constructor keywords, kept for :func:`save_student`.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        kind: DistillKind | str,
+        num_classes: int,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (softmax classes), got {num_classes}.")
+        self.network = network
+        self.kind = look_up("kind", kind, DistillKind)
+        self.num_classes = num_classes
+        self.settings = dict(settings or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs ``(B, student_out_channels, *sp)``."""
+        out: torch.Tensor = self.network(x)
+        return out
+
+    def maps(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean probabilities and uncertainty maps from raw outputs (no network call).
+
+        Parameters
+        ----------
+        outputs : torch.Tensor
+            ``(B, student_out_channels, *sp)`` from :meth:`forward`.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``{"mean": (B, C, *sp), "total", "aleatoric", "epistemic": (B, 1, *sp)}`` in nats.
+        """
+        c = self.num_classes
+        if self.kind == DistillKind.END2:
+            return dirichlet_uncertainty(concentrations(outputs))
+        total = F.softplus(outputs[:, c : c + 1])
+        epistemic = F.softplus(outputs[:, c + 1 : c + 2])
+        return {
+            "mean": torch.softmax(outputs[:, :c], dim=1),
+            "total": total,
+            "aleatoric": (total - epistemic).clamp_min(0.0),
+            "epistemic": epistemic,
+        }
+
+    def uncertainty(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One forward pass → :meth:`maps`."""
+        return self.maps(self(x))
+
+    def samples(self, x: torch.Tensor, num_samples: int, seed: int | None = None) -> torch.Tensor:
+        """Probability samples ``(B, S, C, *sp)`` for sample-based metrics (GED, HM-IoU).
+
+        EnD²: ``π_s ∼ Dir(α)`` per voxel (one forward pass, ``S`` cheap draws). BDK has no distribution over
+        predictions: its predictive mean, once (``S = 1`` whatever ``num_samples``).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, C_in, *sp)`` images.
+        num_samples : int
+            ``S`` for EnD².
+        seed : int, optional
+            Seed of the Dirichlet draws.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, S, C, *sp)`` probabilities.
+        """
+        outputs = self(x)
+        if self.kind == DistillKind.END2:
+            return sample_dirichlet_probabilities(concentrations(outputs), num_samples, seed)
+        return self.maps(outputs)["mean"].unsqueeze(1)
+
+
+def build_student(
+    kind: DistillKind | str,
+    num_classes: int,
+    *,
+    spatial_dims: int = 2,
+    in_channels: int = 1,
+    channels: Sequence[int] = (8, 16, 32, 64, 128),
+    strides: Sequence[int] = (2, 2, 2, 2),
+    num_res_units: int = 2,
+    norm: str = "batch",
+) -> DistilledStudent:
+    """A MONAI :class:`~monai.networks.nets.UNet` student with the output channels of ``kind``.
+
+    Parameters
+    ----------
+    kind : DistillKind or str
+        ``"bdk"`` or ``"end2"``.
+    num_classes : int
+        ``C``, the teacher's classes.
+    spatial_dims, in_channels, channels, strides, num_res_units, norm
+        MONAI UNet settings (default: half the LIDC bundle's widths).
+
+    Returns
+    -------
+    DistilledStudent
+        The untrained student.
+    """
+    settings: dict[str, Any] = {
+        "spatial_dims": spatial_dims,
+        "in_channels": in_channels,
+        "out_channels": student_out_channels(kind, num_classes),
+        "channels": [int(c) for c in channels],
+        "strides": [int(s) for s in strides],
+        "num_res_units": num_res_units,
+        "norm": norm,
+    }
+    return DistilledStudent(UNet(**settings), kind, num_classes, settings)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_student(student: DistilledStudent, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``path`` (the network's state dict, atomically) and its ``.json`` sidecar.
+
+    Parameters
+    ----------
+    student : DistilledStudent
+        A student from :func:`build_student` (its ``settings`` are the UNet's keywords).
+    path : str or os.PathLike
+        ``<name>.pt``; the sidecar is ``<name>.json``.
+    **extra
+        More JSON-serialisable entries for the sidecar (e.g. the teacher's method and sample count).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the student has no recorded network settings.
+    """
+    if not student.settings:
+        raise ValueError("save_student needs a student with network settings (use build_student).")
+    path = Path(path)
+    save_checkpoint(student.network, path)
+    info = {"kind": student.kind.value, "num_classes": student.num_classes, "network": student.settings} | extra
+    atomic_write_json(_sidecar(path), info)
+    return path
+
+
+def load_student(path: str | os.PathLike, device: torch.device | str | None = None) -> DistilledStudent:
+    """Load a student written by :func:`save_student` (``weights_only=True``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``<name>.pt``; ``<name>.json`` must sit next to it.
+    device : torch.device or str, optional
+        Where to put it.
+
+    Returns
+    -------
+    DistilledStudent
+        The student, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if the sidecar is missing or lacks ``kind`` / ``num_classes`` / ``network``.
+    """
+    path = Path(path)
+    info = read_json_if_exists(_sidecar(path))
+    if not isinstance(info, dict) or not {"kind", "num_classes", "network"} <= info.keys():
+        raise ValueError(f"{_sidecar(path)}: expected a JSON object with kind, num_classes and network.")
+    network = load_checkpoint(UNet(**info["network"]), path)
+    student = DistilledStudent(network, info["kind"], int(info["num_classes"]), info["network"]).eval()
+    return student.to(torch.device(device)) if device is not None else student
