@@ -159,7 +159,11 @@ def check_edge(book: nbformat.NotebookNode, work: Path) -> None:
     export = _text(_cell(book, "export_onnx("))
     assert float(re.search(r"max \|onnx - torch\| = ([0-9.e+-]+)", export)[1]) <= 1e-4
     assert (work / "tiny_mc_dropout_s8.onnx").is_file()
-    assert any(c.cell_type == "markdown" and c.source.startswith("## Distillation") for c in book.cells)
+    distil = _text(_cell(book, "train_student("))
+    scores = dict(re.findall(r"^(teacher|student)\s+Dice ([0-9.]+)", distil, re.M))
+    assert set(scores) == {"teacher", "student"} and all(0.0 <= float(v) <= 1.0 for v in scores.values())
+    assert -1.0 <= float(re.search(r"total-uncertainty maps: (-?[0-9.]+)", distil)[1]) <= 1.0
+    assert float(re.search(r"teacher at S = 8: ([0-9.]+)x faster", distil)[1]) > 1.0  # one pass beats 8 samples
 
 
 CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {

@@ -75,9 +75,13 @@ class NoiseInputNetwork(nn.Module):
         self.num_samples = num_samples
         self.width = width
         self.eval()
-        with self._settings():
-            if example_image is not None:
-                bind_dropout_noise(self.network, example_image)
+        #: per-sample activation shapes of the MC-dropout layers, bound only inside :meth:`sample_settings`
+        #: (the wrapped network itself stays usable at any batch size after the wrapper is built)
+        self.dropout_shapes: dict[str, tuple[int, ...]] = {}
+        if example_image is not None:
+            with _restored_dropout_shapes(self.network):
+                self.dropout_shapes = bind_dropout_noise(self.network, example_image)
+        with self.sample_settings():
             internal = [name for name, layer in stochastic_layers(network) if layer.internal_noise()]
             if internal:
                 hint = "pass example_image to bind their mask noise" if example_image is None else ""
@@ -108,9 +112,18 @@ class NoiseInputNetwork(nn.Module):
             ]
 
     @contextmanager
-    def _settings(self) -> Iterator[None]:
-        """Sample mode, and the width cut when one is set."""
-        with sampling_mode(self.network, "sample"):
+    def sample_settings(self) -> Iterator[None]:
+        """The wrapped network as the graph runs it: MC-dropout masks bound to the example's shape, sample
+        mode, and the width cut when one is set; all restored on exit.
+
+        Yields
+        ------
+        None
+        """
+        with _restored_dropout_shapes(self.network), sampling_mode(self.network, "sample"):
+            for name, layer in stochastic_layers(self.network):
+                if name in self.dropout_shapes:
+                    layer.activation_shape = self.dropout_shapes[name]  # type: ignore[attr-defined]
             if self.width is None:
                 yield
             else:
@@ -174,13 +187,25 @@ class NoiseInputNetwork(nn.Module):
             per_layer.setdefault(layer, {})[key] = image.new_zeros((S, *shape))
         stacked = image.repeat(S, *([1] * (image.dim() - 1)))
         with (
-            self._settings(),
+            self.sample_settings(),
             mc_samples(self.network, S),
             fixed_noise(self.network, per_layer),
             _grouped_strategy(self.network),
         ):
             out = self.network(stacked)
         return out.reshape(S, B, *out.shape[1:])
+
+
+@contextmanager
+def _restored_dropout_shapes(network: nn.Module) -> Iterator[None]:
+    """Give every MC-dropout layer back the activation shape it had on entry (usually ``None``: unbound)."""
+    layers = [layer for _, layer in stochastic_layers(network) if hasattr(layer, "activation_shape")]
+    previous = [layer.activation_shape for layer in layers]
+    try:
+        yield
+    finally:
+        for layer, shape in zip(layers, previous):
+            layer.activation_shape = shape
 
 
 @contextmanager

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from monai.networks.nets import UNet
@@ -23,8 +21,6 @@ from monai_bayes.layers import (
     NestedDropoutLinear,
     fixed_noise,
     mc_samples,
-    nested_width,
-    sampling_mode,
     set_nested_width,
 )
 from monai_bayes.networks import to_mc_dropout, to_nested
@@ -46,13 +42,7 @@ def _one_at_a_time(wrapper: NoiseInputNetwork, x: torch.Tensor, noise: tuple[tor
             per_layer.setdefault(layer, {})[key] = eps[s : s + 1]
         for layer, key, shape in wrapper._unused:
             per_layer.setdefault(layer, {})[key] = torch.zeros(1, *shape)
-        width = wrapper.width
-        with (
-            sampling_mode(wrapper.network, "sample"),
-            mc_samples(wrapper.network, 1),
-            fixed_noise(wrapper.network, per_layer),
-            nested_width(wrapper.network, width) if width is not None else contextlib.nullcontext(),
-        ):
+        with wrapper.sample_settings(), mc_samples(wrapper.network, 1), fixed_noise(wrapper.network, per_layer):
             outs.append(wrapper.network(x))
     return torch.stack(outs)
 
@@ -102,6 +92,18 @@ def test_dropout_needs_the_example_shape_and_nested_local_noise_is_refused():
     wrapper = NoiseInputNetwork(to_mc_dropout(_unet(), 0.1), 2, example_image=torch.zeros(1, 1, 16, 16))
     with pytest.raises(ValueError, match="bound to activations"):
         wrapper(torch.zeros(1, 1, 32, 32), *wrapper.draw_noise())
+
+
+def test_wrapping_leaves_the_dropout_network_usable_at_any_batch_size():
+    """The masks are bound to the example's shape only inside the wrapper: the network it wraps keeps
+    sampling (seeded MC inference, as a distillation teacher does) at other batch sizes afterwards."""
+    net = to_mc_dropout(_unet(), 0.3)
+    wrapper = NoiseInputNetwork(net, 2, example_image=torch.zeros(1, 1, 16, 16))
+    with torch.no_grad():
+        wrapper(torch.zeros(1, 1, 16, 16), *wrapper.draw_noise())
+        samples = MonteCarloInferer(num_samples=3, output="samples", seed=0)(torch.randn(4, 1, 16, 16), net)
+    assert samples.shape[:2] == (4, 3) and not torch.allclose(samples[:, 0], samples[:, 1])
+    assert all(getattr(layer, "activation_shape", None) is None for layer in net.modules())
 
 
 @pytest.mark.slow  # three ONNX exports (~10-20 s each on the shared VM)
