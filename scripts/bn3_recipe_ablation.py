@@ -44,6 +44,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "soft, 8 groups": {"nested_groups": 8},
     "soft, 18 epochs": {"bayes_epochs": 18},
     "straight-through, 18 epochs": {**STRAIGHT_THROUGH, "bayes_epochs": 18},
+    # evaluation only: the trained BN3 of another row (``_bn3_from``) without the keep-probability rescaling
+    "soft, evaluated without rescaling": {"nested_rescale": False, "_bn3_from": 0},
+    "straight-through, evaluated without rescaling": {**STRAIGHT_THROUGH, "nested_rescale": False, "_bn3_from": 1},
 }
 
 
@@ -78,6 +81,15 @@ def _link_baselines(first: Path, runs: Path) -> None:
             link.symlink_to((first / name).resolve(), target_is_directory=True)
 
 
+def _link_bn3(source: Path, runs: Path, groups: int) -> None:
+    """Reuse the trained BN3 of another variant: its checkpoint and cost file, not its evaluation."""
+    run = runs / f"nested_g{groups}"
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "costs_train_nested.json"):
+        if not (run / name).exists():
+            (run / name).symlink_to((source / f"nested_g{groups}" / name).resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the variants, write the table and provenance; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         "MC dropout HM-IoU",
         "BN3 train time (s)",
     ]
-    out_rows = []
+    table = args.out / "recipes.csv"
+    done = {r[0]: r for r in csv.reader(table.open(encoding="utf-8"))} if table.is_file() else {}
+    done.pop("recipe", None)  # earlier rows of other variants are kept (rerun a variant to replace its row)
     for name in chosen:
         index = list(VARIANTS).index(name)
         runs = args.runs_dir / f"v{index}"
@@ -108,29 +122,29 @@ def main(argv: list[str] | None = None) -> int:
             _link_baselines(first, runs)
         settings = {**dict(args.set), **VARIANTS[name], "runs_dir": str(runs), "sweep_samples": [1, args.samples]}
         groups = int(settings.get("nested_groups", 16))
+        if "_bn3_from" in settings:
+            _link_bn3(args.runs_dir / f"v{settings.pop('_bn3_from')}", runs, groups)
         settings["widths"] = sorted({groups // 2, groups})
         start = time.time()
         paths = run_nested_pipeline(args.bundle, settings, publish=False)
         seconds = json.loads((paths["table"].parent.parent / "costs_train_nested.json").read_text())
         rows = _rows(paths["table"])
         s = args.samples
-        out_rows.append(
-            [
-                name,
-                _cell(rows, "BN3", s, "ged", groups),
-                _cell(rows, "BN3", s, "hm_iou", groups),
-                _cell(rows, "BN3", s, "ged", groups // 2),
-                _cell(rows, "deterministic UNet", 1, "ged"),
-                _cell(rows, "MC-dropout UNet", s, "ged"),
-                _cell(rows, "MC-dropout UNet", s, "hm_iou"),
-                f"{float(seconds.get('wall_seconds', time.time() - start)):.0f}",
-            ]
-        )
-        print(dict(zip(header, out_rows[-1], strict=True)), flush=True)
-        with atomic_path(args.out / "recipes.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        done[name] = [
+            name,
+            _cell(rows, "BN3", s, "ged", groups),
+            _cell(rows, "BN3", s, "hm_iou", groups),
+            _cell(rows, "BN3", s, "ged", groups // 2),
+            _cell(rows, "deterministic UNet", 1, "ged"),
+            _cell(rows, "MC-dropout UNet", s, "ged"),
+            _cell(rows, "MC-dropout UNet", s, "hm_iou"),
+            f"{float(seconds.get('wall_seconds', time.time() - start)):.0f}",
+        ]
+        print(dict(zip(header, done[name], strict=True)), flush=True)
+        with atomic_path(table) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
-            writer.writerows(out_rows)
+            writer.writerows(done[n] for n in VARIANTS if n in done)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     atomic_write_json(
         args.out / "provenance.json",
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": int(dict(args.set).get("seed", 0)),
             "machine": f"2-core x86_64 dev VM, torch {torch.__version__}",
             "date": datetime.date.today().isoformat(),
-            "notes": f"variants {json.dumps({n: VARIANTS[n] for n in chosen})}; shared overrides "
+            "notes": f"variants {json.dumps({n: VARIANTS[n] for n in VARIANTS if n in done})}; shared overrides "
             f"{json.dumps(dict(args.set))}; every variant starts from the deterministic UNet of the first",
         },
     )

@@ -222,6 +222,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sgmcmc_thinning": _positive_int,
     "sgmcmc_burn_in_epochs": _non_negative_int,
     "sgmcmc_max_samples": _positive_int,
+    "nested_rescale": _boolean,
 }
 
 
