@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 SOFT_ANNEALED: dict[str, Any] = {}  # the bundle defaults
 STRAIGHT_THROUGH = {"nested_straight_through": True, "temperature_start": 0.5, "temperature_decay": 1.0}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "soft masks, tau 2 -> 0.5 (bundle default before issue 20)": SOFT_ANNEALED,
+    "soft masks, tau 2 -> 0.5 (bundle default)": SOFT_ANNEALED,
     "hard straight-through masks, tau 0.5": STRAIGHT_THROUGH,
     "soft, beta 0.1 (KL per voxel / 10)": {"nested_beta": 0.1},
     "soft, 8 groups": {"nested_groups": 8},
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bn3_recipe")
     parser.add_argument("--variants", nargs="+", type=int, help="indices into VARIANTS (default: all)")
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--table-only", action="store_true", help="only re-read the finished runs' evaluation tables")
     parser.add_argument("--set", action="append", default=[], type=_setting, help="bundle override key=json")
     args = parser.parse_args(argv)
     chosen = [list(VARIANTS)[i] for i in (args.variants or range(len(VARIANTS)))]
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "recipe",
         "BN3 full width GED²",
         "BN3 full width HM-IoU",
+        "BN3 full width diversity",
+        "BN3 full width GED², S = 1",
         "BN3 half width GED²",
         "deterministic GED²",
         "MC dropout GED²",
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = args.out / "recipes.csv"
     done = {r[0]: r for r in csv.reader(table.open(encoding="utf-8"))} if table.is_file() else {}
+    done = {k: v for k, v in done.items() if len(v) == len(header)}  # rows of an older layout are dropped
     done.pop("recipe", None)  # earlier rows of other variants are kept (rerun a variant to replace its row)
     for name in chosen:
         index = list(VARIANTS).index(name)
@@ -126,14 +130,19 @@ def main(argv: list[str] | None = None) -> int:
             _link_bn3(args.runs_dir / f"v{settings.pop('_bn3_from')}", runs, groups)
         settings["widths"] = sorted({groups // 2, groups})
         start = time.time()
-        paths = run_nested_pipeline(args.bundle, settings, publish=False)
-        seconds = json.loads((paths["table"].parent.parent / "costs_train_nested.json").read_text())
-        rows = _rows(paths["table"])
+        if args.table_only:
+            table_file = runs / f"nested_g{groups}" / "eval" / "width_sweep.csv"
+        else:
+            table_file = run_nested_pipeline(args.bundle, settings, publish=False)["table"]
+        seconds = json.loads((table_file.parent.parent / "costs_train_nested.json").read_text())
+        rows = _rows(table_file)
         s = args.samples
         done[name] = [
             name,
             _cell(rows, "BN3", s, "ged", groups),
             _cell(rows, "BN3", s, "hm_iou", groups),
+            _cell(rows, "BN3", s, "sample_diversity", groups),
+            _cell(rows, "BN3", 1, "ged", groups),
             _cell(rows, "BN3", s, "ged", groups // 2),
             _cell(rows, "deterministic UNet", 1, "ged"),
             _cell(rows, "MC-dropout UNet", s, "ged"),
