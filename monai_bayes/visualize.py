@@ -383,6 +383,54 @@ def plot_results_csv(inputs: Sequence[Path], output: Path) -> None:
     plot_method_comparison(summary, columns, output)
 
 
+def plot_latent_width_comparison(inputs: Sequence[Path], output: Path) -> None:
+    """Seed 001 Fig. 7 on the Prob. U-Net latent: GED² of BN3 per kept latent dims, with the baselines as lines.
+
+    One panel per sample count ``S``: the BN3 Prob. U-Net's mean GED² (± std over cases as a band) at every
+    number of kept latent dimensions, and each baseline's mean GED² at the same ``S`` as a horizontal line.
+
+    Parameters
+    ----------
+    inputs : Sequence of Path
+        ``[latent_widths.csv, comparison.csv]`` of ``scripts/latent_width_sweep.py``: columns
+        ``latent dims kept`` (``"w/L"``), ``S``, ``GED²``; and ``method``, ``S``, ``GED²``.
+    output : Path
+        The PNG to write (byte-stable, see :func:`save_figure`).
+
+    Raises
+    ------
+    ValueError
+        If the width table has no rows.
+    """
+    import csv
+
+    with open(inputs[0], newline="", encoding="utf-8") as f:
+        widths = list(csv.DictReader(f))
+    with open(inputs[1], newline="", encoding="utf-8") as f:
+        baselines = [r for r in csv.DictReader(f) if not r["method"].startswith("BN3 Prob. U-Net (all")]
+    if not widths:
+        raise ValueError(f"{inputs[0]}: no rows to plot.")
+    counts = sorted({int(r["S"]) for r in widths})
+    fig = Figure(figsize=(3.4 * len(counts), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(counts), sharey=True))
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
+    for ax, s in zip(axes, counts, strict=True):
+        rows = [r for r in widths if int(r["S"]) == s]
+        kept = [int(r["latent dims kept"].split("/")[0]) for r in rows]
+        ged = np.array([parse_results_cell(r["GED²"]) or (float("nan"), 0.0) for r in rows])
+        ax.plot(kept, ged[:, 0], "o-", color="C0", label="BN3 Prob. U-Net, fixed width")
+        ax.fill_between(kept, ged[:, 0] - ged[:, 1], ged[:, 0] + ged[:, 1], color="C0", alpha=0.15)
+        for i, row in enumerate(r for r in baselines if int(r["S"]) == s):
+            mean, _ = parse_results_cell(row["GED²"]) or (float("nan"), 0.0)
+            ax.axhline(mean, color=f"C{i + 1}", linestyle=styles[i % len(styles)], label=row["method"])
+        ax.set_title(f"S = {s}")
+        ax.set_xlabel("latent dimensions kept")
+        ax.set_xticks(kept)
+    axes[0].set_ylabel("GED² (d = 1 − IoU)")
+    axes[-1].legend(fontsize=7, loc="upper right")
+    save_figure(fig, output)
+
+
 def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> list[int]:
     """Indices of the points no other point beats in both (lower ``cost`` and higher ``quality``).
 

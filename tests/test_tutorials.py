@@ -166,6 +166,34 @@ def check_edge(book: nbformat.NotebookNode, work: Path) -> None:
     assert float(re.search(r"teacher at S = 8: ([0-9.]+)x faster", distil)[1]) > 1.0  # one pass beats 8 samples
 
 
+def check_bn3_nested(book: nbformat.NotebookNode, work: Path) -> None:
+    from monai.networks.nets import UNet
+
+    cut = re.findall(r"^width (\d+)/(\d+): (\d+) parameters, max \|extracted - masked\| (\S+)$",
+                     _text(_cell(book, "extract_width(")), re.M)  # fmt: skip
+    groups = int(cut[0][1])
+    assert [int(w) for w, *_ in cut] == list(range(1, groups + 1))
+    for w, _, params, difference in cut:
+        # the extracted width-w network is a plain MONAI UNet with w/G of every layer's channels
+        narrow = UNet(2, 1, 2, channels=tuple(c * int(w) // groups for c in (8, 16, 32)), strides=(2, 2),
+                      num_res_units=1, norm="batch")  # fmt: skip
+        assert int(params) == sum(p.numel() for p in narrow.parameters())
+        assert float(difference) < 1e-4  # it computes what the masked nested network computes
+    with open(work / "bn3_sweep" / "width_sweep.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    bn3 = {(int(r["width"]), int(r["samples"])): r for r in rows if r["method"] == "BN3"}
+    assert set(bn3) == {(w, s) for w in range(1, groups + 1) for s in (1, 4, 16)}
+    assert all(float(r["sample_diversity_mean"]) == 0 for r in rows if r["samples"] == "1")
+    printed = re.findall(r"^BN3\s+(\d+)/\d+\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$",
+                         _text(_cell(book, "evaluate_width_sweep(")), re.M)  # fmt: skip
+    assert len(printed) == len(bn3)
+    for w, s, ged, hm_iou, _ in printed:
+        row = bn3[(int(w), int(s))]
+        assert float(ged) == pytest.approx(float(row["ged_mean"]), abs=6e-4)
+        assert float(hm_iou) == pytest.approx(float(row["hm_iou_mean"]), abs=6e-4)
+    assert (work / "bn3_sweep" / "width_sweep_ged.png").read_bytes()[:8] == PNG and _images(book) == 1
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
     "01_quick_start": check_quick_start,
     "02_lidc_bundle": check_lidc_bundle,
@@ -173,6 +201,7 @@ CHECKS: dict[str, Callable[[nbformat.NotebookNode, Path], None]] = {
     "04_bmr": check_bmr,
     "05_pruning_impact": check_pruning,
     "06_edge": check_edge,
+    "07_bn3_nested": check_bn3_nested,
 }
 
 

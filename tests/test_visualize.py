@@ -103,3 +103,33 @@ def test_single_annotation_panel_is_called_ground_truth():
     mask[0, 2:4, 2:4] = 1
     plot_case(axes, np.zeros((6, 6)), mask, mask[0], np.zeros((6, 6)))
     assert axes[1].get_title() == "ground truth"
+
+
+def test_latent_width_comparison_draws_every_width_and_baseline(tmp_path, monkeypatch):
+    """One panel per S; BN3's line has one point per latent width, each baseline of that S one horizontal line."""
+    from matplotlib.figure import Figure
+
+    from monai_bayes.visualize import plot_latent_width_comparison
+
+    widths = tmp_path / "latent_widths.csv"
+    lines = [f"{w}/3,{s},{0.9 - 0.1 * w - 0.01 * s:.3f} ± 0.1,0.5 ± 0.1,0 ± 0,5" for s in (1, 4) for w in (1, 2, 3)]
+    widths.write_text("latent dims kept,S,GED²,HM-IoU,sample diversity,cases\n" + "\n".join(lines) + "\n")
+    comparison = tmp_path / "comparison.csv"
+    comparison.write_text(
+        "method,S,GED²,HM-IoU,sample diversity,cases\n"
+        "Prob. U-Net,1,0.700 ± 0.1,x,x,5\nBN3 Prob. U-Net (all 3 latent dims),1,0.6 ± 0.1,x,x,5\n"
+        "Prob. U-Net,4,0.400 ± 0.1,x,x,5\nensemble U-Net,4,0.450 ± 0.1,x,x,5\n"
+    )
+    saved: list[Figure] = []
+    monkeypatch.setattr("monai_bayes.visualize.save_figure", lambda fig, path: saved.append(fig))
+    plot_latent_width_comparison([widths, comparison], tmp_path / "x.png")
+    (fig,) = saved
+    s1, s4 = fig.axes
+    assert s1.get_title() == "S = 1" and s4.get_title() == "S = 4"
+    np.testing.assert_allclose(s4.lines[0].get_ydata(), [0.76, 0.66, 0.56])  # 0.9 - 0.1 w - 0.01 S
+    assert [line.get_ydata()[0] for line in s1.lines[1:]] == [0.7]  # the full-width BN3 row is no baseline
+    assert [line.get_ydata()[0] for line in s4.lines[1:]] == [0.4, 0.45]
+    monkeypatch.undo()
+    plot_latent_width_comparison([widths, comparison], tmp_path / "a.png")
+    plot_latent_width_comparison([widths, comparison], tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()  # byte-stable for --check

@@ -223,6 +223,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sgmcmc_burn_in_epochs": _non_negative_int,
     "sgmcmc_max_samples": _positive_int,
     "sgmcmc_voxel_likelihood": _boolean,
+    "nested_rescale": _boolean,
 }
 
 

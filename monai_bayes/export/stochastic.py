@@ -123,7 +123,7 @@ class NoiseInputNetwork(nn.Module):
         with _restored_dropout_shapes(self.network), sampling_mode(self.network, "sample"):
             for name, layer in stochastic_layers(self.network):
                 if name in self.dropout_shapes:
-                    layer.activation_shape = self.dropout_shapes[name]  # type: ignore[attr-defined]
+                    layer.activation_shape = self.dropout_shapes[name]  # type: ignore[assignment]
             if self.width is None:
                 yield
             else:

@@ -293,3 +293,24 @@ def test_shared_configs_are_the_lidc_ones():
     assert meta["monai_bayes"]["widths"] == nested_widths(nested["nested_groups"], evaluate["widths"])
     assert meta["monai_bayes"]["sweep_samples"] == evaluate["sweep_samples"] == SAMPLES
     assert (NESTED_BUNDLE / "LICENSE").read_text() == (REPO / "LICENSE").read_text()
+
+
+def test_nested_rescale_setting_reaches_both_networks():
+    """``nested_rescale`` (issue 20) is validated and builds the train and evaluate networks alike."""
+    from monai.bundle import ConfigParser
+
+    from monai_bayes.bundle.overrides import validate_overrides
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "lidc_nested_unet" / "configs"
+    names = ("common", "nested", "train_nested", "evaluate_widths")
+    validate_overrides({"nested_rescale": False}, [configs / f"{n}.json" for n in names])
+    with pytest.raises(ValueError, match="nested_rescale"):
+        validate_overrides({"nested_rescale": "no"}, [configs / f"{n}.json" for n in names])
+    for step in ("train_nested", "evaluate_widths"):
+        assert "rescale=@nested_rescale" in (configs / f"{step}.json").read_text()
+    parser = ConfigParser()
+    parser.read_config([str(configs / f"{n}.json") for n in ("common", "nested")])
+    parser.update({"network_def#channels": [16, 32], "network_def#strides": [2], "nested_rescale": False})
+    rescale = parser.get_parsed_content("nested_rescale")
+    network = nested_network(parser.get_parsed_content("network_def"), 16, rescale=rescale)
+    assert [layer.rescale for _, layer in nested_layers(network)] == [False] * len(nested_layers(network))
