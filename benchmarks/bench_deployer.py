@@ -234,6 +234,62 @@ def _load_onnx(ctx: Context, dims: int, files: list[Path]) -> Predictor:
     return call
 
 
+STUDENT_EPOCHS = 30
+
+
+def train_batches(ctx: Context) -> list[dict[str, torch.Tensor]]:
+    """The bundle's fold-0 training patches as ``{"image": (B, 1, H, W)}`` batches (labels unused)."""
+    bundle = ctx.work / "bundles" / LIDC.name
+    cfg = ConfigParser()
+    cfg.read_config([str(bundle / "configs" / "common.json")])
+    cfg.update({"bundle_root": str(bundle), **SMALL, "runs_dir": str(ctx.runs), "cache_dir": str(ctx.work / "cache")})
+    return [{"image": b["image"].as_tensor()} for b in cfg.get_parsed_content("train_data#dataloader")]
+
+
+def _save_student(kind: str) -> Callable[[Context, int], list[Path]]:
+    """A one-pass student of the trained 1 % partial-Bayes teacher, of the teacher's width (2D: distilled on
+    the training patches, S = 8 teacher samples each, foreground weight 10; 3D: random weights)."""
+
+    def save(ctx: Context, dims: int) -> list[Path]:
+        from monai_bayes.distill import build_student, save_student, train_student
+
+        out = ctx.folder(f"{kind} student", dims) / "student.pt"
+        student = build_student(
+            kind, 2, spatial_dims=dims, channels=SMALL["network_def#channels"], strides=SMALL["network_def#strides"],
+            num_res_units=1,
+        )  # fmt: skip
+        if dims == 2 and not out.is_file():
+            checkpoint = RunLayout(ctx.runs, "sparse_bayes").model_checkpoint
+            teacher = build_network(network_def(2), "sparse_bayes", checkpoint)
+            train_student(
+                student, teacher.eval(), train_batches(ctx), num_samples=ctx.num_samples, max_epochs=STUDENT_EPOCHS,
+                batch_size=SMALL["batch_size"], lr=2e-3, foreground_weight=10.0,
+            )  # fmt: skip
+            save_student(student, out)
+        elif dims == 3:
+            save_student(student, out)
+        return [out, out.with_suffix(".json")]
+
+    return save
+
+
+def _load_student(ctx: Context, dims: int, files: list[Path]) -> Predictor:
+    """One student pass (3D: sliding windows over its raw outputs), then the maps; EnD²: ``S`` Dirichlet draws."""
+    from monai_bayes.distill import load_student, sample_dirichlet_probabilities
+    from monai_bayes.distill.dirichlet import concentrations
+
+    student = load_student(files[0]).eval()
+    window = SlidingWindowInferer(ROI, sw_batch_size=1, overlap=0.25) if dims == 3 else None
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        outputs = window(x, student) if window is not None else student(x)
+        if student.kind == "end2":
+            return sample_dirichlet_probabilities(concentrations(outputs), ctx.num_samples, seed=0)
+        return student.maps(outputs)["mean"].unsqueeze(1)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Variant:
     """One row of the table.
@@ -267,6 +323,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("SG-MCMC 8 samples, shared-sparse 90 % int8", _save_shared_sparse, _load_run("sgmcmc"), ("sgmcmc",)),
     Variant(f"BN3 width {NESTED_WIDTH}/{NESTED_GROUPS}", _save_nested, _load_nested, ("bn3",)),
     Variant("partial Bayes 1 %, ONNX (onnxruntime)", _save_onnx, _load_onnx, ("sparse_bayes",)),
+    Variant("BDK student of partial Bayes 1 % (one pass)", _save_student("bdk"), _load_student, ("sparse_bayes",)),
+    Variant("EnD² student of partial Bayes 1 % (one pass)", _save_student("end2"), _load_student, ("sparse_bayes",)),
 )
 
 
