@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lidc_sparse_bayes"
 OUT = ROOT / "results" / "distillation"
 KINDS = {"bdk": "BDK student (mean + entropy / MI heads)", "end2": "EnD² student (Dirichlet)"}
+#: report folder suffix and row label suffix of each student variant
+VARIANTS = {"": "", "_init": ", teacher width, init from teacher mean"}
 HEADER = [
     "model",
     "Dice",
@@ -64,11 +66,12 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
             f"{first['teacher_parameters']:,}",
         ]
     ]
-    for kind, report in reports.items():
+    for name, report in reports.items():
+        kind, _, variant = name.partition("_")
         timing = report["timing"]
         rows.append(
             [
-                KINDS[kind],
+                KINDS[kind] + VARIANTS["_" + variant if variant else ""],
                 *_scores(report["scores"]["student"]),
                 f"{report['spearman_total']:.3f}",
                 f"{report['spearman_epistemic']:.3f}",
@@ -89,7 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--foreground-weight", type=float, default=10.0)
-    parser.add_argument("--reuse", action="store_true", help="collect existing report.json files only")
+    parser.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="students of the teacher's widths initialised from its posterior-mean network (distill_<kind>_init)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="collect the existing report.json files of both variants only"
+    )
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
         "--command", default=None, help="with --reuse: the command lines that produced the reports, for provenance"
@@ -97,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     reports: dict[str, dict[str, Any]] = {}
     for kind in args.kinds:
-        report_file = BUNDLE / "runs" / "sparse_bayes_r0.01" / f"distill_{kind}" / "report.json"
         if args.reuse:
-            reports[kind] = json.loads(report_file.read_text(encoding="utf-8"))
+            for suffix in VARIANTS:
+                report_file = BUNDLE / "runs" / "sparse_bayes_r0.01" / f"distill_{kind}{suffix}" / "report.json"
+                if report_file.is_file():
+                    reports[kind + suffix] = json.loads(report_file.read_text(encoding="utf-8"))
         else:
             reports[kind] = distill_bundle_run(
                 BUNDLE,
@@ -109,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                 seed=args.seed,
                 lr=args.lr,
                 foreground_weight=args.foreground_weight,
+                init_from_teacher=args.init_from_teacher,
             )
     if args.no_results:
         return

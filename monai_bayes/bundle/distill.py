@@ -38,6 +38,7 @@ from monai_bayes.distill import (
     build_student,
     compare_with_teacher,
     inference_speedup,
+    init_student_from_teacher,
     save_student,
     train_student,
 )
@@ -90,6 +91,7 @@ def distill_bundle_run(
     initial_temperature: float = 2.5,
     foreground_weight: float = 10.0,
     output_dir: str | os.PathLike | None = None,
+    init_from_teacher: bool = False,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -111,7 +113,11 @@ def distill_bundle_run(
         ``γ``: voxels the teacher sees as foreground weigh up to ``1 + γ`` in the loss
         (:func:`~monai_bayes.distill.losses.foreground_voxel_weights`).
     output_dir : str or os.PathLike, optional
-        Default ``<run_dir>/distill_<kind>``.
+        Default ``<run_dir>/distill_<kind>`` (``distill_<kind>_init`` with ``init_from_teacher``).
+    init_from_teacher : bool
+        Build the student with the teacher's widths (``student_channels`` is ignored) and initialise it from the
+        teacher's posterior-mean network (:func:`~monai_bayes.distill.init_student_from_teacher`) before
+        distilling.
 
     Returns
     -------
@@ -136,7 +142,10 @@ def distill_bundle_run(
         )
     teacher = parser.get_parsed_content("network").eval()
     num_classes = int(network_def.out_channels)
-    out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}"
+    if init_from_teacher:
+        student_channels = [int(c) for c in network_def.channels]
+    suffix = "_init" if init_from_teacher else ""
+    out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     with seeded_global_rng(seed):
         student = build_student(
@@ -148,6 +157,8 @@ def distill_bundle_run(
             strides=list(network_def.strides),
             num_res_units=int(network_def.num_res_units),
         )
+        if init_from_teacher:
+            init_student_from_teacher(student, teacher)
         train_student(
             student,
             teacher,
@@ -178,6 +189,7 @@ def distill_bundle_run(
             "lr": lr,
             "seed": seed,
             "foreground_weight": foreground_weight,
+            "init_from_teacher": init_from_teacher,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -222,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         foreground_weight=args.foreground_weight,
         output_dir=args.output_dir,
+        init_from_teacher=args.init_from_teacher,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -263,5 +276,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
     )
     p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")
+    p.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="student of the teacher's widths, initialised from the teacher's posterior-mean network",
+    )
     p.set_defaults(func=_run)
     return p
