@@ -28,8 +28,23 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lidc_sparse_bayes"
 OUT = ROOT / "results" / "distillation"
 KINDS = {"bdk": "BDK student (mean + entropy / MI heads)", "end2": "EnD² student (Dirichlet)"}
-#: report folder suffix and row label suffix of each student variant
-VARIANTS = {"": "", "_init": ", teacher width, init from teacher mean"}
+RUN = BUNDLE / "runs" / "sparse_bayes_r0.01"
+
+
+def _label(report: Mapping[str, Any]) -> str:
+    """Row label: the kind, and for a student initialised from the teacher its training settings."""
+    settings = report["settings"]
+    label = KINDS[report["kind"]]
+    if not settings.get("init_from_teacher"):
+        return label
+    if settings["epochs"] == 0:
+        return f"{label}, teacher width, = teacher's posterior mean (no training)"
+    temperature = f", T0 = {settings['initial_temperature']:g}" if "initial_temperature" in settings else ""
+    return f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}" + (
+        temperature
+    )
+
+
 HEADER = [
     "model",
     "Dice",
@@ -66,12 +81,11 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
             f"{first['teacher_parameters']:,}",
         ]
     ]
-    for name, report in reports.items():
-        kind, _, variant = name.partition("_")
+    for report in reports.values():
         timing = report["timing"]
         rows.append(
             [
-                KINDS[kind] + VARIANTS["_" + variant if variant else ""],
+                _label(report),
                 *_scores(report["scores"]["student"]),
                 f"{report['spearman_total']:.3f}",
                 f"{report['spearman_epistemic']:.3f}",
@@ -81,6 +95,12 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _suffix(args: argparse.Namespace) -> str:
+    if not args.init_from_teacher:
+        return ""
+    return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}" if args.epochs else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         help="students of the teacher's widths initialised from its posterior-mean network (distill_<kind>_init)",
     )
     parser.add_argument(
-        "--reuse", action="store_true", help="collect the existing report.json files of both variants only"
+        "--reuse", action="store_true", help="collect the existing distill_<kind>*/report.json files only"
     )
+    parser.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
         "--command", default=None, help="with --reuse: the command lines that produced the reports, for provenance"
@@ -108,10 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     reports: dict[str, dict[str, Any]] = {}
     for kind in args.kinds:
         if args.reuse:
-            for suffix in VARIANTS:
-                report_file = BUNDLE / "runs" / "sparse_bayes_r0.01" / f"distill_{kind}{suffix}" / "report.json"
-                if report_file.is_file():
-                    reports[kind + suffix] = json.loads(report_file.read_text(encoding="utf-8"))
+            for folder in [RUN / f"distill_{kind}", *sorted(RUN.glob(f"distill_{kind}_*"))]:
+                if (folder / "report.json").is_file():
+                    reports[folder.name] = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         else:
             reports[kind] = distill_bundle_run(
                 BUNDLE,
@@ -122,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                 lr=args.lr,
                 foreground_weight=args.foreground_weight,
                 init_from_teacher=args.init_from_teacher,
+                initial_temperature=args.initial_temperature,
+                output_dir=RUN / f"distill_{kind}{_suffix(args)}",
             )
     if args.no_results:
         return

@@ -104,7 +104,8 @@ def distill_bundle_run(
     overrides : Mapping, optional
         Bundle settings the run was trained with (``method``, ``r_bayes``, ``patch_size``, ...).
     epochs, num_samples, batch_size, lr, seed : int, int, int, float, int
-        Student training: epochs, teacher samples ``S`` per image, batch size, Adam rate, seed.
+        Student training: epochs, teacher samples ``S`` per image, batch size, Adam rate, seed. With
+        ``init_from_teacher``, ``epochs=0`` keeps the student as initialised (the teacher's posterior mean).
     student_channels : Sequence of int
         The student UNet's channels (strides and residual units as the bundle's ``network_def``).
     initial_temperature : float
@@ -159,19 +160,20 @@ def distill_bundle_run(
         )
         if init_from_teacher:
             init_student_from_teacher(student, teacher)
-        train_student(
-            student,
-            teacher,
-            _loader(parser, "train_items", batch_size),
-            num_samples=num_samples,
-            max_epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            device=device,
-            seed=seed,
-            initial_temperature=initial_temperature,
-            foreground_weight=foreground_weight,
-        )
+        if epochs > 0 or not init_from_teacher:
+            train_student(
+                student,
+                teacher,
+                _loader(parser, "train_items", batch_size),
+                num_samples=num_samples,
+                max_epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                device=device,
+                seed=seed,
+                initial_temperature=initial_temperature,
+                foreground_weight=foreground_weight,
+            )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
     eval_loader = _loader(parser, "eval_items", batch_size)
@@ -233,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         foreground_weight=args.foreground_weight,
+        initial_temperature=args.initial_temperature,
         output_dir=args.output_dir,
         init_from_teacher=args.init_from_teacher,
     )
@@ -275,6 +278,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
     )
+    p.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0 (default 2.5)")
     p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")
     p.add_argument(
         "--init-from-teacher",
