@@ -40,8 +40,11 @@ def _label(report: Mapping[str, Any]) -> str:
     if settings["epochs"] == 0:
         return f"{label}, teacher width, = teacher's posterior mean (no training)"
     temperature = f", T0 = {settings['initial_temperature']:g}" if "initial_temperature" in settings else ""
-    return f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}" + (
-        temperature
+    frozen = ", batch-norm statistics frozen" if settings.get("batch_norm_frozen") else ""
+    return (
+        f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}"
+        + temperature
+        + frozen
     )
 
 
@@ -100,7 +103,8 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
 def _suffix(args: argparse.Namespace) -> str:
     if not args.init_from_teacher:
         return ""
-    return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}" if args.epochs else "")
+    frozen = "_bnfrozen" if args.freeze_batch_norm else ""
+    return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}{frozen}" if args.epochs else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="collect the existing distill_<kind>*/report.json files only"
     )
+    parser.add_argument("--freeze-batch-norm", action="store_true", help="keep batch-norm statistics fixed")
     parser.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 foreground_weight=args.foreground_weight,
                 init_from_teacher=args.init_from_teacher,
                 initial_temperature=args.initial_temperature,
+                batch_norm_frozen=args.freeze_batch_norm,
                 output_dir=RUN / f"distill_{kind}{_suffix(args)}",
             )
     if args.no_results:
@@ -167,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
         "agents' jobs also running), so absolute times are loaded; each ratio is measured side by side in one "
         "process."
     )
+    if any(r["settings"].get("init_from_teacher") for r in reports.values()):
+        notes += (
+            " Rows 'teacher width, init from teacher mean': students of the teacher's widths (16-256) initialised "
+            "from its posterior-mean network (monai_bayes.distill.init_student_from_teacher), then distilled for the "
+            "epochs / Adam rate / T0 in the label (0 epochs: the initialised student itself), run 2026-12-02 "
+            "09:48-09:56 UTC as separate processes, two at a time, each ratio side by side in its own process "
+            "(teacher S=8 times in those processes: 0.21-0.46 s). The teacher row's time is from the first BDK run."
+        )
     command = args.command or "python scripts/run_distillation.py " + shlex.join(sys.argv[1:])
     write_provenance(OUT, command, args.seed, notes)
 

@@ -92,6 +92,7 @@ def distill_bundle_run(
     foreground_weight: float = 10.0,
     output_dir: str | os.PathLike | None = None,
     init_from_teacher: bool = False,
+    batch_norm_frozen: bool = False,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -119,6 +120,9 @@ def distill_bundle_run(
         Build the student with the teacher's widths (``student_channels`` is ignored) and initialise it from the
         teacher's posterior-mean network (:func:`~monai_bayes.distill.init_student_from_teacher`) before
         distilling.
+    batch_norm_frozen : bool
+        Keep the student's batch-norm statistics fixed while it trains
+        (:func:`~monai_bayes.distill.trainer.freeze_batch_norm`).
 
     Returns
     -------
@@ -173,6 +177,7 @@ def distill_bundle_run(
                 seed=seed,
                 initial_temperature=initial_temperature,
                 foreground_weight=foreground_weight,
+                batch_norm_frozen=batch_norm_frozen,
             )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
@@ -192,6 +197,7 @@ def distill_bundle_run(
             "seed": seed,
             "foreground_weight": foreground_weight,
             "init_from_teacher": init_from_teacher,
+            "batch_norm_frozen": batch_norm_frozen,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -238,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         initial_temperature=args.initial_temperature,
         output_dir=args.output_dir,
         init_from_teacher=args.init_from_teacher,
+        batch_norm_frozen=args.freeze_batch_norm,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -277,6 +284,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument(
         "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
+    )
+    p.add_argument(
+        "--freeze-batch-norm", action="store_true", help="keep the student's batch-norm statistics while it trains"
     )
     p.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0 (default 2.5)")
     p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")

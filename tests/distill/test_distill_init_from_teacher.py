@@ -8,7 +8,8 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from monai_bayes.distill import build_student, init_student_from_teacher
+from monai_bayes.distill import build_student, init_student_from_teacher, train_student
+from monai_bayes.distill.trainer import freeze_batch_norm
 from monai_bayes.layers.base import stochastic_layers
 from monai_bayes.networks.convert import to_full_bayes
 
@@ -56,3 +57,36 @@ def test_init_from_teacher_rejects_other_widths() -> None:
     deeper = build_student("end2", 2, **(UNET | {"num_res_units": 2}))
     with pytest.raises(ValueError, match="differ in tensors"):
         init_student_from_teacher(deeper, teacher)
+
+
+def _norm_statistics(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for name, b in module.named_buffers() if name.endswith(("running_mean", "running_var"))]
+
+
+def test_frozen_batch_norm_keeps_the_teacher_statistics() -> None:
+    _, teacher = _teacher()
+    student = build_student("end2", 2, **UNET)
+    init_student_from_teacher(student, teacher)
+    stats, weights = _norm_statistics(student), [p.clone() for p in student.parameters()]
+    x = torch.randn(4, 1, 16, 16) * 3 + 1  # statistics far from the copied running ones
+    hooks = freeze_batch_norm(student)
+    student.train()
+    with torch.no_grad():  # in train mode a frozen layer normalises with its running statistics, as in eval
+        frozen_train = student(x)
+        torch.testing.assert_close(frozen_train, student.eval()(x))
+    for hook in hooks:
+        hook.remove()
+    train_student(
+        student,
+        torch.nn.Conv2d(1, 2, 1),
+        [{"image": x}],
+        num_samples=2,
+        max_epochs=2,
+        batch_size=2,
+        batch_norm_frozen=True,
+    )
+    for before, after in zip(stats, _norm_statistics(student), strict=True):
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(weights, student.parameters()))
+    student.train()(x)  # the hooks are gone after training: a train-mode pass updates the statistics again
+    assert any(not torch.equal(a, b) for a, b in zip(stats, _norm_statistics(student)))
