@@ -28,6 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lidc_sparse_bayes"
 OUT = ROOT / "results" / "distillation"
 KINDS = {"bdk": "BDK student (mean + entropy / MI heads)", "end2": "EnD² student (Dirichlet)"}
+RUN = BUNDLE / "runs" / "sparse_bayes_r0.01"
+
+
+def _label(report: Mapping[str, Any]) -> str:
+    """Row label: the kind, and for a student initialised from the teacher its training settings."""
+    settings = report["settings"]
+    label = KINDS[report["kind"]]
+    if not settings.get("init_from_teacher"):
+        return label
+    if settings["epochs"] == 0:
+        return f"{label}, teacher width, = teacher's posterior mean (no training)"
+    temperature = f", T0 = {settings['initial_temperature']:g}" if "initial_temperature" in settings else ""
+    frozen = ", batch-norm statistics frozen" if settings.get("batch_norm_frozen") else ""
+    return (
+        f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}"
+        + temperature
+        + frozen
+    )
+
+
 HEADER = [
     "model",
     "Dice",
@@ -64,11 +84,11 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
             f"{first['teacher_parameters']:,}",
         ]
     ]
-    for kind, report in reports.items():
+    for report in reports.values():
         timing = report["timing"]
         rows.append(
             [
-                KINDS[kind],
+                _label(report),
                 *_scores(report["scores"]["student"]),
                 f"{report['spearman_total']:.3f}",
                 f"{report['spearman_epistemic']:.3f}",
@@ -80,6 +100,13 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _suffix(args: argparse.Namespace) -> str:
+    if not args.init_from_teacher:
+        return ""
+    frozen = "_bnfrozen" if args.freeze_batch_norm else ""
+    return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}{frozen}" if args.epochs else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run (or collect) the distillations and write the results folder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--foreground-weight", type=float, default=10.0)
-    parser.add_argument("--reuse", action="store_true", help="collect existing report.json files only")
+    parser.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="students of the teacher's widths initialised from its posterior-mean network (distill_<kind>_init)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="collect the existing distill_<kind>*/report.json files only"
+    )
+    parser.add_argument("--freeze-batch-norm", action="store_true", help="keep batch-norm statistics fixed")
+    parser.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
         "--command", default=None, help="with --reuse: the command lines that produced the reports, for provenance"
@@ -97,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     reports: dict[str, dict[str, Any]] = {}
     for kind in args.kinds:
-        report_file = BUNDLE / "runs" / "sparse_bayes_r0.01" / f"distill_{kind}" / "report.json"
         if args.reuse:
-            reports[kind] = json.loads(report_file.read_text(encoding="utf-8"))
+            for folder in [RUN / f"distill_{kind}", *sorted(RUN.glob(f"distill_{kind}_*"))]:
+                if (folder / "report.json").is_file():
+                    reports[folder.name] = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         else:
             reports[kind] = distill_bundle_run(
                 BUNDLE,
@@ -109,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
                 seed=args.seed,
                 lr=args.lr,
                 foreground_weight=args.foreground_weight,
+                init_from_teacher=args.init_from_teacher,
+                initial_temperature=args.initial_temperature,
+                batch_norm_frozen=args.freeze_batch_norm,
+                output_dir=RUN / f"distill_{kind}{_suffix(args)}",
             )
     if args.no_results:
         return
@@ -132,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
         "agents' jobs also running), so absolute times are loaded; each ratio is measured side by side in one "
         "process."
     )
+    if any(r["settings"].get("init_from_teacher") for r in reports.values()):
+        notes += (
+            " Rows 'teacher width, init from teacher mean': students of the teacher's widths (16-256) initialised "
+            "from its posterior-mean network (monai_bayes.distill.init_student_from_teacher), then distilled for the "
+            "epochs / Adam rate / T0 in the label (0 epochs: the initialised student itself), run 2026-12-02 "
+            "09:48-09:56 UTC as separate processes, two at a time, each ratio side by side in its own process "
+            "(teacher S=8 times in those processes: 0.21-0.46 s). The teacher row's time is from the first BDK run."
+        )
     command = args.command or "python scripts/run_distillation.py " + shlex.join(sys.argv[1:])
     write_provenance(OUT, command, args.seed, notes)
 

@@ -38,6 +38,7 @@ from monai_bayes.distill import (
     build_student,
     compare_with_teacher,
     inference_speedup,
+    init_student_from_teacher,
     save_student,
     train_student,
 )
@@ -90,6 +91,8 @@ def distill_bundle_run(
     initial_temperature: float = 2.5,
     foreground_weight: float = 10.0,
     output_dir: str | os.PathLike | None = None,
+    init_from_teacher: bool = False,
+    batch_norm_frozen: bool = False,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -102,7 +105,8 @@ def distill_bundle_run(
     overrides : Mapping, optional
         Bundle settings the run was trained with (``method``, ``r_bayes``, ``patch_size``, ...).
     epochs, num_samples, batch_size, lr, seed : int, int, int, float, int
-        Student training: epochs, teacher samples ``S`` per image, batch size, Adam rate, seed.
+        Student training: epochs, teacher samples ``S`` per image, batch size, Adam rate, seed. With
+        ``init_from_teacher``, ``epochs=0`` keeps the student as initialised (the teacher's posterior mean).
     student_channels : Sequence of int
         The student UNet's channels (strides and residual units as the bundle's ``network_def``).
     initial_temperature : float
@@ -111,7 +115,14 @@ def distill_bundle_run(
         ``γ``: voxels the teacher sees as foreground weigh up to ``1 + γ`` in the loss
         (:func:`~monai_bayes.distill.losses.foreground_voxel_weights`).
     output_dir : str or os.PathLike, optional
-        Default ``<run_dir>/distill_<kind>``.
+        Default ``<run_dir>/distill_<kind>`` (``distill_<kind>_init`` with ``init_from_teacher``).
+    init_from_teacher : bool
+        Build the student with the teacher's widths (``student_channels`` is ignored) and initialise it from the
+        teacher's posterior-mean network (:func:`~monai_bayes.distill.init_student_from_teacher`) before
+        distilling.
+    batch_norm_frozen : bool
+        Keep the student's batch-norm statistics fixed while it trains
+        (:func:`~monai_bayes.distill.trainer.freeze_batch_norm`).
 
     Returns
     -------
@@ -136,7 +147,10 @@ def distill_bundle_run(
         )
     teacher = parser.get_parsed_content("network").eval()
     num_classes = int(network_def.out_channels)
-    out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}"
+    if init_from_teacher:
+        student_channels = [int(c) for c in network_def.channels]
+    suffix = "_init" if init_from_teacher else ""
+    out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     with seeded_global_rng(seed):
         student = build_student(
@@ -148,19 +162,23 @@ def distill_bundle_run(
             strides=list(network_def.strides),
             num_res_units=int(network_def.num_res_units),
         )
-        train_student(
-            student,
-            teacher,
-            _loader(parser, "train_items", batch_size),
-            num_samples=num_samples,
-            max_epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            device=device,
-            seed=seed,
-            initial_temperature=initial_temperature,
-            foreground_weight=foreground_weight,
-        )
+        if init_from_teacher:
+            init_student_from_teacher(student, teacher)
+        if epochs > 0 or not init_from_teacher:
+            train_student(
+                student,
+                teacher,
+                _loader(parser, "train_items", batch_size),
+                num_samples=num_samples,
+                max_epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                device=device,
+                seed=seed,
+                initial_temperature=initial_temperature,
+                foreground_weight=foreground_weight,
+                batch_norm_frozen=batch_norm_frozen,
+            )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
     eval_loader = _loader(parser, "eval_items", batch_size)
@@ -178,6 +196,8 @@ def distill_bundle_run(
             "lr": lr,
             "seed": seed,
             "foreground_weight": foreground_weight,
+            "init_from_teacher": init_from_teacher,
+            "batch_norm_frozen": batch_norm_frozen,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -221,7 +241,10 @@ def _run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         foreground_weight=args.foreground_weight,
+        initial_temperature=args.initial_temperature,
         output_dir=args.output_dir,
+        init_from_teacher=args.init_from_teacher,
+        batch_norm_frozen=args.freeze_batch_norm,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -262,6 +285,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--foreground-weight", type=float, default=10.0, help="γ: teacher-foreground voxels weigh up to 1 + γ (10)"
     )
+    p.add_argument(
+        "--freeze-batch-norm", action="store_true", help="keep the student's batch-norm statistics while it trains"
+    )
+    p.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0 (default 2.5)")
     p.add_argument("--output-dir", type=Path, default=None, help="default <run_dir>/distill_<kind>")
+    p.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="student of the teacher's widths, initialised from the teacher's posterior-mean network",
+    )
     p.set_defaults(func=_run)
     return p

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from monai_bayes.distill.dirichlet import concentrations, dirichlet_uncertainty, sample_dirichlet_probabilities
 from monai_bayes.networks.checkpoint import load_checkpoint, save_checkpoint
+from monai_bayes.networks.convert import to_deterministic
 from monai_bayes.utils.atomic import atomic_write_json
 from monai_bayes.utils.files import read_json_if_exists
 from monai_bayes.utils.options import look_up
@@ -41,6 +42,7 @@ __all__ = [
     "DistillKind",
     "DistilledStudent",
     "build_student",
+    "init_student_from_teacher",
     "load_student",
     "save_student",
     "student_out_channels",
@@ -203,6 +205,70 @@ def build_student(
         "norm": norm,
     }
     return DistilledStudent(UNet(**settings), kind, num_classes, settings)
+
+
+def _copy_overlap(target: torch.Tensor, source: torch.Tensor, module: nn.Module, name: str) -> None:
+    """Copy ``source`` into the leading block of ``target``; zero what would feed new inputs into old outputs."""
+    if target.dim() != source.dim() or any(t < s for t, s in zip(target.shape, source.shape, strict=True)):
+        raise ValueError(
+            f"{name}: student shape {tuple(target.shape)} cannot hold teacher shape {tuple(source.shape)}."
+        )
+    block = tuple(slice(0, n) for n in source.shape)
+    target[block] = source
+    if isinstance(module, nn.modules.conv._ConvNd) and name.endswith("weight") and target.shape != source.shape:
+        in_dim = 0 if module.transposed else 1
+        out_dim = 1 - in_dim
+        extra_inputs = [slice(None)] * target.dim()
+        extra_inputs[out_dim] = slice(0, source.shape[out_dim])
+        extra_inputs[in_dim] = slice(source.shape[in_dim], None)
+        target[tuple(extra_inputs)] = 0.0
+
+
+def init_student_from_teacher(student: DistilledStudent, teacher: nn.Module) -> DistilledStudent:
+    """Initialise a same-architecture student from its teacher's posterior-mean network.
+
+    The teacher's deterministic network (:func:`~monai_bayes.networks.convert.to_deterministic`: every Bayesian
+    weight at its mean ``μ``, MC dropout removed) is copied into the student, tensor by tensor. Tensors of the
+    output path that are larger in the student (a BDK student's two extra head channels) receive the teacher's
+    tensor in their leading block, keep their fresh initialisation elsewhere, and the convolution weights that
+    would feed the new channels into the teacher's ``C`` logit channels are set to 0. So at initialisation the
+    student's first ``C`` outputs equal the posterior-mean network's logits exactly: an EnD² student's
+    ``softmax(z)`` (its Dirichlet mean) is the mean network's prediction, and its closed-form total uncertainty
+    is the mean network's entropy; a BDK student's heads start untrained.
+
+    Parameters
+    ----------
+    student : DistilledStudent
+        From :func:`build_student` with the teacher's spatial dims, channels, strides, residual units and norm.
+    teacher : nn.Module
+        A MONAI network whose posterior-mean network has the student's tensor names (e.g. the bundle's
+        partial-Bayes UNet). Not modified (a copy is converted).
+
+    Returns
+    -------
+    DistilledStudent
+        ``student``, initialised in place.
+
+    Raises
+    ------
+    ValueError
+        If the tensor names differ, or a teacher tensor does not fit the student's.
+    """
+    mean_network = to_deterministic(teacher)
+    source = mean_network.state_dict()
+    target_modules = dict(student.network.named_modules())
+    target = student.network.state_dict()
+    if source.keys() != target.keys():
+        missing = sorted(source.keys() ^ target.keys())[:5]
+        raise ValueError(
+            f"init from teacher: the student's and the teacher's mean network differ in tensors, e.g. {missing}; "
+            "build the student with the teacher's channels, strides, residual units and norm."
+        )
+    with torch.no_grad():
+        for key, value in target.items():
+            module_name, _, tensor_name = key.rpartition(".")
+            _copy_overlap(value, source[key].to(value.device, value.dtype), target_modules[module_name], tensor_name)
+    return student
 
 
 def _sidecar(path: Path) -> Path:

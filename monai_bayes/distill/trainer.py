@@ -120,6 +120,31 @@ def _augmentation(spatial_dims: int) -> Compose:
     return Compose([*flips, RandRotate90d(keys=keys, prob=0.5, spatial_axes=(0, 1))])
 
 
+def _keep_eval(module: nn.Module, _inputs: Any) -> None:
+    module.training = False
+
+
+def freeze_batch_norm(network: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Make every batch-norm layer of ``network`` normalise with, and keep, its running statistics.
+
+    A forward pre-hook sets the layer to eval mode before each call, whatever ``network.train()`` set (MONAI's
+    trainer calls it every iteration): the layer uses its stored mean / variance and never updates them, while
+    its affine weights still train.
+
+    Parameters
+    ----------
+    network : nn.Module
+        The network whose ``nn.modules.batchnorm._BatchNorm`` layers to freeze.
+
+    Returns
+    -------
+    list of torch.utils.hooks.RemovableHandle
+        One per layer; ``handle.remove()`` undoes the freeze.
+    """
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [m.register_forward_pre_hook(_keep_eval) for m in norms]
+
+
 def train_student(
     student: DistilledStudent,
     teacher: nn.Module,
@@ -136,6 +161,7 @@ def train_student(
     anneal_fraction: float = 0.5,
     foreground_weight: float = 0.0,
     handlers: Sequence[Any] = (),
+    batch_norm_frozen: bool = False,
 ) -> DistilledStudent:
     """Cache ``S`` teacher samples per image, then train ``student`` on them (with flips / 90° rotations).
 
@@ -163,6 +189,9 @@ def train_student(
         ``γ`` of :func:`~monai_bayes.distill.losses.foreground_voxel_weights`.
     handlers : Sequence
         Extra trainer handlers.
+    batch_norm_frozen : bool
+        Keep the student's batch-norm statistics as they are (:func:`freeze_batch_norm`), e.g. those copied from
+        the teacher by :func:`~monai_bayes.distill.init_student_from_teacher`.
 
     Returns
     -------
@@ -188,5 +217,10 @@ def train_student(
         anneal_fraction=anneal_fraction,
         handlers=handlers,
     )
-    trainer.run()
+    hooks = freeze_batch_norm(student) if batch_norm_frozen else []
+    try:
+        trainer.run()
+    finally:
+        for hook in hooks:
+            hook.remove()
     return student.eval()

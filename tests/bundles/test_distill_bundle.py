@@ -24,3 +24,12 @@ def test_distill_needs_a_trained_run_and_known_settings(lidc_bundle) -> None:
         distill_bundle_run(lidc_bundle, "bdk", overrides={"patch_sise": 64})
     with pytest.raises(ValueError, match="kind"):
         distill_bundle_run(lidc_bundle, "kd")
+
+
+def test_distill_command_init_from_teacher_options() -> None:
+    argv = ["distill", "b", "--kind", "end2", "--init-from-teacher", "--freeze-batch-norm", "--epochs", "0"]
+    args = build_parser(argv).parse_args(argv)
+    assert args.init_from_teacher and args.freeze_batch_norm and args.epochs == 0
+    assert args.initial_temperature == 2.5
+    plain = build_parser(argv[:3]).parse_args(argv[:4])
+    assert not plain.init_from_teacher and not plain.freeze_batch_norm
