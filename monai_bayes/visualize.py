@@ -33,6 +33,7 @@ __all__ = [
     "plot_case",
     "plot_cases",
     "plot_deployer_pareto",
+    "plot_latent_width_comparison",
     "plot_method_comparison",
     "plot_quality_cost_frontier",
     "plot_reliability",
