@@ -275,17 +275,14 @@ def _save_student(kind: str) -> Callable[[Context, int], list[Path]]:
 
 def _load_student(ctx: Context, dims: int, files: list[Path]) -> Predictor:
     """One student pass (3D: sliding windows over its raw outputs), then the maps; EnD²: ``S`` Dirichlet draws."""
-    from monai_bayes.distill import load_student, sample_dirichlet_probabilities
-    from monai_bayes.distill.dirichlet import concentrations
+    from monai_bayes.distill import load_student
 
     student = load_student(files[0]).eval()
     window = SlidingWindowInferer(ROI, sw_batch_size=1, overlap=0.25) if dims == 3 else None
 
     def call(x: torch.Tensor) -> torch.Tensor:
         outputs = window(x, student) if window is not None else student(x)
-        if student.kind == "end2":
-            return sample_dirichlet_probabilities(concentrations(outputs), ctx.num_samples, seed=0)
-        return student.maps(outputs)["mean"].unsqueeze(1)
+        return student.samples_from_outputs(outputs, ctx.num_samples, seed=0)
 
     return call
 

@@ -31,7 +31,8 @@ from monai_bayes.evaluation.results import write_provenance, write_results_table
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lidc_sparse_bayes"
 
-#: the small bundle run (every key is a bundle setting); also used by benchmarks/bench_deployer.py
+#: the small bundle run (every key is a bundle setting); benchmarks/bench_deployer.py's SMALL has the same
+#: settings (plus bayes_epochs), so its deterministic and SG-MCMC rows reproduce this script's numbers
 SMALL: dict[str, Any] = {
     "dataset_dir": "",
     "num_cases": 8,

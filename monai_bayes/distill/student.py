@@ -162,7 +162,25 @@ class DistilledStudent(nn.Module):
         torch.Tensor
             ``(B, S, C, *sp)`` probabilities.
         """
-        outputs = self(x)
+        return self.samples_from_outputs(self(x), num_samples, seed)
+
+    def samples_from_outputs(self, outputs: torch.Tensor, num_samples: int, seed: int | None = None) -> torch.Tensor:
+        """:meth:`samples` from raw outputs already computed (e.g. stitched by a sliding-window inferer).
+
+        Parameters
+        ----------
+        outputs : torch.Tensor
+            ``(B, student_out_channels, *sp)`` from :meth:`forward`.
+        num_samples : int
+            ``S`` for EnD².
+        seed : int, optional
+            Seed of the Dirichlet draws.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, S, C, *sp)`` probabilities (BDK: ``S = 1``).
+        """
         if self.kind == DistillKind.END2:
             return sample_dirichlet_probabilities(concentrations(outputs), num_samples, seed)
         return self.maps(outputs)["mean"].unsqueeze(1)
