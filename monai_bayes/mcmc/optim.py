@@ -51,13 +51,35 @@ def _check(name: str, value: float, low: float, *, strict: bool = True, high: fl
 
 
 class _SGMCMC(torch.optim.Optimizer):
-    """Shared validation, prior gradient and noise of the two samplers."""
+    """Shared validation, step loop, prior gradient and noise of the two samplers.
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], generator: torch.Generator | None) -> None:
-        _check("lr", defaults["lr"], 0.0)
-        _check("dataset_size", defaults["dataset_size"], 0.0)
-        _check("temperature", defaults["temperature"], 0.0, strict=False)
-        _check("prior_precision", defaults["prior_precision"], 0.0, strict=False)
+    A subclass says how large its noise is relative to SGLD's (:meth:`_noise_factor`) and how one
+    parameter moves (:meth:`_update`).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        dataset_size: int,
+        temperature: float,
+        prior_precision: float,
+        add_noise: bool,
+        generator: torch.Generator | None,
+        **extra: Any,
+    ) -> None:
+        _check("lr", lr, 0.0)
+        _check("dataset_size", dataset_size, 0.0)
+        _check("temperature", temperature, 0.0, strict=False)
+        _check("prior_precision", prior_precision, 0.0, strict=False)
+        defaults = dict(
+            lr=lr,
+            dataset_size=dataset_size,
+            temperature=temperature,
+            prior_precision=prior_precision,
+            add_noise=add_noise,
+            **extra,
+        )
         super().__init__(params, defaults)
         self.generator = generator
 
@@ -72,6 +94,42 @@ class _SGMCMC(torch.optim.Optimizer):
 
     def _noise(self, p: torch.Tensor, std: float) -> torch.Tensor:
         return torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype).mul_(std)
+
+    @staticmethod
+    def _noise_factor(group: dict[str, Any]) -> float:
+        """The noise variance relative to SGLD's ``2·lr·T/N`` (SGHMC: the friction ``α``)."""
+        return 1.0
+
+    def _update(self, p: torch.Tensor, group: dict[str, Any], std: float) -> None:
+        """Move one parameter by one step; ``std`` is the injected noise's standard deviation (0: none)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One sampler step on every parameter with a gradient.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        Any
+            The closure's loss, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, n, temp = group["lr"], group["dataset_size"], group["temperature"]
+            variance = 2.0 * self._noise_factor(group) * lr * temp / n
+            std = math.sqrt(variance) if group["add_noise"] else 0.0
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group, std)
+        return loss
 
 
 class SGLD(_SGMCMC):
@@ -107,43 +165,12 @@ class SGLD(_SGMCMC):
         add_noise: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            dataset_size=dataset_size,
-            temperature=temperature,
-            prior_precision=prior_precision,
-            add_noise=add_noise,
-        )
-        super().__init__(params, defaults, generator)
+        super().__init__(params, lr, dataset_size, temperature, prior_precision, add_noise, generator)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        """One Langevin step on every parameter with a gradient.
-
-        Parameters
-        ----------
-        closure : callable, optional
-            Re-evaluates the model and returns the loss.
-
-        Returns
-        -------
-        Any
-            The closure's loss, or ``None``.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, n, temp = group["lr"], group["dataset_size"], group["temperature"]
-            std = math.sqrt(2.0 * lr * temp / n) if group["add_noise"] else 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.add_(self._gradient(p, group), alpha=-lr)
-                if std > 0:
-                    p.add_(self._noise(p, std))
-        return loss
+    def _update(self, p: torch.Tensor, group: dict[str, Any], std: float) -> None:
+        p.add_(self._gradient(p, group), alpha=-group["lr"])
+        if std > 0:
+            p.add_(self._noise(p, std))
 
 
 class SGHMC(_SGMCMC):
@@ -184,50 +211,23 @@ class SGHMC(_SGMCMC):
         generator: torch.Generator | None = None,
     ) -> None:
         _check("momentum", momentum, 0.0, strict=False, high=1.0)
-        defaults = dict(
-            lr=lr,
-            dataset_size=dataset_size,
-            momentum=momentum,
-            temperature=temperature,
-            prior_precision=prior_precision,
-            add_noise=add_noise,
+        super().__init__(
+            params, lr, dataset_size, temperature, prior_precision, add_noise, generator, momentum=momentum
         )
-        super().__init__(params, defaults, generator)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        """One SGHMC step on every parameter with a gradient.
+    @staticmethod
+    def _noise_factor(group: dict[str, Any]) -> float:
+        return 1.0 - float(group["momentum"])
 
-        Parameters
-        ----------
-        closure : callable, optional
-            Re-evaluates the model and returns the loss.
-
-        Returns
-        -------
-        Any
-            The closure's loss, or ``None``.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, n, temp, momentum = group["lr"], group["dataset_size"], group["temperature"], group["momentum"]
-            alpha = 1.0 - momentum
-            std = math.sqrt(2.0 * alpha * lr * temp / n) if group["add_noise"] else 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "velocity" not in state:
-                    state["velocity"] = torch.zeros_like(p)
-                v = state["velocity"]
-                v.mul_(momentum).add_(self._gradient(p, group), alpha=-lr)
-                if std > 0:
-                    v.add_(self._noise(p, std))
-                p.add_(v)
-        return loss
+    def _update(self, p: torch.Tensor, group: dict[str, Any], std: float) -> None:
+        state = self.state[p]
+        if "velocity" not in state:
+            state["velocity"] = torch.zeros_like(p)
+        v = state["velocity"]
+        v.mul_(group["momentum"]).add_(self._gradient(p, group), alpha=-group["lr"])
+        if std > 0:
+            v.add_(self._noise(p, std))
+        p.add_(v)
 
 
 class Sampler(StrEnum):
