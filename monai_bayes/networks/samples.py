@@ -43,7 +43,53 @@ SAMPLES_VERSION = 1
 StateDict = dict[str, torch.Tensor]
 
 
-class PosteriorSamples:
+class _SampleSet:
+    """What both sample sets share: ``len``, the keys of one sample, and sample ``index``'s state dict.
+
+    A subclass holds one stored entry per state-dict key in ``self.entries`` and says how to decode
+    sample ``index`` of one entry (:meth:`_decode`).
+    """
+
+    entries: Mapping[str, Any]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _decode(self, entry: Any, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keys(self) -> list[str]:
+        """State-dict keys of one sample.
+
+        Returns
+        -------
+        list of str
+        """
+        return list(self.entries)
+
+    def state_dict(self, index: int) -> StateDict:
+        """Sample ``index``'s state dict.
+
+        Parameters
+        ----------
+        index : int
+            In ``[0, S)``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+
+        Raises
+        ------
+        IndexError
+            Outside ``[0, S)``.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample index {index} outside [0, {len(self)}).")
+        return {k: self._decode(e, index) for k, e in self.entries.items()}
+
+
+class PosteriorSamples(_SampleSet):
     """``S`` state dicts of one network, stored per key as one stacked ``(S, *shape)`` tensor.
 
     Parameters
@@ -97,38 +143,16 @@ class PosteriorSamples:
         obj.stacked = dict(stacked)
         return obj
 
+    @property
+    def entries(self) -> StateDict:  # type: ignore[override]
+        """The stacked ``(S, *shape)`` tensors, per state-dict key."""
+        return self.stacked
+
     def __len__(self) -> int:
         return next(iter(self.stacked.values())).shape[0]
 
-    def keys(self) -> list[str]:
-        """State-dict keys of one sample.
-
-        Returns
-        -------
-        list of str
-        """
-        return list(self.stacked)
-
-    def state_dict(self, index: int) -> StateDict:
-        """Sample ``index``'s state dict (views into the stacked tensors).
-
-        Parameters
-        ----------
-        index : int
-            In ``[0, S)``.
-
-        Returns
-        -------
-        dict of str to torch.Tensor
-
-        Raises
-        ------
-        IndexError
-            Outside ``[0, S)``.
-        """
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample index {index} outside [0, {len(self)}).")
-        return {k: v[index] for k, v in self.stacked.items()}
+    def _decode(self, entry: torch.Tensor, index: int) -> torch.Tensor:
+        return entry[index]  # a view into the stacked tensor
 
     def mean(self) -> StateDict:
         """Per-entry mean over the samples (floating tensors; integer buffers from sample 0).
@@ -347,7 +371,7 @@ def _payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-class LazySamples:
+class LazySamples(_SampleSet):
     """Samples decoded one at a time from their stored layout (the file's tensors stay compact in memory).
 
     Parameters
@@ -363,35 +387,8 @@ class LazySamples:
     def __len__(self) -> int:
         return self.num_samples
 
-    def keys(self) -> list[str]:
-        """State-dict keys of one sample.
-
-        Returns
-        -------
-        list of str
-        """
-        return list(self.entries)
-
-    def state_dict(self, index: int) -> StateDict:
-        """Decode sample ``index``.
-
-        Parameters
-        ----------
-        index : int
-            In ``[0, S)``.
-
-        Returns
-        -------
-        dict of str to torch.Tensor
-
-        Raises
-        ------
-        IndexError
-            Outside ``[0, S)``.
-        """
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample index {index} outside [0, {len(self)}).")
-        return {k: _decode_entry(e, index) for k, e in self.entries.items()}
+    def _decode(self, entry: Any, index: int) -> torch.Tensor:
+        return _decode_entry(entry, index)
 
     def materialize(self) -> PosteriorSamples:
         """All samples decoded to dense stacked tensors.
