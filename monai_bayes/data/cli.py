@@ -43,6 +43,11 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=1, default=str))
 
 
+def _preparation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords every ``prepare-*`` command passes on: seed, error policy, overwrite, progress bar."""
+    return {"seed": args.seed, "on_error": args.on_error, "overwrite": args.overwrite, "show_progress": _progress(args)}
+
+
 def _summary(datalist: Path) -> dict[str, Any]:
     with open(datalist, encoding="utf-8") as f:
         d = json.load(f)
@@ -190,10 +195,7 @@ def _cmd_prepare_lidc(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         pixel_spacing_mm=args.pixel_spacing,
         num_folds=args.num_folds,
-        seed=args.seed,
-        on_error=args.on_error,
-        overwrite=args.overwrite,
-        show_progress=_progress(args),
+        **_preparation_options(args),
     )
     _print_json(_summary(dl))
     return 0
@@ -206,10 +208,7 @@ def _cmd_prepare_lidc_pickle(args: argparse.Namespace) -> int:
         args.pickle,
         args.cache,
         num_folds=args.num_folds,
-        seed=args.seed,
-        on_error=args.on_error,
-        overwrite=args.overwrite,
-        show_progress=_progress(args),
+        **_preparation_options(args),
     )
     _print_json(_summary(dl))
     return 0
@@ -222,10 +221,7 @@ def _cmd_prepare_isic(args: argparse.Namespace) -> int:
         args.raw,
         args.cache,
         size=(args.size, args.size),
-        seed=args.seed,
-        on_error=args.on_error,
-        overwrite=args.overwrite,
-        show_progress=_progress(args),
+        **_preparation_options(args),
     )
     _print_json(_summary(dl))
     return 0
