@@ -13,7 +13,10 @@ rounds, which keeps the ratios meaningful on a busy machine.
 
 Usage::
 
-    python benchmarks/bench_core.py [--repeats 7] [--threads 2] [--device cpu]
+    python benchmarks/bench_core.py [--repeats 7] [--threads 2] [--device cpu] [--out results/bench_core]
+
+With ``--out`` the printed ratios are also written as ``ratios.csv`` and the network's sizes as
+``network.csv`` (+ ``provenance.json``, the results contract of :mod:`monai_bayes.evaluation.results`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from monai.networks.nets import UNet
 
 from monai_bayes import to_full_bayes, to_partial_bayes
 from monai_bayes.cost import count_flops
+from monai_bayes.evaluation.results import write_benchmark_results
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import stochastic_layers
 from monai_bayes.losses import ELBOLoss
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=None, help="write ratios.csv, network.csv + provenance.json here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -112,6 +118,7 @@ def main() -> None:
     full = to_full_bayes(det, inplace=False)
     n_params = sum(p.numel() for p in det.parameters())
     n_bayes = sum(layer.num_bayes() for _, layer in stochastic_layers(partial))
+    n_layers = len(stochastic_layers(partial))
 
     print(
         f"# monai_bayes core benchmark  ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -126,6 +133,10 @@ def main() -> None:
     print(f"checkpoint bytes  deterministic {b_det}  partial-1% {b_part}  full {b_full}")
     print(f"RATIO checkpoint partial-1% / deterministic = {b_part / b_det:.4f}   (target <= 1.05)")
     print(f"RATIO checkpoint full-Bayes / deterministic = {b_full / b_det:.4f}   (expected 2.0)")
+    ratios = [
+        ["checkpoint bytes, 1 % partial / deterministic", f"{b_part / b_det:.3f}", "≤ 1.05"],
+        ["checkpoint bytes, full mean-field / deterministic", f"{b_full / b_det:.3f}", "2.0"],
+    ]
 
     det.train(), partial.train(), full.train()
     steps = {
@@ -135,6 +146,7 @@ def main() -> None:
         "full S=5": train_step(full, x, y, True, num_samples=5),
     }
     t = median_times(steps, args.repeats)
+    step_ms = t["det"] * 1e3
     print(f"train step  deterministic {t['det'] * 1e3:.1f} ms  partial-1% (1 sample) {t['partial'] * 1e3:.1f} ms")
     print(f"RATIO train step partial-1% / deterministic = {t['partial'] / t['det']:.3f}   (target <= 1.3)")
     flops = {name: count_flops(step) for name, step in steps.items()}
@@ -144,6 +156,15 @@ def main() -> None:
             f"counted FLOPs {flops[name] / flops['det']:.2f}"
         )
     print(f"RATIO ELBO train step with 5 samples, full / partial-1%: time {t['full S=5'] / t['partial S=5']:.2f}")
+    ratios.append(
+        ["training step, 1 % partial (1 sample, ELBO) / deterministic", f"{t['partial'] / t['det']:.3f}", "≤ 1.3"]
+    )
+    for name, label in (("partial S=5", "1 % partial"), ("full S=5", "full Bayes")):
+        cell = f"{t[name] / t['det']:.2f} (counted FLOPs {flops[name] / flops['det']:.2f})"
+        ratios.append([f"training step with 5 MC samples, {label} / deterministic", cell, "—"])
+    ratios.append(
+        ["training step with 5 MC samples, full Bayes / 1 % partial", f"{t['full S=5'] / t['partial S=5']:.2f}", "—"]
+    )
 
     det.eval(), partial.eval()
     S = 8
@@ -159,6 +180,30 @@ def main() -> None:
                 f"RATIO MC inference S={S} ({name}) / (8 x deterministic forward) = "
                 f"{value / (S * t['det']):.3f}   (target <= 1.0)"
             )
+    for chunk in (8, 4, 2, 1):
+        ratios.append([
+            f"MC inference S = {S} / ({S} × one deterministic forward), {chunk} sample{'s' * (chunk > 1)} per pass",
+            f"{t[f'mc chunk={chunk}'] / (S * t['det']):.3f}",
+            "≤ 1.0",
+        ])  # fmt: skip
+    if args.out is not None:
+        network = [
+            ["UNet parameters (net.parameters())", f"{n_params:,}".replace(",", " ")],
+            ["Bayesian weights in the 1 % partial net", f"{n_bayes:,}".replace(",", " ")],
+            ["conv layers with Bayesian weights (partial / full)", f"{n_layers} / {len(stochastic_layers(full))}"],
+            ["checkpoint bytes (deterministic / 1 % partial / full)", f"{b_det} / {b_part} / {b_full}"],
+            ["deterministic training step / forward, median [ms]", f"{step_ms:.0f} / {t['det'] * 1e3:.0f}"],
+        ]  # fmt: skip
+        notes = (
+            f"2D UNet 16-256, 2 residual units; batch {args.batch} x {args.size}^2 noisy discs (seed 0); 1 % of the "
+            f"weights chosen by gradient saliency on that batch; {args.threads} threads, device {device}; medians of "
+            f"{args.repeats} interleaved rounds (+1 warm-up); shared machine: read ratios, not absolute times."
+        )
+        tables = {
+            "ratios.csv": (["ratio", "measured", "target"], ratios),
+            "network.csv": (["quantity", "value"], network),
+        }
+        write_benchmark_results(args.out, tables, notes, seed=0)
 
 
 if __name__ == "__main__":

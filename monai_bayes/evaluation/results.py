@@ -11,7 +11,7 @@ Every number or figure in the docs comes from a committed results folder ``resul
   "inputs": ["results/<experiment>/t.csv", ...]}, ...]``; ``plot_fn(inputs: list[Path], output:
   Path) -> None`` draws the figure from the committed inputs.
 
-In a Markdown page (``docs/*.md``, ``README.md``) a table sits between the marker lines
+In a Markdown page (``docs/*.md``, ``README.md``, ``benchmarks/README.md``) a table sits between the marker lines
 ``<!-- results-table: <experiment>/<table>.csv -->`` and ``<!-- /results-table -->``; what lies
 between them is :func:`render_table` of the CSV (``| col | col |`` header, ``|---|---|`` rule, one row
 per CSV row, cells verbatim). ``scripts/make_results.py`` rewrites the pages and figures from the
@@ -29,7 +29,9 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,12 +45,14 @@ __all__ = [
     "MARKER_START",
     "PROVENANCE_KEYS",
     "Difference",
+    "benchmark_command",
     "check_results",
     "describe_machine",
     "git_commit",
     "regenerate",
     "render_page",
     "render_table",
+    "write_benchmark_results",
     "write_provenance",
     "write_results_table",
 ]
@@ -170,10 +174,11 @@ def render_page(text: str, results_dir: str | os.PathLike, page: str = "page") -
 
 
 def _pages(root: Path) -> list[Path]:
-    """The Markdown pages that may hold results tables: ``docs/*.md`` and ``README.md``."""
+    """The Markdown pages that may hold results tables: ``docs/*.md``, ``README.md``, ``benchmarks/README.md``."""
     pages = sorted((root / "docs").glob("*.md"))
-    if (root / "README.md").is_file():
-        pages.append(root / "README.md")
+    for name in ("README.md", "benchmarks/README.md"):
+        if (root / name).is_file():
+            pages.append(root / name)
     return pages
 
 
@@ -433,3 +438,83 @@ def write_provenance(
         "notes": notes,
     }
     return atomic_write_json(Path(folder) / "provenance.json", record, indent=2)
+
+
+#: environment variables that change a benchmark's timings; :func:`benchmark_command` writes those set
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def benchmark_command(argv: Sequence[str] | None = None) -> str:
+    """The command line that is running, as one would retype it: thread variables, ``nice``, ``python``.
+
+    Parameters
+    ----------
+    argv : Sequence of str or None
+        The script and its arguments (default ``sys.argv``).
+
+    Returns
+    -------
+    str
+        e.g. ``"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_core.py --repeats 3"``: the thread
+        variables of :data:`THREAD_VARIABLES` that are set, ``nice -n <niceness>`` when this process runs
+        with a positive niceness, then the shell-quoted arguments.
+    """
+    words = [f"{name}={shlex.quote(os.environ[name])}" for name in THREAD_VARIABLES if name in os.environ]
+    niceness = os.nice(0) if hasattr(os, "nice") else 0
+    if niceness > 0:
+        words.append(f"nice -n {niceness}")
+    words.append("python " + shlex.join(list(sys.argv if argv is None else argv)))
+    return " ".join(words)
+
+
+def write_benchmark_results(
+    folder: str | os.PathLike,
+    tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]],
+    notes: str,
+    seed: int | str | None = 0,
+    *,
+    argv: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write a benchmark's tables and ``provenance.json`` (the results contract) into ``folder``.
+
+    The provenance records :func:`benchmark_command` as the command and appends the machine's load
+    averages and torch's intra-op thread count to ``notes`` (timings on a shared machine mean little
+    without them).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        ``results/<experiment>``.
+    tables : Mapping of str to (header, rows)
+        ``{"<table>.csv": (column names, rows of formatted cells)}``, each written by
+        :func:`write_results_table`.
+    notes : str
+        Sizes run and caveats, as for :func:`write_provenance`.
+    seed : int or str or None
+        The seed of the run.
+    argv : Sequence of str or None
+        The command's arguments (default ``sys.argv``).
+
+    Returns
+    -------
+    list of Path
+        The written tables, then ``provenance.json``.
+
+    Raises
+    ------
+    ValueError
+        If a table name does not end in ``.csv`` or a row's length differs from its header's.
+    """
+    import torch
+
+    base = Path(folder)
+    written: list[Path] = []
+    for name, (header, rows) in tables.items():
+        if not name.endswith(".csv") or "/" in name:
+            raise ValueError(f"{base}: table name {name!r} must be a file name ending in .csv.")
+        written.append(write_results_table(base / name, header, rows))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    measured = f"Load average (1, 5, 15 min) when written: {load}; torch threads: {torch.get_num_threads()}."
+    full_notes = f"{notes.rstrip()} {measured}" if notes.strip() else measured
+    written.append(write_provenance(base, benchmark_command(argv), seed, full_notes))
+    return written
