@@ -1,6 +1,6 @@
 """Regenerate every results table and figure in the docs from the committed results.
 
-Tables: in ``docs/*.md`` and ``README.md`` the Markdown between the lines
+Tables: in ``docs/*.md``, ``README.md`` and ``benchmarks/README.md`` the Markdown between the lines
 ``<!-- results-table: <experiment>/<table>.csv -->`` and ``<!-- /results-table -->`` is rendered from
 ``results/<experiment>/<table>.csv``. Figures: every entry of ``results/<experiment>/figures.json`` is
 drawn by its plotting function from its committed inputs. The contract is described in

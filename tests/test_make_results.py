@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import runpy
 import shutil
 from pathlib import Path
 
 import pytest
 
-from monai_bayes.evaluation.results import check_results, regenerate, render_page, render_table, write_provenance
+from monai_bayes.evaluation.results import (
+    check_results,
+    regenerate,
+    render_page,
+    render_table,
+    write_benchmark_results,
+    write_provenance,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_results.py"
@@ -117,3 +125,44 @@ def test_committed_tree_matches_results(capsys: pytest.CaptureFixture[str]) -> N
     assert rc == 0, capsys.readouterr().out
     for provenance in (REPO / "results").glob("*/provenance.json"):
         assert list(json.loads(provenance.read_text())) == ["command", "commit", "seed", "machine", "date", "notes"]
+
+
+def test_benchmarks_readme_is_rendered(tmp_path: Path) -> None:
+    """A marked table in benchmarks/README.md is checked and re-rendered like the docs pages."""
+    _fixture(tmp_path)
+    bench = tmp_path / "benchmarks" / "README.md"
+    bench.parent.mkdir()
+    bench.write_text("# Benchmarks\n\n<!-- results-table: toy/t.csv -->\n| stale |\n<!-- /results-table -->\n")
+    differences = check_results(tmp_path)
+    bench_diff = next(d.diff for d in differences if d.path == bench)
+    assert "benchmarks/README.md (committed)" in bench_diff and "+| b | 0.5 | – |" in bench_diff
+    assert bench in regenerate(tmp_path)
+    assert bench.read_text(encoding="utf-8") == (
+        "# Benchmarks\n\n<!-- results-table: toy/t.csv -->\n| run | Dice | params |\n|---|---|---|\n"
+        "| a | 0.835 ± 0.151 | 1 643 848 |\n| b | 0.5 | – |\n<!-- /results-table -->\n"
+    )
+    assert check_results(tmp_path) == []
+
+
+def test_write_benchmark_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark helper writes each table, and a provenance with the retypable command, load and threads."""
+    import os
+
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    tables = {"ratios.csv": (["ratio", "measured"], [["a / b", "1.05"], ["c, d", "0.5 (x 2)"]])}
+    argv = ["benchmarks/bench_x.py", "--repeats", "3", "--label", "two words"]
+    written = write_benchmark_results(tmp_path / "bench_x", tables, "batch 10.", seed=0, argv=argv)
+    assert [p.name for p in written] == ["ratios.csv", "provenance.json"]
+    with open(written[0], newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f)) == [["ratio", "measured"], ["a / b", "1.05"], ["c, d", "0.5 (x 2)"]]
+    record = json.loads(written[1].read_text())
+    nice = f"nice -n {os.nice(0)} " if os.nice(0) > 0 else ""
+    expected = f"OMP_NUM_THREADS=1 {nice}python benchmarks/bench_x.py --repeats 3 --label 'two words'"
+    assert record["command"] == expected and record["seed"] == 0
+    measured = r"batch 10\. Load average \(1, 5, 15 min\) when written: \d+\.\d, \d+\.\d, \d+\.\d; torch threads: "
+    assert re.fullmatch(measured + f"{torch.get_num_threads()}\\.", record["notes"]), record["notes"]
+    with pytest.raises(ValueError, match=r"must be a file name ending in \.csv"):
+        write_benchmark_results(tmp_path / "bench_y", {"t.txt": (["a"], [])}, "", argv=argv)
