@@ -67,7 +67,7 @@ def main() -> None:
             f"deterministic training run of {args.epochs} epochs vs an L1 pruning sweep of {n} copies of it over "
             f"the {k} default sparsities (inference only); 1 thread; one measurement each (no repeats)."
         )
-        write_benchmark_results(args.out, {"timing.csv": (["", "measured"], rows)}, notes, seed=0)
+        write_benchmark_results(args.out, {"timing.csv": (["what", "measured"], rows)}, notes, seed=0)
 
 
 if __name__ == "__main__":
