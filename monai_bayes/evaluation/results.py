@@ -477,9 +477,10 @@ def write_benchmark_results(
 ) -> list[Path]:
     """Write a benchmark's tables and ``provenance.json`` (the results contract) into ``folder``.
 
-    The provenance records :func:`benchmark_command` as the command and appends the machine's load
-    averages and torch's intra-op thread count to ``notes`` (timings on a shared machine mean little
-    without them).
+    The provenance records :func:`benchmark_command` as the command, the commit checked out before the
+    tables are written (rewriting a committed table would otherwise mark it ``+dirty``), and appends the
+    machine's load averages and torch's intra-op thread count to ``notes`` (timings on a shared machine
+    mean little without them).
 
     Parameters
     ----------
@@ -508,6 +509,7 @@ def write_benchmark_results(
     import torch
 
     base = Path(folder)
+    commit = git_commit()  # before the tables overwrite committed files, which would mark the checkout dirty
     written: list[Path] = []
     for name, (header, rows) in tables.items():
         if not name.endswith(".csv") or "/" in name:
@@ -516,5 +518,5 @@ def write_benchmark_results(
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     measured = f"Load average (1, 5, 15 min) when written: {load}; torch threads: {torch.get_num_threads()}."
     full_notes = f"{notes.rstrip()} {measured}" if notes.strip() else measured
-    written.append(write_provenance(base, benchmark_command(argv), seed, full_notes))
+    written.append(write_provenance(base, benchmark_command(argv), seed, full_notes, commit=commit))
     return written
