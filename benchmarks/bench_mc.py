@@ -29,6 +29,7 @@ of ``--repeats`` rounds; the machine may be shared, so read the ratios, not the 
 Usage::
 
     python benchmarks/bench_mc.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--quick] [--roi3d 96]
+                                  [--scopes global,decoder,bottleneck]
                                   [--out results/fast_mc]
 
 With ``--out`` the rows are also written as ``mc_cost.csv`` (+ ``provenance.json``) in that folder.
@@ -65,7 +66,7 @@ from monai_bayes.layers import (
     stochastic_layers,
 )
 from monai_bayes.layers.functional import forward_with_samples, forward_with_sparse_samples_shared
-from monai_bayes.selection import restrict_scores, saliency_scores, scope_modules, select_topk
+from monai_bayes.selection import call_order, restrict_scores, saliency_scores, scope_modules, select_topk
 
 S = 8
 
@@ -105,13 +106,23 @@ def blob_batch(batch: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Te
 
 
 def partial_net(det: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scope: str) -> torch.nn.Module:
-    """1 % partial Bayes by gradient saliency on one batch, over the whole net or the decoder only."""
+    """1 % partial Bayes by gradient saliency over the whole net, the decoder, or the bottleneck only.
+
+    ``bottleneck`` (a benchmark-only scope): the layers whose output has the network's smallest spatial size
+    (:func:`monai_bayes.selection.call_order`), so every decoder level after them reads a concatenation of a
+    shared skip and a per-sample path -- the case the split convolution is for.
+    """
     scores = saliency_scores(
         det, [{"image": x, "label": y}], lambda p, t: torch.nn.functional.cross_entropy(p, t[:, 0]), progress=False
     )
     include = None
     if scope == "decoder":
         include = scope_modules(det, x, "decoder")
+    elif scope == "bottleneck":
+        order = call_order(det, x)
+        smallest = min(size for _, size in order)
+        include = [name for name, size in order if size == smallest]
+    if include is not None:
         scores = restrict_scores(scores, include)
     return to_partial_bayes(det, select_topk(scores, 0.01), inplace=False).eval()
 
@@ -196,7 +207,7 @@ def bench(
         inner = SlidingWindowInferer((args.roi3d,) * 3, sw_batch_size=2, overlap=0.25)
     x, y, det = x.to(device), y.to(device), det.to(device).eval()
     rows = []
-    for scope in ("global", "decoder"):
+    for scope in args.scopes.split(","):
         net = partial_net(det, x, y, scope)
         patch = x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d]
         split = mc_cost_split(net, patch, split_conv=False)
@@ -251,6 +262,9 @@ def main() -> None:
     parser.add_argument("--roi3d", type=int, default=32, help="3D sliding-window patch edge (voxels)")
     parser.add_argument("--quick", action="store_true", help="narrower 2D networks (a short run under load)")
     parser.add_argument("--only", default="", help="comma-separated network labels to run (default: all)")
+    parser.add_argument(
+        "--scopes", default="global,decoder", help="comma-separated selections: global, decoder, bottleneck"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write mc_cost.csv + provenance.json here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
