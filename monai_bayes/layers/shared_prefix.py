@@ -244,6 +244,9 @@ class SharedPrefixMode(TorchFunctionMode):
             if inner is not None and inner.value is None:
                 parts.extend(inner.parts)
                 shared.extend(inner.shared)
+            elif inner is not None:  # already materialised: never keep a placeholder as a part
+                parts.append(cast(torch.Tensor, inner.value))
+                shared.append(False)
             else:
                 parts.append(t)
                 shared.append(self.kind(t) == _SHARED)

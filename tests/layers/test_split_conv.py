@@ -104,17 +104,28 @@ class _SkipNet(nn.Module):
             return self.grouped(cat)
         if self.consumer == "twice":  # nested lazy concatenation (negative dim), then a conv
             return self.wide(torch.cat([h, cat], dim=-3))
+        if self.consumer == "reuse":  # materialised by an activation, then concatenated again and convolved
+            first = torch.relu(cat)[:, :2]
+            return self.wide(torch.cat([h, cat], dim=1)) + first
         if self.consumer == "relu_sum":  # unexpected consumers: an activation and a channel slice
             return torch.relu(cat) * 2 + cat[:, 1:3].sum(1, keepdim=True)
         return torch.cat([cat, h], dim=1)  # the network ends with a (nested) lazy concatenation
 
 
 @pytest.mark.parametrize(
-    ("consumer", "splits"),
-    [("conv", 1), ("transposed", 1), ("grouped", 0), ("twice", 1), ("relu_sum", 0), ("end", 0)],
+    ("consumer", "splits", "materialised"),
+    [
+        ("conv", 1, 0),
+        ("transposed", 1, 0),
+        ("grouped", 0, 1),
+        ("twice", 1, 0),
+        ("reuse", 1, 1),
+        ("relu_sum", 0, 1),
+        ("end", 0, 1),
+    ],
 )
 @torch.no_grad()
-def test_every_consumer_of_a_lazy_concatenation_gets_the_right_values(consumer, splits, modes):
+def test_every_consumer_of_a_lazy_concatenation_gets_the_right_values(consumer, splits, materialised, modes):
     torch.manual_seed(2)
     plain = _SkipNet(consumer).double().eval()
     net = to_partial_bayes(plain, {"mid.weight": torch.ones_like(plain.mid.weight, dtype=torch.bool)}).eval()
@@ -126,7 +137,7 @@ def test_every_consumer_of_a_lazy_concatenation_gets_the_right_values(consumer, 
         stacked = net(torch.cat([x] * S))
     torch.testing.assert_close(split, stacked, rtol=0, atol=1e-12)
     assert modes[0].split_convs == splits
-    assert modes[0].materialised == (0 if splits else 1)
+    assert modes[0].materialised == materialised
 
 
 @torch.no_grad()
