@@ -12,6 +12,9 @@ decoder (``decoder``, :func:`monai_bayes.selection.scope_modules`), it times, in
 * ``shared+sparse S`` -- as ``shared S``, and layers whose input is still shared (under global saliency:
   the first conv) compute their S samples as one dense conv plus one conv for all S sparse perturbations
   (``sparse_input=True``, :func:`monai_bayes.layers.functional.forward_with_sparse_samples_shared`);
+* ``shared+sparse+split S`` -- as ``shared+sparse S``, and each convolution reading a skip concatenation of
+  shared and per-sample activations runs its shared-channel half once (``split_conv=True``,
+  :class:`monai_bayes.layers.SharedPrefixMode`); the ``shared`` columns before it have ``split_conv=False``;
 * ``auto`` -- the default ``MonteCarloInferer()`` (chunk size, shared prefix and sparse input chosen by its
   probe; the probe runs during the warm-up and its choice is printed).
 
@@ -19,12 +22,14 @@ For the global selection it also times the first stochastic layer alone: S dense
 expanded input (the ``"loop"`` strategy) vs the sparse shared path (``first-layer`` ratio < 1: the sparse
 path is faster).
 
-It also prints the cost predicted from the MAC split (:func:`monai_bayes.layers.mc_cost_split`). Medians
+It also prints the cost predicted from the MAC split (:func:`monai_bayes.layers.mc_cost_split`), without and
+with the split convolutions counted. Medians
 of ``--repeats`` rounds; the machine may be shared, so read the ratios, not the absolute times.
 
 Usage::
 
     python benchmarks/bench_mc.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--quick] [--roi3d 96]
+                                  [--scopes global,decoder,bottleneck]
                                   [--out results/fast_mc]
 
 With ``--out`` the rows are also written as ``mc_cost.csv`` (+ ``provenance.json``) in that folder.
@@ -61,7 +66,7 @@ from monai_bayes.layers import (
     stochastic_layers,
 )
 from monai_bayes.layers.functional import forward_with_samples, forward_with_sparse_samples_shared
-from monai_bayes.selection import restrict_scores, saliency_scores, scope_modules, select_topk
+from monai_bayes.selection import call_order, restrict_scores, saliency_scores, scope_modules, select_topk
 
 S = 8
 
@@ -71,6 +76,7 @@ COLUMNS = {
     "stacked S": "stacked",
     "shared S": "shared prefix",
     "shared+sparse S": "shared + sparse input",
+    "shared+sparse+split S": "shared + sparse input + split conv",
     "auto": "auto (default)",
 }
 
@@ -100,13 +106,23 @@ def blob_batch(batch: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Te
 
 
 def partial_net(det: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scope: str) -> torch.nn.Module:
-    """1 % partial Bayes by gradient saliency on one batch, over the whole net or the decoder only."""
+    """1 % partial Bayes by gradient saliency over the whole net, the decoder, or the bottleneck only.
+
+    ``bottleneck`` (a benchmark-only scope): the layers whose output has the network's smallest spatial size
+    (:func:`monai_bayes.selection.call_order`), so every decoder level after them reads a concatenation of a
+    shared skip and a per-sample path -- the case the split convolution is for.
+    """
     scores = saliency_scores(
         det, [{"image": x, "label": y}], lambda p, t: torch.nn.functional.cross_entropy(p, t[:, 0]), progress=False
     )
     include = None
     if scope == "decoder":
         include = scope_modules(det, x, "decoder")
+    elif scope == "bottleneck":
+        order = call_order(det, x)
+        smallest = min(size for _, size in order)
+        include = [name for name, size in order if size == smallest]
+    if include is not None:
         scores = restrict_scores(scores, include)
     return to_partial_bayes(det, select_topk(scores, 0.01), inplace=False).eval()
 
@@ -123,6 +139,13 @@ def plain_loop(net: torch.nn.Module, x: torch.Tensor, inner: Callable[..., torch
         return outs
 
     return run
+
+
+def shared_pass(inner: Callable[..., torch.Tensor], sparse_input: bool, split_conv: bool) -> MonteCarloInferer:
+    """All S samples in one shared-prefix pass, with or without sparse input and split convolutions."""
+    return MonteCarloInferer(
+        S, inner, chunk_size=S, shared_prefix=True, sparse_input=sparse_input, split_conv=split_conv, seed=0
+    )
 
 
 def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -184,20 +207,19 @@ def bench(
         inner = SlidingWindowInferer((args.roi3d,) * 3, sw_batch_size=2, overlap=0.25)
     x, y, det = x.to(device), y.to(device), det.to(device).eval()
     rows = []
-    for scope in ("global", "decoder"):
+    for scope in args.scopes.split(","):
         net = partial_net(det, x, y, scope)
-        split = mc_cost_split(net, x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d])
+        patch = x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d]
+        split = mc_cost_split(net, patch, split_conv=False)
+        split_conv = mc_cost_split(net, patch, split_conv=True)
         auto = MonteCarloInferer(S, inferer=inner, seed=0)
         fns: dict[str, Callable[[], object]] = {
             "det": lambda: inner(x, det),
             "loop": plain_loop(net, x, inner),
             "stacked S": lambda n=net: MonteCarloInferer(S, inner, chunk_size=S, shared_prefix=False, seed=0)(x, n),
-            "shared S": lambda n=net: MonteCarloInferer(
-                S, inner, chunk_size=S, shared_prefix=True, sparse_input=False, seed=0
-            )(x, n),
-            "shared+sparse S": lambda n=net: MonteCarloInferer(
-                S, inner, chunk_size=S, shared_prefix=True, sparse_input=True, seed=0
-            )(x, n),
+            "shared S": lambda n=net: shared_pass(inner, sparse_input=False, split_conv=False)(x, n),
+            "shared+sparse S": lambda n=net: shared_pass(inner, sparse_input=True, split_conv=False)(x, n),
+            "shared+sparse+split S": lambda n=net: shared_pass(inner, sparse_input=True, split_conv=True)(x, n),
             "auto": lambda n=net, a=auto: a(x, n),
         }
         start = time.perf_counter()
@@ -205,13 +227,13 @@ def bench(
             t = median_times({k: synced(f, device) for k, f in fns.items()}, args.repeats)
         unit = S * t["det"]
         plans = "; ".join(sorted({p.label() for p in auto.plans.values()}))
-        patch = x if dims == 2 else x[..., : args.roi3d, : args.roi3d, : args.roi3d]
         first = first_layer_ratio(net, patch, args.repeats)
         ratios = "  ".join(f"{k} {v / unit:.3f}" for k, v in t.items() if k != "det")
         first_txt = "—" if first is None else f"{first:.3f}"
         print(
             f"RATIO {label:<12} {scope:<7} S={S}: {ratios}  | first-layer sparse/dense {first_txt}"
-            f"  | predicted shared {split.predicted_cost(S):.3f}  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
+            f"  | predicted shared {split.predicted_cost(S):.3f}, + split conv {split_conv.predicted_cost(S):.3f}"
+            f"  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
             f"  ({time.perf_counter() - start:.0f} s, load average {load_average()})",
             flush=True,
         )
@@ -221,6 +243,7 @@ def bench(
             {
                 "first layer sparse / dense": first_txt,
                 "predicted shared": f"{split.predicted_cost(S):.3f}",
+                "predicted shared + split conv": f"{split_conv.predicted_cost(S):.3f}",
                 "auto chose": plans,
             }
         )
@@ -239,6 +262,9 @@ def main() -> None:
     parser.add_argument("--roi3d", type=int, default=32, help="3D sliding-window patch edge (voxels)")
     parser.add_argument("--quick", action="store_true", help="narrower 2D networks (a short run under load)")
     parser.add_argument("--only", default="", help="comma-separated network labels to run (default: all)")
+    parser.add_argument(
+        "--scopes", default="global,decoder", help="comma-separated selections: global, decoder, bottleneck"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write mc_cost.csv + provenance.json here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

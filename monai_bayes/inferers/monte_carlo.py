@@ -124,7 +124,9 @@ class _SampleStackingNetwork:
             fixed_noise(module, select_noise(self.noise, samples)),
         ):
             if plan.shared_prefix:
-                return shared_prefix_forward(module, x, c, *args, sparse_shared_input=plan.sparse_input, **kwargs)
+                return shared_prefix_forward(
+                    module, x, c, *args, sparse_shared_input=plan.sparse_input, split_conv=plan.split_conv, **kwargs
+                )
             return self.network(torch.cat([x] * c), *args, **kwargs)
 
 
@@ -163,6 +165,11 @@ class MonteCarloInferer(Inferer):
         (:func:`~monai_bayes.layers.functional.forward_with_sparse_samples_shared`) instead of ``S`` dense
         convs; ``True``, ``False`` or ``"auto"`` (default: compared by the probe when ``chunk_size="auto"``,
         else used where the layer's cost model predicts a gain). Same outputs, up to float rounding.
+    split_conv
+        with the shared prefix, keep a skip concatenation of shared and per-sample activations lazy and run
+        the convolution that reads it in two halves: the shared channels once on the batch, the per-sample ones
+        on every sample, summed (:class:`~monai_bayes.layers.shared_prefix.SharedPrefixMode`); default
+        ``True``. Same outputs, up to float rounding; ``False`` materialises the ``S``-fold concatenation.
     activation
         ``"softmax"``, ``"sigmoid"`` or ``None`` (return raw network outputs; only with
         ``output="samples"``).
@@ -189,6 +196,7 @@ class MonteCarloInferer(Inferer):
         seed: int | None = None,
         shared_prefix: bool | Literal["auto"] = AUTO,
         sparse_input: bool | Literal["auto"] = AUTO,
+        split_conv: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(num_samples, int) or num_samples < 1:
@@ -211,6 +219,9 @@ class MonteCarloInferer(Inferer):
             shared_prefix = self.chunk_size > 1
         self.shared_prefix: bool | Literal["auto"] = shared_prefix
         self.sparse_input: bool | Literal["auto"] = sparse_input
+        if not isinstance(split_conv, bool):
+            raise ValueError(f"split_conv must be True or False, got {split_conv!r}.")
+        self.split_conv = split_conv
         self.activation = activation
         self.output = output
         self.seed = seed
@@ -222,11 +233,13 @@ class MonteCarloInferer(Inferer):
         """The plans the probe compares (one plan when nothing is left to choose)."""
         probe_sparse = self.sparse_input == AUTO and self.chunk_size == AUTO
         can_sparse = probe_sparse and module is not None and _takes_shared_input(module, self.num_samples)
-        plans = plan_candidates(self.num_samples, self.chunk_size, self.shared_prefix, module is not None, can_sparse)
+        plans = plan_candidates(
+            self.num_samples, self.chunk_size, self.shared_prefix, module is not None, can_sparse, self.split_conv
+        )
         if probe_sparse:
             return plans
         fixed = self.sparse_input is True or self.sparse_input == AUTO  # auto with a fixed plan: the layers decide
-        return [MCPlan(p.chunk_size, p.shared_prefix, fixed and p.shared_prefix) for p in plans]
+        return [MCPlan(p.chunk_size, p.shared_prefix, fixed and p.shared_prefix, p.split_conv) for p in plans]
 
     def _plan_for(self, x: torch.Tensor, module: nn.Module | None, run: Callable[[MCPlan], torch.Tensor]) -> MCPlan:
         """The plan for input ``x`` (cached per shape); probes the candidates on the first call."""

@@ -41,19 +41,25 @@ class MCPlan:
         With ``shared_prefix``: whether stochastic layers that still see the shared input compute their
         samples from it directly (``shared_prefix_forward(..., sparse_shared_input=True)``: one dense conv
         plus one conv for all sparse perturbations).
+    split_conv : bool
+        With ``shared_prefix``: whether a convolution reading a skip concatenation of shared and per-sample
+        activations runs its shared-channel half once (``shared_prefix_forward(..., split_conv=True)``).
     """
 
     chunk_size: int
     shared_prefix: bool
     sparse_input: bool = False
+    split_conv: bool = False
 
     def label(self) -> str:
-        """Short description for logs and benchmarks, e.g. ``"8/pass, shared, sparse input"``."""
+        """Short description for logs and benchmarks, e.g. ``"8/pass, shared, sparse input, split conv"``."""
         parts = [f"{self.chunk_size}/pass"]
         if self.shared_prefix:
             parts.append("shared")
         if self.sparse_input:
             parts.append("sparse input")
+        if self.split_conv:
+            parts.append("split conv")
         return ", ".join(parts)
 
 
@@ -73,6 +79,7 @@ def plan_candidates(
     shared_prefix: bool | Literal["auto"],
     can_share: bool,
     can_sparse: bool = False,
+    split_conv: bool = False,
 ) -> list[MCPlan]:
     """The plans a probe compares, the plain loop (``MCPlan(1, False)``) first where it is allowed.
 
@@ -90,6 +97,8 @@ def plan_candidates(
         Whether a stochastic layer can take the shared input directly
         (:meth:`~monai_bayes.layers.base.StochasticLayer.takes_shared_input`): each shared plan then also
         comes with ``sparse_input=True``.
+    split_conv : bool
+        Whether the shared plans split the convolutions after skip concatenations (``MCPlan.split_conv``).
 
     Returns
     -------
@@ -106,11 +115,11 @@ def plan_candidates(
         raise ValueError("shared_prefix=True needs the network to be a torch.nn.Module; got another callable.")
     sizes = candidate_chunk_sizes(num_samples) if chunk_size == AUTO else [min(int(chunk_size), num_samples)]
     shares = ([False, True] if can_share else [False]) if shared_prefix == AUTO else [bool(shared_prefix)]
-    plans = [MCPlan(c, s) for c in sizes for s in shares]
+    plans = [MCPlan(c, s, split_conv=s and split_conv) for c in sizes for s in shares]
     if chunk_size == AUTO and len(shares) > 1:
         plans = [p for p in plans if not (p.shared_prefix and p.chunk_size == 1)]
     if can_sparse:
-        plans += [MCPlan(p.chunk_size, True, True) for p in plans if p.shared_prefix and p.chunk_size > 1]
+        plans += [MCPlan(p.chunk_size, True, True, split_conv) for p in plans if p.shared_prefix and p.chunk_size > 1]
     return plans
 
 

@@ -273,8 +273,9 @@ def forward_with_sparse_samples(
     y = forward_with(module, x, weight, bias, output_size)
     out_idx, in_idx, dW = _compact_delta(module, index, delta)
     ys = y.view(S, B, *y.shape[1:])  # in-place updates below: the conv backward does not need y
+    x_touched = x.index_select(1, in_idx)  # before slicing: a lazy skip concatenation gathers only these channels
     for s in range(S):
-        corr = forward_with(module, x[s * B : (s + 1) * B].index_select(1, in_idx), dW[s], None, output_size)
+        corr = forward_with(module, x_touched[s * B : (s + 1) * B], dW[s], None, output_size)
         ys[s].index_add_(1, out_idx, corr)
     if bias_delta is not None:
         ys.add_(bias_delta.view(S, 1, -1, *([1] * (y.dim() - 2))))
