@@ -229,3 +229,15 @@ def test_foreground_gather_check_is_exact(monkeypatch, dtype, bad):
     assert calls == [1, 1]
     assert torch.equal(got.sample_rater, torch.full((2, 1, 3, 2), 0.5))
     assert torch.equal(got.sample_sample, torch.ones(2, 1, 3, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_exactly_binary_in_flat_chunks_sees_every_value(monkeypatch, dtype):
+    monkeypatch.setattr(overlap, "CHECK_CHUNK", 7)  # 60 values: 8 full chunks and a short last one
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(3, 4, 5, generator=g) < 0.5).to(dtype)
+    assert bool(overlap._exactly_binary(x)) and bool(overlap._exactly_binary(x.transpose(0, 2)))  # strided too
+    for index in range(x.numel()):
+        bad = x.clone().reshape(-1)
+        bad[index] = 2
+        assert not bool(overlap._exactly_binary(bad.reshape(3, 4, 5))), index
