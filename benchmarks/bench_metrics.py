@@ -40,8 +40,10 @@ from monai_bayes.metrics import (
 
 #: Mask families: (radius range as a fraction of the image side, fraction of empty masks). ``discs`` is the
 #: original workload (foreground up to ~20 % of the image); ``lidc`` imitates LIDC-IDRI 128² nodule crops:
-#: small lesions (radius 2–15 px at 128²) and a quarter of the masks empty (raters who marked nothing).
-MASK_FAMILIES = {"discs": ((0.05, 0.2), 0.1), "lidc": ((0.015, 0.12), 0.25)}
+#: small lesions (radius 2–15 px at 128²) and a quarter of the masks empty (raters who marked nothing);
+#: ``dense`` fills most of the image (radius 38–77 px at 128², no empty masks): the union of a case's masks covers
+#: more than half of the voxels, so the shared pass takes its dense path.
+MASK_FAMILIES = {"discs": ((0.05, 0.2), 0.1), "lidc": ((0.015, 0.12), 0.25), "dense": ((0.3, 0.6), 0.0)}
 
 
 def make_masks(
@@ -178,7 +180,7 @@ def main() -> None:
     if args.samples % args.raters:
         parser.error("the baseline tiles raters to the sample count: --samples must be a multiple of --raters")
 
-    lesion_seed = None if args.masks == "discs" else args.seed + 2  # lidc: samples and raters outline one lesion
+    lesion_seed = None if args.masks == "discs" else args.seed + 2  # lidc, dense: samples and raters outline one lesion
     samples_np = make_masks(args.cases, args.samples, args.size, args.seed, args.masks, lesion_seed)
     raters_np = make_masks(args.cases, args.raters, args.size, args.seed + 1, args.masks, lesion_seed)
     device = torch.device(args.device)

@@ -16,9 +16,17 @@ Writes ``results/fast_mc/frontier.csv`` and ``provenance.json`` (results contrac
 (:func:`monai_bayes.visualize.plot_quality_cost_frontier`). The sizes are small so that the run fits a
 shared 2-core machine; they are printed and recorded.
 
+Every trained network is saved in ``--checkpoint-dir`` (``det.pt``, ``<scope>.pt``, with the scope's
+metrics in ``<scope>.json``). A rerun with the same ``--checkpoint-dir`` reuses them instead of
+training again (the deterministic net and each finished scope), so an interrupted run resumes, and
+``--cost-only`` re-times only the MC cost columns from the saved checkpoints (no training, no
+evaluation; the quality columns are read back from the JSON files), e.g. after a faster inference
+path lands.
+
 Usage::
 
     python scripts/fast_mc_frontier.py [--num-cases 8] [--det-epochs 4] [--bayes-epochs 2] [--out results/fast_mc]
+    python scripts/fast_mc_frontier.py --cost-only [--checkpoint-dir ...]   # re-time the cost columns
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from monai.engines import SupervisedEvaluator
 
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import mc_cost_split
+from monai_bayes.networks import load_checkpoint, save_checkpoint
 from monai_bayes.selection import scope_modules, select_bayesian_weights
 from monai_bayes.visualize import plot_quality_cost_frontier
 from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deterministic
@@ -53,6 +62,7 @@ BUNDLE = REPO / "bundles" / "lidc_sparse_bayes"
 SCOPES = ("global", "decoder", "last3")
 #: metric key in the evaluator state -> CSV column
 METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
+OPTIMIZER = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
 
 
 def bundle_parser(work: Path, args: argparse.Namespace) -> ConfigParser:
@@ -73,14 +83,14 @@ def bundle_parser(work: Path, args: argparse.Namespace) -> ConfigParser:
     return parser
 
 
-def evaluate(parser: ConfigParser, network: torch.nn.Module) -> dict[str, float]:
-    """The bundle's evaluation metrics of ``network`` with S = 8 samples (fresh metric objects)."""
+def evaluate(parser: ConfigParser, network: torch.nn.Module, num_samples: int = 8) -> dict[str, float]:
+    """The bundle's evaluation metrics of ``network`` with ``num_samples`` samples (fresh metric objects)."""
     fresh = {k: parser.get_parsed_content(f"evaluate#{k}", lazy=False) for k in ("key_metric", "additional_metrics")}
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=parser.get_parsed_content("evaluate#dataloader"),
         network=network,
-        inferer=MonteCarloInferer(8, activation="softmax", output="samples", seed=0),
+        inferer=MonteCarloInferer(num_samples, activation="softmax", output="samples", seed=0),
         postprocessing=parser.get_parsed_content("evaluate#postprocessing", lazy=False),
         key_val_metric=fresh["key_metric"],
         additional_metrics=fresh["additional_metrics"],
@@ -121,6 +131,119 @@ def scoped(det: torch.nn.Module, scope: str, example: torch.Tensor) -> list[str]
     return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
 
 
+def log(message: str, started: float) -> None:
+    """Print a progress line with the elapsed wall time."""
+    print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
+
+
+def row_of(scope: str, metrics: dict[str, float], cost: dict[int, float], predicted: float) -> dict[str, str]:
+    """One ``frontier.csv`` row (cells formatted as shown in the docs)."""
+    row = {"selection": f"{scope} 1 %"}
+    for key, col in METRICS.items():
+        row[col] = _fmt(metrics.get(key))
+    row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
+    row["MI"] = _fmt(metrics.get("Uncertainty_mi_mean"))
+    row["MC cost S=8"] = f"{cost[8]:.2f}"
+    row["MC cost S=16"] = f"{cost[16]:.2f}"
+    row["predicted S=8"] = f"{predicted:.2f}"
+    return row
+
+
+def trained_det(parser: ConfigParser, args: argparse.Namespace, started: float) -> torch.nn.Module:
+    """The deterministic UNet: loaded from ``det.pt`` when present, else trained once and saved."""
+    det = parser.get_parsed_content("network_def")
+    path = args.checkpoint_dir / "det.pt"
+    if path.exists():
+        log(f"deterministic net reused from {path}", started)
+        return load_checkpoint(det, path).eval()
+    if args.cost_only:
+        raise FileNotFoundError(f"--cost-only needs {path} from a previous run (see --checkpoint-dir).")
+    train_loader = parser.get_parsed_content("train_data#dataloader")
+    log(f"training the deterministic net, {args.det_epochs} epochs", started)
+    train_deterministic(
+        det,
+        train_loader,
+        loss_function=parser.get_parsed_content("nll"),
+        max_epochs=args.det_epochs,
+        optimizer=OPTIMIZER,
+        progress=False,
+    )
+    save_checkpoint(det, path)
+    det.eval()
+    metrics = evaluate(parser, det, num_samples=1)
+    (args.checkpoint_dir / "det.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log(f"deterministic net: Dice {metrics.get('Dice', float('nan')):.3f} (saved {path})", started)
+    return det
+
+
+def trained_scope(
+    parser: ConfigParser, det: torch.nn.Module, scope: str, x: torch.Tensor, args: argparse.Namespace, started: float
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """The scope's 1 % partial-Bayes net and its metrics: reused from ``<scope>.pt`` / ``.json``, else trained."""
+    path, metrics_path = args.checkpoint_dir / f"{scope}.pt", args.checkpoint_dir / f"{scope}.json"
+    if path.exists() and metrics_path.exists():
+        log(f"{scope}: reused {path}", started)
+        net = load_checkpoint(copy.deepcopy(det), path).eval()
+        return net, json.loads(metrics_path.read_text())
+    if args.cost_only:
+        raise FileNotFoundError(f"--cost-only needs {path} and {metrics_path} from a previous run.")
+    train_loader = parser.get_parsed_content("train_data#dataloader")
+    nll = parser.get_parsed_content("nll")
+    net = copy.deepcopy(det).train()
+    include = scoped(det, scope, x[:1])
+    log(f"{scope}: selecting 1 % of {'all' if include is None else len(include)} layers", started)
+    select_bayesian_weights(net, loader=train_loader, loss_function=nll, r_bayes=0.01, include=include)
+    log(f"{scope}: ELBO training, {args.bayes_epochs} epochs", started)
+    train_bayesian(
+        net,
+        train_loader,
+        loss_function=nll,
+        max_epochs=args.bayes_epochs,
+        num_samples=args.train_samples,
+        optimizer=OPTIMIZER,
+        progress=False,
+    )
+    net.eval()
+    save_checkpoint(net, path)
+    log(f"{scope}: evaluating with S = 8", started)
+    metrics = evaluate(parser, net)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return net, metrics
+
+
+TRAINING_KEYS = ("num_cases", "det_epochs", "bayes_epochs", "train_samples")
+
+
+def training_record(args: argparse.Namespace) -> dict[str, Any]:
+    """Sizes and command of the run that trained the checkpoints (``run.json``; read back for ``--cost-only``).
+
+    A new training run writes it; a run reusing checkpoints must have the same sizes (else it fails),
+    and ``--cost-only`` takes its sizes from it.
+    """
+    path = args.checkpoint_dir / "run.json"
+    if path.exists():
+        record = json.loads(path.read_text())
+        if args.cost_only:
+            for key in TRAINING_KEYS:
+                setattr(args, key, record[key])
+        elif any(record[k] != getattr(args, k) for k in TRAINING_KEYS):
+            raise ValueError(
+                f"{path} was trained with {dict((k, record[k]) for k in TRAINING_KEYS)}; this run asks for"
+                f" {dict((k, getattr(args, k)) for k in TRAINING_KEYS)}: use another --checkpoint-dir."
+            )
+        return record
+    if args.cost_only:
+        raise FileNotFoundError(f"--cost-only needs {path} from a previous run (see --checkpoint-dir).")
+    record = {k: getattr(args, k) for k in TRAINING_KEYS}
+    record |= {"command": "python " + " ".join(sys.argv), "commit": _commit()}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-cases", type=int, default=8)
@@ -131,51 +254,40 @@ def main() -> None:
     ap.add_argument("--cost-batch", type=int, default=4, help="128^2 patches per timed MC call")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=BUNDLE / "cache")
+    ap.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=BUNDLE / "runs" / "fast_mc_frontier",
+        help="trained nets and their metrics (det.pt, <scope>.pt/.json); reused when present",
+    )
+    ap.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="re-time the MC cost columns from the saved checkpoints; quality columns from their JSON",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "results" / "fast_mc")
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "images" / "fast_mc_frontier.png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.perf_counter()
+    args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    args.training = training_record(args)
     work = Path(tempfile.mkdtemp(prefix="fast_mc_"))
     parser = bundle_parser(work, args)
-    train_loader = parser.get_parsed_content("train_data#dataloader")
-    nll = parser.get_parsed_content("nll")
-    det = parser.get_parsed_content("network_def")
-    optimizer = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
-    print(f"train patches: {len(train_loader.dataset)}, eval patches: {len(parser.get_parsed_content('eval_items'))}")
-    train_deterministic(det, train_loader, loss_function=nll, max_epochs=args.det_epochs, optimizer=optimizer)
-    det.eval()
+    n_train = len(parser.get_parsed_content("train_items"))
+    log(f"train patches: {n_train}, eval patches: {len(parser.get_parsed_content('eval_items'))}", started)
+    det = trained_det(parser, args, started)
     batch = next(iter(parser.get_parsed_content("evaluate#dataloader")))["image"]
     x = torch.as_tensor(batch)[: args.cost_batch]
     rows = []
     for scope in SCOPES:
-        net = copy.deepcopy(det).train()
-        include = scoped(det, scope, x[:1])
-        select_bayesian_weights(net, loader=train_loader, loss_function=nll, r_bayes=0.01, include=include)
-        train_bayesian(
-            net,
-            train_loader,
-            loss_function=nll,
-            max_epochs=args.bayes_epochs,
-            num_samples=args.train_samples,
-            optimizer=optimizer,
-        )
-        net.eval()
-        metrics = evaluate(parser, net)
+        net, metrics = trained_scope(parser, det, scope, x, args, started)
+        log(f"{scope}: timing MC cost", started)
         cost = mc_cost(net, det, x, args.repeats)
         split = mc_cost_split(net, x)
-        print(f"{scope}: {metrics} cost {cost} predicted {split.predicted_cost(8):.3f}", flush=True)
-        row = {"selection": f"{scope} 1 %"}
-        for key, col in METRICS.items():
-            row[col] = _fmt(metrics.get(key))
-        row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
-        row["MI"] = _fmt(metrics.get("Uncertainty_mi_mean"))
-        row["MC cost S=8"] = f"{cost[8]:.2f}"
-        row["MC cost S=16"] = f"{cost[16]:.2f}"
-        row["predicted S=8"] = f"{split.predicted_cost(8):.2f}"
-        rows.append(row)
-        print(f"all metric keys: {sorted(metrics)}", flush=True)
+        log(f"{scope}: {metrics} cost {cost} predicted {split.predicted_cost(8):.3f}", started)
+        rows.append(row_of(scope, metrics, cost, split.predicted_cost(8)))
     write(args, rows, time.perf_counter() - started)
     plot_quality_cost_frontier([args.out / "frontier.csv"], args.figure)
 
@@ -191,22 +303,33 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    command = "python " + " ".join(sys.argv)
+    det_json = args.checkpoint_dir / "det.json"
+    det_dice = json.loads(det_json.read_text()).get("Dice", math.nan) if det_json.exists() else math.nan
+    retimed = ""
+    if args.cost_only:
+        retimed = (
+            f" Cost columns re-timed from the saved checkpoints by `{command}` at commit {_commit()};"
+            f" the nets were trained and evaluated by `{args.training['command']}` at commit"
+            f" {args.training['commit']}."
+        )
+        command = f"{args.training['command']} && {command}"
     provenance = {
-        "command": "python " + " ".join(sys.argv),
-        "commit": commit,
+        "command": command,
+        "commit": _commit(),
         "seed": 0,
         "machine": f"2-core x86_64 dev VM, torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
         "notes": (
             f"LIDC bundle default data (real reader annotations), {args.num_cases} scans, bundle fold 0;"
-            f" deterministic UNet {args.det_epochs} epochs, then per scope 1 % saliency selection and"
+            f" deterministic UNet {args.det_epochs} epochs (its own Dice {det_dice:.3f}),"
+            " then per scope 1 % saliency selection and"
             f" {args.bayes_epochs} ELBO epochs ({args.train_samples} samples per step); evaluation with S = 8;"
             f" MC cost = MonteCarloInferer(S, chunk_size=S, shared_prefix=True) time / (S x deterministic forward),"
             f" batch of {args.cost_batch} 128^2 patches,"
             f" medians of {args.repeats}, {args.threads} thread(s), shared machine; wall {seconds / 60:.0f} min."
             " Far shorter training than the bundle's (12 + 6 epochs on 20 scans): read the quality columns as a"
-            " comparison between scopes at equal training, not as the bundle's results."
+            " comparison between scopes at equal training, not as the bundle's results." + retimed
         ),
     }
     (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")

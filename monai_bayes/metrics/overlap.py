@@ -8,21 +8,27 @@ Exactness: products of 0/1 values are summed in float32 in chunks of at most 2**
 sum is an integer below 2**24 and exactly representable (also with TF32 on NVIDIA GPUs, since 0 and 1 are
 exact in TF32); chunk results are rounded and accumulated in int64, so counts are exact for any volume size.
 
-Binary check without an elementwise pass (an exact elementwise test costs more than the whole metric): for
-x in [0, 1], x² ≤ x with equality only at 0 and 1, so a mask is binary iff min ≥ 0, max ≤ 1 (``aminmax``)
-and Σx = Σx² (row sum vs. Gram diagonal, both exact integers for a binary mask). NaN, inf and every value
-outside [0, 1] are always rejected; values inside (0, 1) are rejected whenever their total deviation
-Σ x(1 − x) in a mask shows at the float32 resolution of the mask's sums (≈ |mask| · 6e-8). A smaller
-deviation (e.g. 1e-30 or 1 − 1e-9 entries, which float32 already stores as 1) is accepted; it is far below
-0.5, so the rounded intersection and size counts are those of the nearest binary mask. The whole check costs
-one host synchronisation per call. ``class_reduction="union"`` uses the exact elementwise check instead.
+Binary check: every value must be exactly 0 or 1 (−0.0 counts as 0); nothing near-binary is accepted.
 
-Foreground gather (CPU): a voxel where every sample and rater of a case is 0 adds nothing to any count, so on
-CPU the shared pass first reduces the masks over the mask axis (``amax``, plus ``amin`` for the range check)
-and, when the union of the foreground covers at most half of the voxels, gathers only each case's union
-voxels and multiplies those (bool / uint8 masks are gathered before any float conversion). For
-lesion-sized foreground this costs less than the dense product alone; it adds one host synchronisation
-(the foreground size) per call. Accelerators keep the dense path.
+* CPU foreground gather (the default on CPU when a call's foreground union covers at most half of the voxels):
+  one byte-wise ``amax`` over the mask axis finds each
+  case's union: a voxel is left out only if every byte of every mask there is 0, i.e. every value is +0 (so
+  negative, NaN, inf and −0.0 all land in the union). Every gathered value is then tested with x − x² == 0 in
+  its own dtype (``addcmul`` + ``aminmax``), which is exact under IEEE round-to-nearest: see
+  :func:`_binary_deviation` for the proof. Only with denormals flushed to zero (``torch.set_flush_denormal``)
+  can a subnormal value (< 1.2e-38) pass as 0.
+* Dense products (accelerators, and CPU calls with a larger union): the same exact test x − x² == 0 on every
+  value, in voxel chunks (:func:`_exactly_binary`).
+* ``class_reduction="union"`` uses the exact elementwise check first, on every path.
+
+The whole check costs one host synchronisation per call.
+
+Foreground gather (CPU): a voxel where every sample and rater of a case is +0 adds nothing to any count, so on
+CPU the shared pass first finds the union of each case's foreground with one byte-wise reduction over the
+mask axis (:func:`_nonzero_columns`) and, when the union covers at most half of the voxels, gathers only each
+case's union voxels and multiplies those (bool / uint8 masks are gathered before any float conversion; sizes
+are the Gram diagonal). For lesion-sized foreground this costs less than the dense product alone; it adds
+one host synchronisation (the foreground size) per call. Accelerators keep the dense path.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ __all__ = [
 
 #: Voxels per matrix-product chunk; < 2**24 keeps float32 partial sums exact.
 CHUNK_VOXELS = 2**22
+
+#: Values per chunk of the dense path's exact binary check (:func:`_exactly_binary`): 4 MiB of float32.
+CHECK_CHUNK = 2**20
 
 
 class PairwiseIoU(NamedTuple):
@@ -116,11 +125,6 @@ def _add(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
     return part if total is None else total + part
 
 
-def _self_dot(x: torch.Tensor) -> torch.Tensor:
-    """Σ x² over the last dim, (…, M, N) → (…, M), without an elementwise temporary."""
-    return torch.einsum("...n,...n->...", x, x)
-
-
 class _SetCounts(NamedTuple):
     """Exact int64 counts of one call plus the (device-side) binarity flags of both inputs."""
 
@@ -133,59 +137,95 @@ class _SetCounts(NamedTuple):
     binary_y: torch.Tensor
 
 
-class _Foreground(NamedTuple):
-    """The voxels that can contribute to any count of a case, and the value-range flags of both inputs.
+#: Integer dtype of each element size, to read the per-voxel byte maxima of :func:`_nonzero_columns` as one word.
+_WORD_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
-    Attributes
-    ----------
-    union
-        (…, N) bool: some sample or rater of the case is non-zero at the voxel.
-    in_range_s, in_range_y
-        0-dim bool (device-side): every value of the samples / the raters lies in [0, 1] (False for NaN).
+
+def _nonzero_columns(x: torch.Tensor) -> torch.Tensor:
+    """(…, M, N) masks → (…, N) bool: some mask has a value at the voxel whose bytes are not all zero.
+
+    One reduction over the mask axis, on the bytes: ``x`` is read as uint8 (…, M, k·N) (k = element size),
+    reduced with ``amax`` over the mask axis, and the k byte maxima of each voxel are read back as one k-byte
+    word. The word is 0 iff every byte of every mask at the voxel is 0, i.e. iff every value there is +0
+    (IEEE floats) or 0 (integers, bool). So a voxel outside the returned union is exactly 0 in all masks,
+    whatever the values elsewhere (negative, NaN, inf and −0.0 all have a non-zero byte and land in the union,
+    where :func:`_binary_deviation` checks them). ``any`` over a non-innermost axis is ~40x slower than this, and
+    ``amax`` + ``amin`` of the values is two passes.
     """
-
-    union: torch.Tensor
-    in_range_s: torch.Tensor
-    in_range_y: torch.Tensor
-
-
-def _nonzero_columns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(…, M, N) masks → (…, N) "some mask is positive at the voxel" and a 0-dim "all values in [0, 1]" flag.
-
-    Two reductions over the mask axis (``amax``, ``amin``; NaN propagates through both, so it fails the flag).
-    ``torch.aminmax(x, dim=-2)`` would be one pass but is ~10x slower on CPU than the two; bool masks are
-    reduced as uint8 (``any`` over a non-innermost axis is ~40x slower than ``amax`` of the uint8 view).
-    """
-    if x.dtype == torch.bool:
-        return x.view(torch.uint8).amax(dim=-2).view(torch.bool), torch.ones((), dtype=torch.bool, device=x.device)
     if x.shape[-2] == 0:
-        return x.new_zeros(x.shape[:-2] + x.shape[-1:], dtype=torch.bool), _in_unit_range(x)
-    high, low = torch.amax(x, dim=-2), torch.amin(x, dim=-2)
-    in_range = torch.ones((), dtype=torch.bool, device=x.device)
-    if high.numel():
-        in_range = (low.amin() >= 0) & (high.amax() <= 1)
-    return high > 0, in_range
+        return x.new_zeros(x.shape[:-2] + x.shape[-1:], dtype=torch.bool)
+    word = _WORD_DTYPES[x.element_size()]
+    if x.stride(-1) != 1:  # a byte view needs unit-stride voxels (rare layouts: one copy)
+        x = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
+    return x.view(torch.uint8).amax(dim=-2).view(word) != 0
 
 
-def _foreground(s: torch.Tensor, y: torch.Tensor) -> _Foreground:
-    """Union of the positive voxels of (…, S, N) samples and (…, R, N) raters and their range flags.
+def _foreground(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(…, N) union of the voxels where some sample or rater is not +0 (:func:`_nonzero_columns`).
 
-    Given the range flags, a voxel outside the union is exactly 0 in every mask (0 ≤ x ≤ max = 0), so it adds
-    nothing to any intersection, size, Σx or Σx²: the counts can be computed on the union's voxels alone.
+    A voxel outside the union is exactly 0 in every mask of the case, so it adds nothing to any intersection,
+    size, Σx or Σx²: the counts can be computed on the union's voxels alone.
     """
-    union_s, range_s = _nonzero_columns(s)
-    union_y, range_y = _nonzero_columns(y)
-    return _Foreground(union_s | union_y, range_s, range_y)
+    return _nonzero_columns(s) | _nonzero_columns(y)
 
 
-def _gather_case(s: torch.Tensor, y: torch.Tensor, voxels: torch.Tensor) -> torch.Tensor:
+def _binary_deviation(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(2,) smallest and largest value of x − x² over ``x``: both are 0 iff every value is exactly 0 or 1.
+
+    One fused elementwise pass (``addcmul``) and one reduction (``aminmax``), in ``x``'s own floating dtype
+    (integer blocks as float32, which maps every integer other than 0 and 1 to a float other than 0 and 1).
+    Proof for IEEE floats under round-to-nearest (p = 24 significand bits for float32): x − x² is exactly 0
+    at x = ±0 and 1; NaN propagates; +inf gives inf − inf = NaN, −inf gives −inf; x < 0 and x > 1 give
+    x − x² < 0 (or NaN / −inf on overflow). For 0 < x < 1, x ≤ 1 − 2⁻ᵖ, so x² ≤ x − x·2⁻ᵖ lies more than half
+    a float spacing below x and rounds to fl(x²) < x; x − fl(x²) is then a difference of two distinct floats,
+    which is never rounded to 0 with gradual underflow (a fused multiply-add rounds x − x² > 0 to ≥ the
+    smallest subnormal for the same reasons). Only with denormals flushed to zero (``torch.set_flush_denormal``)
+    can a subnormal x (< 1.2e-38) pass as 0; its contribution to any count is then below 1e-31.
+
+    ``out``: an optional 1-D buffer of the check's dtype for a 1-D ``x`` (its first ``x.numel()`` entries are
+    overwritten), so that a caller looping over chunks reuses one cache-resident temporary.
+    """
+    if x.numel() == 0:
+        return torch.zeros(2, dtype=torch.float32, device=x.device)
+    v = x if x.is_floating_point() else x.to(torch.float32)
+    if out is None:
+        return torch.stack(torch.aminmax(torch.addcmul(v, v, v, value=-1)))
+    return torch.stack(torch.aminmax(torch.addcmul(v, v, v, value=-1, out=out[: v.numel()])))
+
+
+def _exactly_binary(x: torch.Tensor) -> torch.Tensor:
+    """Device-side flag: every value of ``x`` is exactly 0 or 1 (:func:`_binary_deviation`, in chunks).
+
+    A contiguous ``x`` is checked in flat chunks of :data:`CHECK_CHUNK` values through one reused buffer (a
+    single whole-size temporary x − x² costs ≈ 40 % more on CPU: fresh pages, no cache reuse); other layouts in
+    chunks of at most :data:`CHUNK_VOXELS` voxels.
+    """
+    if x.dtype == torch.bool or x.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=x.device)
+    if x.is_contiguous():
+        flat = x.reshape(-1)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        buffer = torch.empty(min(CHECK_CHUNK, flat.numel()), dtype=dtype, device=x.device)
+        chunks = [
+            _binary_deviation(flat[start : start + CHECK_CHUNK], out=buffer)
+            for start in range(0, flat.numel(), CHECK_CHUNK)
+        ]
+    else:
+        n = x.shape[-1]
+        chunks = [_binary_deviation(x[..., start : start + CHUNK_VOXELS]) for start in range(0, n, CHUNK_VOXELS)]
+    return (torch.stack(chunks) == 0).all()
+
+
+def _gather_case(s: torch.Tensor, y: torch.Tensor, voxels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(S, N) samples, (R, N) raters of one case, (F,) voxel indices → (S + R, F) float32 ``[S; Y]`` on them.
 
-    Both sets are gathered straight into one buffer (bool masks through their uint8 view; strided rows such as
-    the per-class views of :func:`flatten_masks` are read in place); only the gathered block becomes float32.
+    Both sets are gathered straight into one buffer in their common dtype (bool masks through their uint8
+    view; strided rows such as the per-class views of :func:`flatten_masks` are read in place) and checked
+    there, before any rounding to float32 (:func:`_binary_deviation`; None for two bool sets, which need no
+    check); only the gathered block becomes float32.
     """
     sources = [x.view(torch.uint8) if x.dtype == torch.bool else x for x in (s, y)]
-    dtype = sources[0].dtype if sources[0].dtype == sources[1].dtype else torch.float32
+    dtype = torch.promote_types(sources[0].dtype, sources[1].dtype)
     num_s = s.shape[0]
     out = torch.empty(num_s + y.shape[0], voxels.numel(), dtype=dtype, device=s.device)
     for source, rows in ((sources[0], out[:num_s]), (sources[1], out[num_s:])):
@@ -193,48 +233,47 @@ def _gather_case(s: torch.Tensor, y: torch.Tensor, voxels: torch.Tensor) -> torc
             torch.index_select(source, -1, voxels, out=rows)
         else:
             rows.copy_(torch.index_select(source, -1, voxels))
-    return _as_float(out)
+    deviation = None if s.dtype == y.dtype == torch.bool else _binary_deviation(out)
+    return _as_float(out), deviation
 
 
 def _foreground_set_counts(s: torch.Tensor, y: torch.Tensor, union: torch.Tensor) -> _SetCounts:
     """:func:`_set_counts` of (…, S, N) samples and (…, R, N) raters on each case's (…, N) ``union`` voxels.
 
     Per case (each with its own number F of union voxels, so no case pays for the largest): gather ``[S; Y]``
-    on the union, one Gram matrix (intersections; Σx² on its diagonal) and one row sum (Σx), in chunks of at
-    most :data:`CHUNK_VOXELS` voxels so that every float32 partial sum is an exact integer.
+    on the union, check every gathered value exactly (:func:`_gather_case`) and take one Gram matrix, in chunks
+    of at most :data:`CHUNK_VOXELS` voxels so that every float32 partial sum is an exact integer. The Gram
+    matrix holds the intersections, and on its diagonal the mask sizes (Σx² = Σx for 0/1 values). With the
+    union of :func:`_nonzero_columns` (every other voxel is +0 in all masks) the check covers the whole input
+    exactly; the flag does not say which of the two sets failed (the caller's exact re-check names it).
     """
     num_s, num_m = s.shape[-2], s.shape[-2] + y.shape[-2]
     lead = tuple(union.shape[:-1])
     gram = torch.zeros(*lead, num_m, num_m, dtype=torch.float32, device=s.device)
-    lin = torch.zeros(*lead, num_m, dtype=torch.float32, device=s.device)
-    gram_big, lin_big = torch.zeros_like(gram, dtype=torch.int64), torch.zeros_like(lin, dtype=torch.int64)
-    binary_big = torch.ones(*lead, num_m, dtype=torch.bool, device=s.device)
+    gram_big = torch.zeros_like(gram, dtype=torch.int64)
+    deviations = [torch.zeros(2, device=s.device)]
     flat_union = union.reshape(-1, union.shape[-1])
     per_case = torch.split(flat_union.nonzero()[:, 1], flat_union.sum(dim=-1).tolist())
     for case, voxels in zip(itertools.product(*(range(n) for n in lead)), per_case):
-        if voxels.numel() <= CHUNK_VOXELS:  # exact in float32: written in place, rounded once below
-            x = _gather_case(s[case], y[case], voxels)
-            torch.matmul(x, x.transpose(0, 1), out=gram[case])
-            torch.sum(x, dim=-1, out=lin[case])
-            continue
-        for start in range(0, voxels.numel(), CHUNK_VOXELS):  # very large unions: int64 accumulation
-            x = _gather_case(s[case], y[case], voxels[start : start + CHUNK_VOXELS])
-            product, sums = torch.matmul(x, x.transpose(0, 1)), x.sum(dim=-1)
-            binary_big[case] &= sums == product.diagonal()
-            gram_big[case] += _counts(product)
-            lin_big[case] += _counts(sums)
-    # Σx == Σx² per mask (compared before rounding; both are exact integers for a binary mask)
-    binary = (lin == gram.diagonal(dim1=-2, dim2=-1)) & binary_big
-    gram_counts, lin_counts = _counts(gram) + gram_big, _counts(lin) + lin_big
-    ones = torch.ones((), dtype=torch.bool, device=s.device)
+        for start in range(0, voxels.numel(), CHUNK_VOXELS):
+            x, deviation = _gather_case(s[case], y[case], voxels[start : start + CHUNK_VOXELS])
+            if deviation is not None:
+                deviations.append(deviation.to(torch.float32))
+            if voxels.numel() <= CHUNK_VOXELS:  # exact in float32: written in place, rounded once below
+                torch.matmul(x, x.transpose(0, 1), out=gram[case])
+            else:  # very large unions: int64 accumulation
+                gram_big[case] += _counts(torch.matmul(x, x.transpose(0, 1)))
+    binary = (torch.stack(deviations) == 0).all()
+    counts = _counts(gram) + gram_big
+    sizes = counts.diagonal(dim1=-2, dim2=-1)
     return _SetCounts(
-        inter_sy=gram_counts[..., :num_s, num_s:],
-        inter_ss=gram_counts[..., :num_s, :num_s],
-        inter_yy=gram_counts[..., num_s:, num_s:],
-        size_s=lin_counts[..., :num_s],
-        size_y=lin_counts[..., num_s:],
-        binary_s=binary[..., :num_s].all() if binary.numel() else ones,
-        binary_y=binary[..., num_s:].all() if binary.numel() else ones,
+        inter_sy=counts[..., :num_s, num_s:],
+        inter_ss=counts[..., :num_s, :num_s],
+        inter_yy=counts[..., num_s:, num_s:],
+        size_s=sizes[..., :num_s],
+        size_y=sizes[..., num_s:],
+        binary_s=binary,
+        binary_y=binary,
     )
 
 
@@ -253,33 +292,29 @@ GATHER_DEVICE_TYPES = ("cpu",)
 def _set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
     """Intersections, sizes and binarity flags for (B, K, S, N) samples and (B, K, R, N) raters.
 
-    On CPU (:data:`GATHER_DEVICE_TYPES`), reductions over the mask axis find each case's foreground voxels
-    (and check the value range); when they are few (:data:`FOREGROUND_GATHER_MAX_FRACTION`), only those voxels
-    are gathered, converted to float32 and multiplied (:func:`_foreground_set_counts`), which is exact because
-    every other voxel is 0 in all masks of the case. Otherwise the dense products of :func:`_dense_set_counts`
-    run on all voxels. The range checks are folded into ``binary_s`` / ``binary_y``.
+    On CPU (:data:`GATHER_DEVICE_TYPES`), one byte-wise reduction over the mask axis finds each case's
+    foreground voxels (:func:`_nonzero_columns`); when they are few (:data:`FOREGROUND_GATHER_MAX_FRACTION`),
+    only those voxels are gathered, checked exactly, converted to float32 and multiplied
+    (:func:`_foreground_set_counts`), which is exact because every other voxel is +0 in all masks of the case.
+    Otherwise the dense products of :func:`_dense_set_counts` run on all voxels, with the exact check
+    (:func:`_exactly_binary`) folded into ``binary_s`` / ``binary_y``.
     """
     if s.device.type in GATHER_DEVICE_TYPES:
-        fg = _foreground(s, y)
-        range_s, range_y = fg.in_range_s, fg.in_range_y
-        if int(fg.union.sum()) <= FOREGROUND_GATHER_MAX_FRACTION * fg.union.numel():
-            counts = _foreground_set_counts(s, y, fg.union)
-            if not within_sets:
-                counts = counts._replace(inter_ss=None, inter_yy=None)
-        else:
-            counts = _dense_set_counts(_as_float(s), _as_float(y), within_sets)
-    else:
-        range_s, range_y = _in_unit_range(s), _in_unit_range(y)
-        counts = _dense_set_counts(_as_float(s), _as_float(y), within_sets)
-    return counts._replace(binary_s=counts.binary_s & range_s, binary_y=counts.binary_y & range_y)
+        union = _foreground(s, y)
+        if int(union.sum()) <= FOREGROUND_GATHER_MAX_FRACTION * union.numel():
+            counts = _foreground_set_counts(s, y, union)
+            return counts if within_sets else counts._replace(inter_ss=None, inter_yy=None)
+    counts = _dense_set_counts(_as_float(s), _as_float(y), within_sets)
+    return counts._replace(binary_s=_exactly_binary(s), binary_y=_exactly_binary(y))
 
 
 def _dense_set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
-    """:func:`_set_counts` on all voxels of float32 (B, K, S, N) samples and (B, K, R, N) raters."""
+    """:func:`_set_counts` on all voxels of float32 (B, K, S, N) samples and (B, K, R, N) raters.
+
+    The binarity flags are left True: the caller sets them (:func:`_exactly_binary` on the input dtype).
+    """
     n, num_raters = s.shape[-1], y.shape[-2]
     inter_sy = inter_ss = inter_yy = size_s = size_y = None
-    binary_s = torch.ones((), dtype=torch.bool, device=s.device)
-    binary_y = torch.ones((), dtype=torch.bool, device=s.device)
     for start in range(0, max(n, 1), CHUNK_VOXELS):
         sc, yc = s[..., start : start + CHUNK_VOXELS], y[..., start : start + CHUNK_VOXELS]
         y_ones = torch.cat([yc, torch.ones_like(yc[..., :1, :])], dim=-2)  # (B, K, R + 1, n)
@@ -291,14 +326,12 @@ def _dense_set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _S
             prod_yy = torch.matmul(yc, y_ones.transpose(-1, -2))
             gram_y, lin_y = prod_yy[..., :num_raters], prod_yy[..., num_raters]
             inter_ss, inter_yy = _add(inter_ss, _counts(gram_s)), _add(inter_yy, _counts(gram_y))
-            sq_s, sq_y = gram_s.diagonal(dim1=-2, dim2=-1), gram_y.diagonal(dim1=-2, dim2=-1)
         else:
-            sq_s, sq_y, lin_y = _self_dot(sc), _self_dot(yc), yc.sum(dim=-1)
-        binary_s = binary_s & (lin_s == sq_s).all()
-        binary_y = binary_y & (lin_y == sq_y).all()
+            lin_y = yc.sum(dim=-1)
         size_s, size_y = _add(size_s, _counts(lin_s)), _add(size_y, _counts(lin_y))
     assert inter_sy is not None and size_s is not None and size_y is not None
-    return _SetCounts(inter_sy, inter_ss, inter_yy, size_s, size_y, binary_s, binary_y)
+    ones = torch.ones((), dtype=torch.bool, device=s.device)
+    return _SetCounts(inter_sy, inter_ss, inter_yy, size_s, size_y, ones, ones)
 
 
 def _in_unit_range(x: torch.Tensor) -> torch.Tensor:

@@ -64,15 +64,24 @@ def test_non_binary_masks_are_rejected(bad_value, where, class_reduction):
         compute_hm_iou(samples, raters, class_reduction=class_reduction)
 
 
-def test_deviation_below_float32_resolution_is_accepted_and_rounded_away():
+@pytest.mark.parametrize("gather", [True, False])
+def test_deviation_below_float32_resolution_is_rejected_on_both_paths(monkeypatch, gather):
+    # 1e-30 and 1 − 2⁻²⁴ do not show in float32 sums (Σx = Σx²); the exact x − x² test sees them
+    if not gather:
+        monkeypatch.setattr(overlap, "GATHER_DEVICE_TYPES", ())
     g = torch.Generator().manual_seed(8)
     samples = random_binary_masks(g, 2, 4, 1, (6, 6), empty_fraction=0.0)
     raters = random_binary_masks(g, 2, 3, 1, (6, 6), empty_fraction=0.0)
+    if gather:  # a small foreground: the gather path runs
+        samples[..., 2:, :], raters[..., 2:, :] = 0.0, 0.0
+    for value in (1e-30, 1.0 - 2**-24):
+        nudged = samples.clone()
+        nudged[0, 0, 0, 0, 0] = value
+        with pytest.raises(ValueError, match="y_pred must be a binary mask"):
+            compute_ged(nudged, raters)
     nudged = samples.clone()
-    nudged[0, 0, 0, 0, 0] = 1e-30 if samples[0, 0, 0, 0, 0] == 0 else 1.0 - 2**-24
+    nudged[nudged == 0] = -0.0  # numerically 0: accepted, same result
     assert torch.equal(compute_ged(nudged, raters).ged, compute_ged(samples, raters).ged)
-    with pytest.raises(ValueError, match="y_pred must be a binary mask"):  # the exact check of "union"
-        compute_ged(nudged, raters, class_reduction="union")
 
 
 def test_cancelling_out_of_range_values_are_rejected():
@@ -156,3 +165,79 @@ def test_foreground_gather_still_rejects_values_outside_the_union():
     raters[0, 1, 0, 6, 6] = 0.5  # inside the union, but not binary
     with pytest.raises(ValueError, match="y must be a binary mask"):
         compute_pairwise_iou(samples, raters)
+
+
+def _bytes(value: torch.Tensor) -> torch.Tensor:
+    """The bytes of a 0-dim tensor's value (sign of −0.0 and NaN payloads kept)."""
+    return torch.tensor([value.item()], dtype=value.dtype).view(torch.uint8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64, torch.uint8, torch.bool])
+def test_nonzero_columns_is_the_brute_force_union_for_every_dtype_and_layout(dtype):
+    g = torch.Generator().manual_seed(21)
+    masks = (torch.rand(2, 3, 4, 10, generator=g) < 0.2).to(dtype)  # (B, S, C, N)
+    if dtype.is_floating_point:
+        masks[0, 1, 2, 3] = -0.0  # a set sign bit is "not all bytes zero": the voxel joins the union
+        masks[1, 0, 1, 5] = float("nan")
+    per_class = masks.transpose(1, 2)  # (B, C, S, N) strided view, as flatten_masks returns for C > 1
+    columns = masks[..., ::2].transpose(1, 2)  # non-unit voxel stride: copied first
+    single = masks[..., ::10].transpose(1, 2)  # one voxel of stride 10
+    for x in (per_class, columns, single):
+        want = [
+            [any(_bytes(x[b, c, s, n]).any() for s in range(x.shape[2])) for n in range(x.shape[3])]
+            for b in range(2)
+            for c in range(4)
+        ]
+        got = overlap._nonzero_columns(x).reshape(8, -1).tolist()
+        assert got == want
+
+
+@pytest.mark.parametrize(
+    ("value", "binary"),
+    [(0.0, True), (-0.0, True), (1.0, True), (0.5, False), (1e-30, False), (1.0 - 2**-24, False), (1.0 + 2**-23, False),
+     (-1.0, False), (2.0, False), (float("inf"), False), (float("-inf"), False), (float("nan"), False),
+     (float(torch.finfo(torch.float32).tiny) / 2, False)],
+)  # fmt: skip
+def test_binary_deviation_is_exact(value, binary):
+    # float32, float64 and float16 (where the value is representable in it): exactly 0 and 1 pass, nothing else
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        x = torch.tensor([[1.0, 0.0, value]], dtype=dtype)
+        if x[0, 2].item() != value and value == value:  # rounded on the way into the dtype
+            continue
+        assert bool((overlap._binary_deviation(x) == 0).all()) == binary, (dtype, value)
+    ints = torch.tensor([0, 1, 2, -1, 255, 2**31])
+    passed = [bool((overlap._binary_deviation(ints[i : i + 1]) == 0).all()) for i in range(6)]
+    assert passed == [True, True] + [False] * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [1e-30, 1.0 - 2**-24, 0.5, -1.0, float("inf"), float("nan")])
+def test_foreground_gather_check_is_exact(monkeypatch, dtype, bad):
+    # on the gather path every non-zero value is checked exactly: near-binary values that the dense path's
+    # Σx = Σx² test cannot see (1e-30, 1 − 2⁻²⁴) are rejected, and the error names the set
+    calls = []
+    gather = overlap._foreground_set_counts
+    monkeypatch.setattr(overlap, "_foreground_set_counts", lambda *a: calls.append(1) or gather(*a))
+    samples, raters = torch.zeros(2, 3, 1, 8, 8, dtype=dtype), torch.zeros(2, 2, 1, 8, 8, dtype=dtype)
+    samples[:, :, 0, 2, 2:4] = 1.0
+    raters[:, :, 0, 2, 3] = 1.0
+    raters[1, 0, 0, 6, 6] = bad
+    with pytest.raises(ValueError, match=r"^y must be a binary mask"):
+        compute_pairwise_iou(samples, raters)
+    raters[1, 0, 0, 6, 6] = -0.0  # numerically 0: accepted, counted as 0
+    got = compute_pairwise_iou(samples, raters)
+    assert calls == [1, 1]
+    assert torch.equal(got.sample_rater, torch.full((2, 1, 3, 2), 0.5))
+    assert torch.equal(got.sample_sample, torch.ones(2, 1, 3, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_exactly_binary_in_flat_chunks_sees_every_value(monkeypatch, dtype):
+    monkeypatch.setattr(overlap, "CHECK_CHUNK", 7)  # 60 values: 8 full chunks and a short last one
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(3, 4, 5, generator=g) < 0.5).to(dtype)
+    assert bool(overlap._exactly_binary(x)) and bool(overlap._exactly_binary(x.transpose(0, 2)))  # strided too
+    for index in range(x.numel()):
+        bad = x.clone().reshape(-1)
+        bad[index] = 2
+        assert not bool(overlap._exactly_binary(bad.reshape(3, 4, 5))), index
