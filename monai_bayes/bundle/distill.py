@@ -93,6 +93,8 @@ def distill_bundle_run(
     output_dir: str | os.PathLike | None = None,
     init_from_teacher: bool = False,
     batch_norm_frozen: bool = False,
+    frozen_trunk: bool = False,
+    head_channels: int = 16,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -123,6 +125,13 @@ def distill_bundle_run(
     batch_norm_frozen : bool
         Keep the student's batch-norm statistics fixed while it trains
         (:func:`~monai_bayes.distill.trainer.freeze_batch_norm`).
+    frozen_trunk : bool
+        EnD² only, implies ``init_from_teacher``: the student's UNet is the teacher's posterior-mean network,
+        frozen (weights and batch-norm statistics), and only a precision head trains
+        (``build_student(..., frozen_trunk=True)``, :class:`~monai_bayes.distill.PrecisionHeadNetwork`); the
+        output folder defaults to ``distill_end2_frozen_trunk``.
+    head_channels : int
+        Hidden width of that precision head.
 
     Returns
     -------
@@ -132,9 +141,12 @@ def distill_bundle_run(
     Raises
     ------
     ValueError
-        For an unknown kind or override, or a run without a trained model.
+        For an unknown kind or override, a run without a trained model, or ``frozen_trunk`` with BDK.
     """
     kind = look_up("kind", kind, DistillKind)
+    if frozen_trunk and kind != DistillKind.END2:
+        raise ValueError(f"frozen_trunk needs kind='end2' (a Dirichlet precision head), got kind={kind.value!r}.")
+    init_from_teacher = init_from_teacher or frozen_trunk
     root = Path(bundle_root)
     overrides = dict(overrides or {})
     parser = _parser(root, overrides)
@@ -149,7 +161,7 @@ def distill_bundle_run(
     num_classes = int(network_def.out_channels)
     if init_from_teacher:
         student_channels = [int(c) for c in network_def.channels]
-    suffix = "_init" if init_from_teacher else ""
+    suffix = "_frozen_trunk" if frozen_trunk else "_init" if init_from_teacher else ""
     out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     with seeded_global_rng(seed):
@@ -161,6 +173,8 @@ def distill_bundle_run(
             channels=student_channels,
             strides=list(network_def.strides),
             num_res_units=int(network_def.num_res_units),
+            frozen_trunk=frozen_trunk,
+            head_channels=head_channels,
         )
         if init_from_teacher:
             init_student_from_teacher(student, teacher)
@@ -188,7 +202,11 @@ def distill_bundle_run(
     report = {
         "kind": kind.value,
         "teacher": teacher_info | {"num_samples": num_samples},
-        "student": {"channels": list(student_channels), "parameters": sum(p.numel() for p in student.parameters())},
+        "student": {
+            "channels": list(student_channels),
+            "parameters": sum(p.numel() for p in student.parameters()),
+            "trained_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
+        },
         "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
         "settings": {
             "epochs": epochs,
@@ -198,6 +216,7 @@ def distill_bundle_run(
             "foreground_weight": foreground_weight,
             "init_from_teacher": init_from_teacher,
             "batch_norm_frozen": batch_norm_frozen,
+            "frozen_trunk": frozen_trunk,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -207,6 +226,7 @@ def distill_bundle_run(
         },
         "spearman_total": scores["spearman_total"],
         "spearman_epistemic": scores["spearman_epistemic"],
+        "spearman_aleatoric": scores["spearman_aleatoric"],
         "spearman_voxels": "union of the teacher's and the student's predicted foreground, pooled over cases",
         "foreground_voxels": scores["foreground_voxels"],
         "timing": timing | {"batch": list(images.shape)},
@@ -245,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         init_from_teacher=args.init_from_teacher,
         batch_norm_frozen=args.freeze_batch_norm,
+        frozen_trunk=args.frozen_trunk,
+        head_channels=args.head_channels,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -295,5 +317,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="student of the teacher's widths, initialised from the teacher's posterior-mean network",
     )
+    p.add_argument(
+        "--frozen-trunk",
+        action="store_true",
+        help="EnD²: the teacher's posterior-mean network, frozen, plus a trained Dirichlet-precision head",
+    )
+    p.add_argument("--head-channels", type=int, default=16, help="hidden width of that precision head (16)")
     p.set_defaults(func=_run)
     return p

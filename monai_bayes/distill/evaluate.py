@@ -195,13 +195,13 @@ def compare_with_teacher(
     -------
     dict
         ``{"teacher": {metric: per-case tensor}, "student": {...}, "spearman_total": ρ, "spearman_epistemic": ρ,
-        "foreground_voxels": n}``; the correlations pool the union foreground (:func:`foreground_union`) of
-        all cases.
+        "spearman_aleatoric": ρ, "foreground_voxels": n}``; the correlations pool the union foreground
+        (:func:`foreground_union`) of all cases.
     """
     inferer = MonteCarloInferer(num_samples=num_samples, activation="softmax", output="samples", seed=seed)
     student = student.to(device).eval()
     scores: dict[str, dict[str, list[torch.Tensor]]] = {"teacher": {}, "student": {}}
-    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"total": [], "epistemic": []}
+    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"total": [], "epistemic": [], "aleatoric": []}
     with torch.no_grad():
         for index, batch in enumerate(batches):
             image = as_plain_tensor(batch["image"]).to(device)

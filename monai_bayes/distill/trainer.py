@@ -65,6 +65,9 @@ def distillation_trainer(
 ) -> SupervisedTrainer:
     """A MONAI trainer distilling the teacher behind ``prepare_batch`` into ``student`` (Adam).
 
+    Adam gets the parameters that require gradients only: a frozen-trunk student
+    (:class:`~monai_bayes.distill.student.PrecisionHeadNetwork`) trains its precision head, nothing else.
+
     Parameters
     ----------
     student : DistilledStudent
@@ -98,7 +101,7 @@ def distillation_trainer(
         max_epochs=max_epochs,
         train_data_loader=loader,
         network=student.to(device),
-        optimizer=torch.optim.Adam(student.parameters(), lr=lr),
+        optimizer=torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr),
         loss_function=loss,
         prepare_batch=prepare_batch,
         train_handlers=list(handlers) or None,
@@ -168,7 +171,8 @@ def train_student(
     Parameters
     ----------
     student : DistilledStudent
-        The network to train (in place).
+        The network to train (in place); a frozen-trunk student (``build_student(..., frozen_trunk=True)``)
+        trains its precision head only (trunk weights and batch-norm statistics stay as they are).
     teacher : nn.Module
         Any network :class:`~monai_bayes.inferers.MonteCarloInferer` can sample.
     batches : Iterable of Mapping
