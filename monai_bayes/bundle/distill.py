@@ -95,6 +95,7 @@ def distill_bundle_run(
     batch_norm_frozen: bool = False,
     frozen_trunk: bool = False,
     head_channels: int = 16,
+    entropy_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -132,6 +133,8 @@ def distill_bundle_run(
         output folder defaults to ``distill_end2_frozen_trunk``.
     head_channels : int
         Hidden width of that precision head.
+    entropy_weight : float
+        EnD² only: ``λ_H`` of the total-entropy matching term (:class:`~monai_bayes.distill.EnD2Loss`).
 
     Returns
     -------
@@ -192,6 +195,7 @@ def distill_bundle_run(
                 initial_temperature=initial_temperature,
                 foreground_weight=foreground_weight,
                 batch_norm_frozen=batch_norm_frozen,
+                entropy_weight=entropy_weight,
             )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
@@ -217,6 +221,7 @@ def distill_bundle_run(
             "init_from_teacher": init_from_teacher,
             "batch_norm_frozen": batch_norm_frozen,
             "frozen_trunk": frozen_trunk,
+            "entropy_weight": entropy_weight,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -267,6 +272,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_norm_frozen=args.freeze_batch_norm,
         frozen_trunk=args.frozen_trunk,
         head_channels=args.head_channels,
+        entropy_weight=args.entropy_weight,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -323,5 +329,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="EnD²: the teacher's posterior-mean network, frozen, plus a trained Dirichlet-precision head",
     )
     p.add_argument("--head-channels", type=int, default=16, help="hidden width of that precision head (16)")
+    p.add_argument(
+        "--entropy-weight", type=float, default=0.0, help="EnD²: weight of a total-entropy matching term (0: off)"
+    )
     p.set_defaults(func=_run)
     return p

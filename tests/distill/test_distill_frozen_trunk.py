@@ -12,8 +12,10 @@ from scipy.stats import spearmanr
 from monai_bayes.bundle import distill as bundle_distill
 from monai_bayes.cli import build_parser
 from monai_bayes.distill import (
+    EnD2Loss,
     PrecisionHeadNetwork,
     build_student,
+    distillation_loss,
     init_student_from_teacher,
     load_student,
     save_student,
@@ -128,3 +130,21 @@ def test_cli_frozen_trunk_reaches_the_trainer(monkeypatch) -> None:
     args = build_parser(argv).parse_args(argv)
     args.func(args)
     assert seen["frozen_trunk"] is False
+
+
+def test_end2_entropy_term_is_the_weighted_squared_entropy_error() -> None:
+    torch.manual_seed(0)
+    outputs = torch.randn(2, 3, 4, 4)
+    probs = torch.distributions.Dirichlet(torch.full((3,), 2.0)).sample((2, 5, 4, 4)).permute(0, 1, 4, 2, 3)
+    plain = EnD2Loss(foreground_weight=3.0)(outputs, probs)
+    with_term = EnD2Loss(foreground_weight=3.0, entropy_weight=2.0)(outputs, probs)
+    q = outputs.double().softmax(1)
+    mean = probs.double().mean(1)
+    h_student = -(q * q.log()).sum(1)
+    h_teacher = -(mean * mean.log()).sum(1)
+    w = 1 + 3.0 * (1 - mean[:, 0])
+    w = w / w.mean()
+    expected = 2.0 * (w * (h_student - h_teacher) ** 2).mean()
+    torch.testing.assert_close((with_term - plain).double(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="EnD²"):
+        distillation_loss("bdk", entropy_weight=1.0)
