@@ -34,6 +34,11 @@ KINDS = {"bdk": "BDK student (mean + entropy / MI heads)", "end2": "EnD² studen
 RUN = BUNDLE / "runs" / "sparse_bayes_r0.01"
 
 
+def _gamma(settings: Mapping[str, Any]) -> str:
+    """Label part for a foreground weight other than the default 10."""
+    return "" if settings["foreground_weight"] == 10 else f", γ = {settings['foreground_weight']:g}"
+
+
 def _label(report: Mapping[str, Any]) -> str:
     """Row label: the kind, and for a student initialised from the teacher its training settings."""
     settings = report["settings"]
@@ -43,6 +48,7 @@ def _label(report: Mapping[str, Any]) -> str:
         return (
             f"{label}, teacher width, = teacher's posterior mean FROZEN (weights + batch-norm statistics) "
             f"+ trained precision head ({trained:,} parameters), {settings['epochs']} epochs, Adam {settings['lr']:g}"
+            + _gamma(settings)
         )
     if not settings.get("init_from_teacher"):
         return label
@@ -56,6 +62,7 @@ def _label(report: Mapping[str, Any]) -> str:
         f"{label}, teacher width, init from teacher mean, {settings['epochs']} epochs, Adam {settings['lr']:g}"
         + temperature
         + frozen
+        + _gamma(settings)
     )
 
 
@@ -134,14 +141,37 @@ def _merge_with_existing(path: Path, rows: list[list[str]]) -> list[list[str]]:
     return kept + (rows[1:] if has_teacher else rows)
 
 
+def _retime(reports: dict[str, dict[str, Any]], patch_size: int, repeats: int) -> None:
+    """Time every collected student against the teacher in this process; update their ``report.json``."""
+    import torch
+
+    from monai_bayes.bundle.distill import _loader, _parser
+    from monai_bayes.distill import inference_speedup, load_student
+    from monai_bayes.utils.atomic import atomic_write_json
+
+    parser = _parser(BUNDLE, {"patch_size": patch_size})
+    teacher = parser.get_parsed_content("network").eval()
+    images = torch.as_tensor(next(iter(_loader(parser, "eval_items", 10)))["image"])
+    for name, report in reports.items():
+        student = load_student(RUN / name / "student.pt")
+        timing = inference_speedup(
+            student, teacher, images, num_samples=report["teacher"]["num_samples"], repeats=repeats
+        )
+        report["timing"] = timing | {"batch": list(images.shape), "retimed": f"interleaved, {repeats} pairs"}
+        atomic_write_json(RUN / name / "report.json", report)
+        print(name, {k: round(v, 3) for k, v in timing.items()})
+
+
 def _suffix(args: argparse.Namespace) -> str:
     if args.frozen_trunk:
-        return f"_frozen_trunk_e{args.epochs}_lr{args.lr:g}_h{args.head_channels}"
+        gamma = "" if args.foreground_weight == 10 else f"_g{args.foreground_weight:g}"
+        return f"_frozen_trunk_e{args.epochs}_lr{args.lr:g}_h{args.head_channels}{gamma}"
     if not args.init_from_teacher:
         return ""
     frozen = ("_bnfrozen" if args.freeze_batch_norm else "") + (
         f"_H{args.entropy_weight:g}" if args.entropy_weight else ""
     )
+    frozen += "" if args.foreground_weight == 10 else f"_g{args.foreground_weight:g}"
     return f"_init_e{args.epochs}" + (f"_lr{args.lr:g}_T{args.initial_temperature:g}{frozen}" if args.epochs else "")
 
 
@@ -176,6 +206,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="keep the rows already in results/distillation/students.csv and add (or replace) these",
     )
+    parser.add_argument(
+        "--retime",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="with --reuse: time each collected student again vs the teacher (interleaved pairs, in this process)",
+    )
     parser.add_argument("--notes", default="", help="with --append: more provenance notes on the added rows")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
@@ -205,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
                 entropy_weight=args.entropy_weight,
                 output_dir=RUN / f"distill_{kind}{_suffix(args)}",
             )
+    if args.retime:
+        _retime(reports, args.patch_size, args.retime)
     if args.no_results:
         return
     rows = _rows(reports)
