@@ -89,12 +89,12 @@ def _scores(scores: Mapping[str, Mapping[str, float]]) -> list[str]:
     return [_cell(scores[k]) for k in ("Dice", "GED", "HM-IoU", "ECE")]
 
 
-def _rows(reports: Mapping[str, dict[str, Any]]) -> list[list[str]]:
+def _rows(reports: Mapping[str, dict[str, Any]], teacher_label: str = "") -> list[list[str]]:
     first = next(iter(reports.values()))
     teacher = first["timing"]
     rows = [
         [
-            f"teacher: sparse Bayes r = 1 %, S = {first['teacher']['num_samples']}",
+            teacher_label or f"teacher: sparse Bayes r = 1 %, S = {first['teacher']['num_samples']}",
             *_scores(first["scores"]["teacher"]),
             "1 (itself)",
             "1 (itself)",
@@ -128,17 +128,15 @@ NOT_RECORDED = "not recorded"
 def _merge_with_existing(path: Path, rows: list[list[str]]) -> list[list[str]]:
     """Rows already in ``path`` (widened to :data:`HEADER`, missing columns :data:`NOT_RECORDED`), then ``rows``.
 
-    An existing row with the label of a new one is replaced; the new teacher row is dropped when one exists.
+    An existing row with the label of a new one is replaced (give a retrained teacher its own ``--teacher-label``).
     """
     if not path.is_file():
         return rows
     with path.open(encoding="utf-8", newline="") as handle:
         old_header, *old_rows = list(csv.reader(handle))
     widened = [[dict(zip(old_header, r, strict=True)).get(col, NOT_RECORDED) for col in HEADER] for r in old_rows]
-    new_labels = {r[0] for r in rows[1:]}
-    kept = [r for r in widened if r[0] not in new_labels]
-    has_teacher = any(r[0].startswith("teacher") for r in kept)
-    return kept + (rows[1:] if has_teacher else rows)
+    new_labels = {r[0] for r in rows}
+    return [r for r in widened if r[0] not in new_labels] + rows
 
 
 def _retime(reports: dict[str, dict[str, Any]], patch_size: int, repeats: int) -> None:
@@ -160,6 +158,41 @@ def _retime(reports: dict[str, dict[str, Any]], patch_size: int, repeats: int) -
         report["timing"] = timing | {"batch": list(images.shape), "retimed": f"interleaved, {repeats} pairs"}
         atomic_write_json(RUN / name / "report.json", report)
         print(name, {k: round(v, 3) for k, v in timing.items()})
+
+
+def _teacher_noise_row(patch_size: int, num_samples: int, seed: int) -> list[str]:
+    """The teacher's own maps from ``S`` other samples (seed + 1) vs those of ``seed``: the sampling-noise ceiling."""
+    import torch
+
+    from monai_bayes.bundle.distill import _loader, _parser
+    from monai_bayes.distill import foreground_union, segmentation_scores, spearman, teacher_inferer, teacher_samples
+    from monai_bayes.uncertainty import uncertainty_maps
+
+    parser = _parser(BUNDLE, {"patch_size": patch_size})
+    teacher = parser.get_parsed_content("network").eval()
+    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"total": [], "epistemic": [], "aleatoric": []}
+    scores: dict[str, list[torch.Tensor]] = {}
+    for batch in _loader(parser, "eval_items", 10):
+        image = torch.as_tensor(batch["image"])
+        first = teacher_samples(teacher, teacher_inferer(num_samples, seed), image)
+        other = teacher_samples(teacher, teacher_inferer(num_samples, seed + 1), image)
+        maps_a, maps_b = uncertainty_maps(first, "softmax"), uncertainty_maps(other, "softmax")
+        mask = foreground_union(maps_a["mean"], maps_b["mean"])
+        for key, pair_list in pairs.items():
+            pair_list.append((maps_a[key][mask], maps_b[key][mask]))
+        for name, values in segmentation_scores(other, torch.as_tensor(batch["label"])).items():
+            scores.setdefault(name, []).append(values)
+    rho = {k: spearman(torch.cat([a for a, _ in v]), torch.cat([b for _, b in v])) for k, v in pairs.items()}
+    cells = []
+    for name in ("Dice", "GED", "HM-IoU", "ECE"):
+        values = torch.cat(scores[name]).double()
+        values = values[torch.isfinite(values)]
+        cells.append(f"{float(values.mean()):.3f} ± {float(values.std()):.3f}")
+    voxels = sum(a.numel() for a, _ in pairs["total"])
+    label = (
+        f"teacher again, {num_samples} other samples (seed {seed + 1}): sampling-noise reference ({voxels:,} voxels)"
+    )
+    return [label, *cells, *(f"{rho[k]:.3f}" for k in ("total", "epistemic", "aleatoric")), "—", "1×", "—"]
 
 
 def _suffix(args: argparse.Namespace) -> str:
@@ -213,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="REPEATS",
         help="with --reuse: time each collected student again vs the teacher (interleaved pairs, in this process)",
     )
+    parser.add_argument(
+        "--teacher-noise-row",
+        action="store_true",
+        help="add a row: the teacher's maps from S other samples vs its own (how noisy an S-sample map is)",
+    )
+    parser.add_argument("--teacher-label", default="", help="label of the teacher row (default: its method and S)")
     parser.add_argument("--notes", default="", help="with --append: more provenance notes on the added rows")
     parser.add_argument("--no-results", action="store_true", help="do not write results/distillation")
     parser.add_argument(
@@ -246,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         _retime(reports, args.patch_size, args.retime)
     if args.no_results:
         return
-    rows = _rows(reports)
+    rows = _rows(reports, args.teacher_label)
+    if args.teacher_noise_row:
+        rows.insert(1, _teacher_noise_row(args.patch_size, 8, args.seed))
     if args.append:
         rows = _merge_with_existing(OUT / "students.csv", rows)
     write_results_table(OUT / "students.csv", HEADER, rows)
