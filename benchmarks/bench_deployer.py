@@ -504,6 +504,10 @@ def _memory_kb(field_name: str) -> int:
 def child(ctx: Context, name: str, task: str, repeats: int) -> dict[str, float]:
     """Load variant ``name`` from its files and time ``task`` in this process; ms and peak memory (MB).
 
+    ``ms`` is this process's CPU time (``time.process_time``, all its threads; one intra-op thread), the
+    median over ``repeats``: on an idle core it is the wall time of the single-threaded call, and on a shared,
+    overloaded VM it does not count the time the process waits for a core (``wall_ms``: the wall time too).
+
     After the imports and the input tensor exist, the kernel's peak-RSS counter is reset
     (``echo 5 > /proc/self/clear_refs``); ``peak_mb`` is the peak RSS (``VmHWM``) while loading and running
     minus the RSS at the reset: the memory the model, its activations and its runtime take.
@@ -517,15 +521,21 @@ def child(ctx: Context, name: str, task: str, repeats: int) -> dict[str, float]:
     Path("/proc/self/clear_refs").write_text("5")
     before = _memory_kb("VmRSS")
     predict = variant.load(ctx, dims, [Path(f) for f in files])
-    times = []
+    cpu, wall = [], []
     with torch.no_grad():
         predict(x)  # warm-up (and the MC inferer's plan probe)
         for _ in range(repeats):
-            start = time.perf_counter()
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
             predict(x)
-            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+            wall.append(time.perf_counter() - start_wall)
     peak = _memory_kb("VmHWM")
-    return {"ms": statistics.median(times) * 1e3, "peak_mb": (peak - before) / 1024, "rss_mb": peak / 1024}
+    return {
+        "ms": statistics.median(cpu) * 1e3,
+        "wall_ms": statistics.median(wall) * 1e3,
+        "peak_mb": (peak - before) / 1024,
+        "rss_mb": peak / 1024,
+    }
 
 
 def run_child(ctx: Context, name: str, task: str, repeats: int) -> dict[str, float]:
@@ -639,7 +649,9 @@ def main() -> None:
             f"conversion, one {VOLUME} volume, SlidingWindowInferer roi {ROI}, overlap 0.25, sw_batch_size 1; "
             "peak MB = peak RSS (VmHWM) of a fresh child process while loading the files and running, minus its "
             "RSS after imports (counter reset via /proc/self/clear_refs); 1 thread; shared 2-core VM (other "
-            "sessions running): read ratios. The deterministic row calls the network directly (3D: "
+            "sessions running): times are each child's CPU time (time.process_time), not wall time, so that the "
+            "waits for a core on the overloaded VM do not count (contention for caches and memory bandwidth still "
+            "does): read ratios. The deterministic row calls the network directly (3D: "
             "SlidingWindowInferer alone), like the students; the stochastic PyTorch rows go through "
             "MonteCarloInferer (S samples batched). BN3 rows: the trained nested network with its batch norms "
             "recalibrated at the row's width (sample mode, one epoch of the training patches, seed 0; what the "
