@@ -2,7 +2,8 @@
 
 Teacher: the LIDC bundle's UNet (channels 16–256, 2 residual units) as a 1 % partial-Bayes network (random
 1 % selection, the timing does not depend on the trained values) through ``MonteCarloInferer`` with the auto
-plan; students: the same UNet and the half-width UNet (8–128) read as BDK / EnD² students. Prints medians,
+plan; students: the same UNet and the half-width UNet (8–128) read as BDK / EnD² students, and the same UNet
+as a frozen trunk with a precision head (``build_student(..., frozen_trunk=True)``). Prints medians,
 interleaved, and the ratios (target: ≥ 5× for the default half-width student)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_distill.py --patch 64 --batch 10 --repeats 5
@@ -34,14 +35,21 @@ def main() -> None:
     teacher = to_partial_bayes(teacher, select_topk(scores, 0.01)).eval()
     x = torch.randn(args.batch, 1, args.patch, args.patch)
     print(f"input {tuple(x.shape)}, teacher S = {args.samples}, threads {torch.get_num_threads()}")
-    for kind in ("bdk", "end2"):
-        for channels in ((16, 32, 64, 128, 256), (8, 16, 32, 64, 128)):
-            student = build_student(kind, 2, channels=channels).eval()
-            t = inference_speedup(student, teacher, x, num_samples=args.samples, repeats=args.repeats)
-            print(
-                f"{kind:4s} student {channels}: teacher {1e3 * t['teacher_s']:7.1f} ms, "
-                f"student {1e3 * t['student_s']:6.1f} ms, speed-up {t['speedup']:5.1f}×"
-            )
+    same, half = (16, 32, 64, 128, 256), (8, 16, 32, 64, 128)
+    for kind, channels, frozen in (
+        ("bdk", same, False),
+        ("bdk", half, False),
+        ("end2", same, False),
+        ("end2", half, False),
+        ("end2", same, True),
+    ):
+        student = build_student(kind, 2, channels=channels, frozen_trunk=frozen).eval()
+        t = inference_speedup(student, teacher, x, num_samples=args.samples, repeats=args.repeats)
+        name = f"{kind} student {channels}" + (" frozen trunk + precision head" if frozen else "")
+        print(
+            f"{name}: teacher {1e3 * t['teacher_s']:7.1f} ms, "
+            f"student {1e3 * t['student_s']:6.1f} ms, speed-up {t['speedup']:5.1f}×"
+        )
 
 
 if __name__ == "__main__":

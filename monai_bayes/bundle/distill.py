@@ -93,6 +93,9 @@ def distill_bundle_run(
     output_dir: str | os.PathLike | None = None,
     init_from_teacher: bool = False,
     batch_norm_frozen: bool = False,
+    frozen_trunk: bool = False,
+    head_channels: int = 16,
+    entropy_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Distil a bundle run's trained model into a student, score both, write the files (module docstring).
 
@@ -123,6 +126,15 @@ def distill_bundle_run(
     batch_norm_frozen : bool
         Keep the student's batch-norm statistics fixed while it trains
         (:func:`~monai_bayes.distill.trainer.freeze_batch_norm`).
+    frozen_trunk : bool
+        EnD² only, implies ``init_from_teacher``: the student's UNet is the teacher's posterior-mean network,
+        frozen (weights and batch-norm statistics), and only a precision head trains
+        (``build_student(..., frozen_trunk=True)``, :class:`~monai_bayes.distill.PrecisionHeadNetwork`); the
+        output folder defaults to ``distill_end2_frozen_trunk``.
+    head_channels : int
+        Hidden width of that precision head.
+    entropy_weight : float
+        EnD² only: ``λ_H`` of the total-entropy matching term (:class:`~monai_bayes.distill.EnD2Loss`).
 
     Returns
     -------
@@ -132,9 +144,12 @@ def distill_bundle_run(
     Raises
     ------
     ValueError
-        For an unknown kind or override, or a run without a trained model.
+        For an unknown kind or override, a run without a trained model, or ``frozen_trunk`` with BDK.
     """
     kind = look_up("kind", kind, DistillKind)
+    if frozen_trunk and kind != DistillKind.END2:
+        raise ValueError(f"frozen_trunk needs kind='end2' (a Dirichlet precision head), got kind={kind.value!r}.")
+    init_from_teacher = init_from_teacher or frozen_trunk
     root = Path(bundle_root)
     overrides = dict(overrides or {})
     parser = _parser(root, overrides)
@@ -149,7 +164,7 @@ def distill_bundle_run(
     num_classes = int(network_def.out_channels)
     if init_from_teacher:
         student_channels = [int(c) for c in network_def.channels]
-    suffix = "_init" if init_from_teacher else ""
+    suffix = "_frozen_trunk" if frozen_trunk else "_init" if init_from_teacher else ""
     out = Path(output_dir) if output_dir is not None else layout.run_dir / f"distill_{kind.value}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     with seeded_global_rng(seed):
@@ -161,6 +176,8 @@ def distill_bundle_run(
             channels=student_channels,
             strides=list(network_def.strides),
             num_res_units=int(network_def.num_res_units),
+            frozen_trunk=frozen_trunk,
+            head_channels=head_channels,
         )
         if init_from_teacher:
             init_student_from_teacher(student, teacher)
@@ -178,6 +195,7 @@ def distill_bundle_run(
                 initial_temperature=initial_temperature,
                 foreground_weight=foreground_weight,
                 batch_norm_frozen=batch_norm_frozen,
+                entropy_weight=entropy_weight,
             )
     teacher_info = {"method": layout.method, "run": layout.run_name, "checkpoint": str(layout.model_checkpoint)}
     save_student(student, out / "student.pt", teacher=teacher_info | {"num_samples": num_samples})
@@ -188,7 +206,11 @@ def distill_bundle_run(
     report = {
         "kind": kind.value,
         "teacher": teacher_info | {"num_samples": num_samples},
-        "student": {"channels": list(student_channels), "parameters": sum(p.numel() for p in student.parameters())},
+        "student": {
+            "channels": list(student_channels),
+            "parameters": sum(p.numel() for p in student.parameters()),
+            "trained_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
+        },
         "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
         "settings": {
             "epochs": epochs,
@@ -198,6 +220,8 @@ def distill_bundle_run(
             "foreground_weight": foreground_weight,
             "init_from_teacher": init_from_teacher,
             "batch_norm_frozen": batch_norm_frozen,
+            "frozen_trunk": frozen_trunk,
+            "entropy_weight": entropy_weight,
             "overrides": overrides,
         }
         | ({"initial_temperature": initial_temperature} if kind == DistillKind.END2 else {}),
@@ -207,6 +231,7 @@ def distill_bundle_run(
         },
         "spearman_total": scores["spearman_total"],
         "spearman_epistemic": scores["spearman_epistemic"],
+        "spearman_aleatoric": scores["spearman_aleatoric"],
         "spearman_voxels": "union of the teacher's and the student's predicted foreground, pooled over cases",
         "foreground_voxels": scores["foreground_voxels"],
         "timing": timing | {"batch": list(images.shape)},
@@ -245,6 +270,9 @@ def _run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         init_from_teacher=args.init_from_teacher,
         batch_norm_frozen=args.freeze_batch_norm,
+        frozen_trunk=args.frozen_trunk,
+        head_channels=args.head_channels,
+        entropy_weight=args.entropy_weight,
     )
     print(json.dumps({k: report[k] for k in ("kind", "spearman_total", "timing")}))
     return 0
@@ -294,6 +322,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--init-from-teacher",
         action="store_true",
         help="student of the teacher's widths, initialised from the teacher's posterior-mean network",
+    )
+    p.add_argument(
+        "--frozen-trunk",
+        action="store_true",
+        help="EnD²: the teacher's posterior-mean network, frozen, plus a trained Dirichlet-precision head",
+    )
+    p.add_argument("--head-channels", type=int, default=16, help="hidden width of that precision head (16)")
+    p.add_argument(
+        "--entropy-weight", type=float, default=0.0, help="EnD²: weight of a total-entropy matching term (0: off)"
     )
     p.set_defaults(func=_run)
     return p

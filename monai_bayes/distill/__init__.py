@@ -26,6 +26,7 @@ from monai_bayes.distill.losses import BDKLoss, EnD2Loss, annealed_temperature
 from monai_bayes.distill.student import (
     DistilledStudent,
     DistillKind,
+    PrecisionHeadNetwork,
     build_student,
     init_student_from_teacher,
     load_student,
@@ -47,6 +48,7 @@ __all__ = [
     "DistillKind",
     "DistilledStudent",
     "EnD2Loss",
+    "PrecisionHeadNetwork",
     "TeacherBatch",
     "annealed_temperature",
     "build_student",

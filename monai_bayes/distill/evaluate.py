@@ -195,13 +195,13 @@ def compare_with_teacher(
     -------
     dict
         ``{"teacher": {metric: per-case tensor}, "student": {...}, "spearman_total": ρ, "spearman_epistemic": ρ,
-        "foreground_voxels": n}``; the correlations pool the union foreground (:func:`foreground_union`) of
-        all cases.
+        "spearman_aleatoric": ρ, "foreground_voxels": n}``; the correlations pool the union foreground
+        (:func:`foreground_union`) of all cases.
     """
     inferer = MonteCarloInferer(num_samples=num_samples, activation="softmax", output="samples", seed=seed)
     student = student.to(device).eval()
     scores: dict[str, dict[str, list[torch.Tensor]]] = {"teacher": {}, "student": {}}
-    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"total": [], "epistemic": []}
+    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"total": [], "epistemic": [], "aleatoric": []}
     with torch.no_grad():
         for index, batch in enumerate(batches):
             image = as_plain_tensor(batch["image"]).to(device)
@@ -234,6 +234,8 @@ def inference_speedup(
 ) -> dict[str, float]:
     """Side-by-side time of the mean + uncertainty maps: teacher at ``S`` samples vs the student's one pass.
 
+    Two warm-up calls each, then ``repeats`` interleaved pairs (teacher call, student call); medians.
+
     The teacher runs through :class:`~monai_bayes.inferers.MonteCarloInferer` with ``output="uncertainty"``
     (plan auto-tuned on the warm-up call: chunking, shared prefix, sparse input), the student through
     :meth:`DistilledStudent.uncertainty`.
@@ -259,6 +261,13 @@ def inference_speedup(
     inferer = MonteCarloInferer(num_samples=num_samples, activation="softmax", output="uncertainty", seed=0)
     teacher.eval()
     student.eval()
-    teacher_s = median_seconds(lambda: inferer(images, teacher), repeats=repeats, warmup=2)
-    student_s = median_seconds(lambda: student.uncertainty(images), repeats=repeats, warmup=2)
+    with torch.no_grad():  # warm-up (the teacher's plan is tuned on its first call)
+        for _ in range(2):
+            inferer(images, teacher)
+            student.uncertainty(images)
+    teacher_times, student_times = [], []
+    for _ in range(repeats):  # interleaved, so that a change of load on a shared machine hits both alike
+        teacher_times.append(median_seconds(lambda: inferer(images, teacher), repeats=1, warmup=0))
+        student_times.append(median_seconds(lambda: student.uncertainty(images), repeats=1, warmup=0))
+    teacher_s, student_s = statistics.median(teacher_times), statistics.median(student_times)
     return {"teacher_s": teacher_s, "student_s": student_s, "speedup": teacher_s / student_s}

@@ -5,7 +5,8 @@
   against the teacher's total entropy ``H[p̄]`` and mutual information (GPED-style).
 * :class:`EnD2Loss` -- the Dirichlet negative log-likelihood of the teacher's smoothed, heated sample
   probabilities, averaged over samples and voxels (Malinin et al. 2020); its ``temperature`` is set by
-  :func:`annealed_temperature` at each epoch.
+  :func:`annealed_temperature` at each epoch. Optionally plus ``λ_H`` times the squared error of the
+  student's total entropy ``H[α / α_0]`` against the teacher's ``H[p̄]`` (``entropy_weight``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from monai_bayes.distill.dirichlet import concentrations, dirichlet_nll, heat_probabilities, smooth_probabilities
-from monai_bayes.uncertainty import uncertainty_maps
+from monai_bayes.uncertainty import entropy, uncertainty_maps
 
 __all__ = ["BDKLoss", "EnD2Loss", "annealed_temperature", "foreground_voxel_weights"]
 
@@ -115,14 +116,24 @@ class EnD2Loss(nn.Module):
         Initial ``T`` (the trainer anneals it with :func:`annealed_temperature`).
     foreground_weight : float
         ``γ`` of :func:`foreground_voxel_weights` (0: plain voxel mean).
+    entropy_weight : float
+        ``λ_H ≥ 0``: adds ``λ_H · mean_v w_v (H[α / α_0] − H[p̄])²``, the squared error of the student's
+        total-uncertainty map (entropy of its Dirichlet mean, at ``T = 1``) against the teacher's (0: off).
     """
 
-    def __init__(self, smoothing: float = 1e-3, temperature: float = 1.0, foreground_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        smoothing: float = 1e-3,
+        temperature: float = 1.0,
+        foreground_weight: float = 0.0,
+        entropy_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         if temperature < 1.0:
             raise ValueError(f"temperature must be >= 1, got {temperature}.")
-        if foreground_weight < 0:
-            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}.")
+        if foreground_weight < 0 or entropy_weight < 0:
+            raise ValueError(f"weights must be >= 0, got {foreground_weight}, {entropy_weight}.")
+        self.entropy_weight = entropy_weight
         smooth_probabilities(torch.ones(1, 1, 2), smoothing)  # validates epsilon
         self.smoothing = smoothing
         self.temperature = temperature
@@ -141,14 +152,20 @@ class EnD2Loss(nn.Module):
         Returns
         -------
         torch.Tensor
-            The mean negative log-likelihood (nats per voxel and sample).
+            The mean negative log-likelihood (nats per voxel and sample), plus the entropy term if weighted.
         """
         _check(outputs, teacher_probs, teacher_probs.shape[2])
         teacher_probs = teacher_probs.float()
         probs = heat_probabilities(smooth_probabilities(teacher_probs, self.smoothing), self.temperature)
         nll = dirichlet_nll(concentrations(outputs, self.temperature), probs)  # (B, S, *sp)
-        w = foreground_voxel_weights(teacher_probs.mean(dim=1), self.foreground_weight)
-        return (w * nll).mean()
+        mean = teacher_probs.mean(dim=1)
+        w = foreground_voxel_weights(mean, self.foreground_weight)
+        loss = (w * nll).mean()
+        if self.entropy_weight == 0:
+            return loss
+        student_total = entropy(torch.softmax(outputs, dim=1), "softmax", channel_dim=1)
+        teacher_total = entropy(mean, "softmax", channel_dim=1)
+        return loss + self.entropy_weight * (w * (student_total - teacher_total) ** 2).mean()
 
 
 def annealed_temperature(epoch: int, max_epochs: int, initial: float, anneal_fraction: float = 0.5) -> float:

@@ -9,23 +9,34 @@ Two kinds (:class:`DistillKind`):
 * ``"end2"`` -- Ensemble Distribution Distillation (Malinin et al. 2020): ``C`` channels ``z``, the log
   concentrations of a per-voxel Dirichlet ``α = exp(z)`` (:mod:`monai_bayes.distill.dirichlet`).
 
+An EnD² student can also be built with a **frozen trunk** (``build_student(..., frozen_trunk=True)``): its
+network is a :class:`PrecisionHeadNetwork`, a UNet trunk whose weights and batch-norm statistics never change
+(meant to be the teacher's posterior-mean network, :func:`init_student_from_teacher`) plus a small trained
+precision head. Its concentrations are ``α = α_0 · softmax(trunk logits)``: the Dirichlet mean, hence the total
+uncertainty, is the trunk's softmax and its entropy; the head learns only the precision ``α_0``, i.e. how the
+total splits into aleatoric and epistemic parts.
+
 Either way :meth:`DistilledStudent.uncertainty` gives the mean and the total / aleatoric / epistemic maps of
 one forward pass, in the layout of :func:`monai_bayes.uncertainty.uncertainty_maps`.
 
 On disk a student is two files (:func:`save_student`): ``<name>.pt``, the state dict of its plain MONAI
 network written by :func:`monai_bayes.networks.save_checkpoint` (loadable with
 :func:`~monai_bayes.networks.load_checkpoint` into ``UNet(**network)``), and ``<name>.json``,
-``{"kind", "num_classes", "network": {UNet keyword arguments}, ...}``; :func:`load_student` reads both.
+``{"kind", "num_classes", "network": {UNet keyword arguments}, ...}``; :func:`load_student` reads both. A
+frozen-trunk student's ``.pt`` holds the :class:`PrecisionHeadNetwork` (``trunk.*`` = the UNet, ``head.*``) and
+its sidecar adds ``"precision_head": {"hidden_channels": h}``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.networks.layers import Conv
 from monai.networks.nets import UNet
 from monai.utils import StrEnum
 from torch import nn
@@ -41,6 +52,7 @@ from monai_bayes.utils.options import look_up
 __all__ = [
     "DistillKind",
     "DistilledStudent",
+    "PrecisionHeadNetwork",
     "build_student",
     "init_student_from_teacher",
     "load_student",
@@ -50,6 +62,9 @@ __all__ = [
 
 #: extra output channels of a BDK student: the total-entropy and mutual-information heads
 BDK_HEADS = 2
+
+#: initial Dirichlet precision ``α_0`` of a fresh precision head (its last bias is ``ln`` of it)
+INITIAL_PRECISION = 100.0
 
 
 class DistillKind(StrEnum):
@@ -76,6 +91,75 @@ def student_out_channels(kind: DistillKind | str, num_classes: int) -> int:
     """
     kind = look_up("kind", kind, DistillKind)
     return num_classes + BDK_HEADS if kind == DistillKind.BDK else num_classes
+
+
+class PrecisionHeadNetwork(nn.Module):
+    """A frozen trunk's logits as a Dirichlet mean, with a small trained head for the precision ``α_0``.
+
+    ``forward`` returns log-concentrations ``z = ln α_0 + log_softmax(trunk(x))``, so that EnD²'s
+    ``α = exp(z) = α_0 · softmax(trunk(x))`` (:func:`~monai_bayes.distill.dirichlet.concentrations`): the
+    Dirichlet mean ``α / α_0`` is the trunk's softmax. The head maps the trunk's logits and the image,
+    ``(B, C + C_in, *sp)``, through a 3×3 convolution, a 3×3 convolution of dilation 2 (ReLUs between) and a
+    1×1 convolution to ``ln α_0`` ``(B, 1, *sp)`` (a log, not a softplus, because the precision spans orders of
+    magnitude). The trunk's parameters do not require gradients and it stays in eval mode whatever
+    ``train()`` sets, so its batch-norm statistics are never updated: training moves the head only.
+
+    Parameters
+    ----------
+    trunk : nn.Module
+        Maps ``(B, C_in, *sp)`` to ``(B, C, *sp)`` logits (e.g. a MONAI UNet).
+    num_classes : int
+        ``C``.
+    spatial_dims : int
+        2 or 3.
+    in_channels : int
+        ``C_in``, the image channels.
+    hidden_channels : int
+        Width of the head's two hidden layers.
+    """
+
+    def __init__(
+        self, trunk: nn.Module, num_classes: int, spatial_dims: int, in_channels: int, hidden_channels: int = 16
+    ) -> None:
+        super().__init__()
+        if hidden_channels < 1:
+            raise ValueError(f"hidden_channels must be >= 1, got {hidden_channels}.")
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.trunk = trunk.requires_grad_(False)
+        last = conv(hidden_channels, 1, 1)
+        nn.init.constant_(last.bias, math.log(INITIAL_PRECISION))
+        self.head = nn.Sequential(
+            conv(num_classes + in_channels, hidden_channels, 3, padding=1),
+            nn.ReLU(),
+            conv(hidden_channels, hidden_channels, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            last,
+        )
+        self.settings = {"hidden_channels": hidden_channels}
+        self.trunk.eval()
+
+    def train(self, mode: bool = True) -> PrecisionHeadNetwork:
+        """Set the head's mode; the trunk stays in eval mode (fixed batch-norm statistics).
+
+        Parameters
+        ----------
+        mode : bool
+            Training mode of the head.
+
+        Returns
+        -------
+        PrecisionHeadNetwork
+            ``self``.
+        """
+        super().train(mode)
+        self.trunk.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-concentrations ``ln α_0 + log_softmax(trunk(x))``, ``(B, C, *sp)``."""
+        logits: torch.Tensor = self.trunk(x)
+        log_precision = self.head(torch.cat([logits.detach(), x], dim=1))
+        return log_precision + F.log_softmax(logits, dim=1)
 
 
 class DistilledStudent(nn.Module):
@@ -107,6 +191,16 @@ class DistilledStudent(nn.Module):
         self.kind = look_up("kind", kind, DistillKind)
         self.num_classes = num_classes
         self.settings = dict(settings or {})
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The UNet: :attr:`network` itself, or a :class:`PrecisionHeadNetwork`'s frozen trunk."""
+        return self.network.trunk if isinstance(self.network, PrecisionHeadNetwork) else self.network
+
+    @property
+    def frozen_trunk(self) -> bool:
+        """Whether the network is a :class:`PrecisionHeadNetwork` (only its head trains)."""
+        return isinstance(self.network, PrecisionHeadNetwork)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw outputs ``(B, student_out_channels, *sp)``."""
@@ -196,6 +290,8 @@ def build_student(
     strides: Sequence[int] = (2, 2, 2, 2),
     num_res_units: int = 2,
     norm: str = "batch",
+    frozen_trunk: bool = False,
+    head_channels: int = 16,
 ) -> DistilledStudent:
     """A MONAI :class:`~monai.networks.nets.UNet` student with the output channels of ``kind``.
 
@@ -207,11 +303,21 @@ def build_student(
         ``C``, the teacher's classes.
     spatial_dims, in_channels, channels, strides, num_res_units, norm
         MONAI UNet settings (default: half the LIDC bundle's widths).
+    frozen_trunk : bool
+        EnD² only: wrap the UNet (then ``C`` logits) in a :class:`PrecisionHeadNetwork` -- the UNet is frozen
+        (initialise it with :func:`init_student_from_teacher`), only the precision head trains.
+    head_channels : int
+        Hidden width of the precision head (with ``frozen_trunk``).
 
     Returns
     -------
     DistilledStudent
         The untrained student.
+
+    Raises
+    ------
+    ValueError
+        For ``frozen_trunk`` with a BDK student.
     """
     settings: dict[str, Any] = {
         "spatial_dims": spatial_dims,
@@ -222,7 +328,12 @@ def build_student(
         "num_res_units": num_res_units,
         "norm": norm,
     }
-    return DistilledStudent(UNet(**settings), kind, num_classes, settings)
+    network: nn.Module = UNet(**settings)
+    if frozen_trunk:
+        if look_up("kind", kind, DistillKind) != DistillKind.END2:
+            raise ValueError(f"frozen_trunk needs an EnD² student (kind='end2'), got kind={kind!r}.")
+        network = PrecisionHeadNetwork(network, num_classes, spatial_dims, in_channels, head_channels)
+    return DistilledStudent(network, kind, num_classes, settings)
 
 
 def _copy_overlap(target: torch.Tensor, source: torch.Tensor, module: nn.Module, name: str) -> None:
@@ -252,7 +363,8 @@ def init_student_from_teacher(student: DistilledStudent, teacher: nn.Module) -> 
     would feed the new channels into the teacher's ``C`` logit channels are set to 0. So at initialisation the
     student's first ``C`` outputs equal the posterior-mean network's logits exactly: an EnD² student's
     ``softmax(z)`` (its Dirichlet mean) is the mean network's prediction, and its closed-form total uncertainty
-    is the mean network's entropy; a BDK student's heads start untrained.
+    is the mean network's entropy; a BDK student's heads start untrained. A frozen-trunk student
+    (``build_student(..., frozen_trunk=True)``) receives the mean network in its trunk; its head is untouched.
 
     Parameters
     ----------
@@ -274,8 +386,8 @@ def init_student_from_teacher(student: DistilledStudent, teacher: nn.Module) -> 
     """
     mean_network = to_deterministic(teacher)
     source = mean_network.state_dict()
-    target_modules = dict(student.network.named_modules())
-    target = student.network.state_dict()
+    target_modules = dict(student.trunk.named_modules())
+    target = student.trunk.state_dict()
     if source.keys() != target.keys():
         missing = sorted(source.keys() ^ target.keys())[:5]
         raise ValueError(
@@ -319,7 +431,10 @@ def save_student(student: DistilledStudent, path: str | os.PathLike, **extra: An
         raise ValueError("save_student needs a student with network settings (use build_student).")
     path = Path(path)
     save_checkpoint(student.network, path)
-    info = {"kind": student.kind.value, "num_classes": student.num_classes, "network": student.settings} | extra
+    info = {"kind": student.kind.value, "num_classes": student.num_classes, "network": student.settings}
+    if isinstance(student.network, PrecisionHeadNetwork):
+        info["precision_head"] = student.network.settings
+    info |= extra
     atomic_write_json(_sidecar(path), info)
     return path
 
@@ -348,6 +463,16 @@ def load_student(path: str | os.PathLike, device: torch.device | str | None = No
     info = read_json_if_exists(_sidecar(path))
     if not isinstance(info, dict) or not {"kind", "num_classes", "network"} <= info.keys():
         raise ValueError(f"{_sidecar(path)}: expected a JSON object with kind, num_classes and network.")
-    network = load_checkpoint(UNet(**info["network"]), path)
-    student = DistilledStudent(network, info["kind"], int(info["num_classes"]), info["network"]).eval()
+    settings = info["network"]
+    network: nn.Module = UNet(**settings)
+    if isinstance(info.get("precision_head"), dict):
+        network = PrecisionHeadNetwork(
+            network,
+            int(info["num_classes"]),
+            int(settings["spatial_dims"]),
+            int(settings["in_channels"]),
+            int(info["precision_head"]["hidden_channels"]),
+        )
+    network = load_checkpoint(network, path)
+    student = DistilledStudent(network, info["kind"], int(info["num_classes"]), settings).eval()
     return student.to(torch.device(device)) if device is not None else student

@@ -27,7 +27,10 @@ __all__ = ["distillation_loss", "distillation_trainer", "train_student"]
 
 
 def distillation_loss(
-    kind: DistillKind | str, initial_temperature: float = 2.5, foreground_weight: float = 0.0
+    kind: DistillKind | str,
+    initial_temperature: float = 2.5,
+    foreground_weight: float = 0.0,
+    entropy_weight: float = 0.0,
 ) -> nn.Module:
     """The loss of a student kind: ``BDKLoss`` or ``EnD2Loss(temperature=initial_temperature)``.
 
@@ -39,14 +42,25 @@ def distillation_loss(
         ``T_0`` for EnD² (ignored for BDK).
     foreground_weight : float
         ``γ`` of :func:`~monai_bayes.distill.losses.foreground_voxel_weights`.
+    entropy_weight : float
+        EnD² only: ``λ_H`` of :class:`~monai_bayes.distill.losses.EnD2Loss` (total-entropy matching term).
 
     Returns
     -------
     nn.Module
         The loss.
+
+    Raises
+    ------
+    ValueError
+        For an ``entropy_weight`` with a BDK student (its total-entropy head already regresses ``H[p̄]``).
     """
     if DistillKind(kind) == DistillKind.END2:
-        return EnD2Loss(temperature=initial_temperature, foreground_weight=foreground_weight)
+        return EnD2Loss(
+            temperature=initial_temperature, foreground_weight=foreground_weight, entropy_weight=entropy_weight
+        )
+    if entropy_weight:
+        raise ValueError("entropy_weight is an EnD² option; a BDK student regresses H[p̄] with its own head.")
     return BDKLoss(foreground_weight=foreground_weight)
 
 
@@ -64,6 +78,9 @@ def distillation_trainer(
     handlers: Sequence[Any] = (),
 ) -> SupervisedTrainer:
     """A MONAI trainer distilling the teacher behind ``prepare_batch`` into ``student`` (Adam).
+
+    Adam gets the parameters that require gradients only: a frozen-trunk student
+    (:class:`~monai_bayes.distill.student.PrecisionHeadNetwork`) trains its precision head, nothing else.
 
     Parameters
     ----------
@@ -98,7 +115,7 @@ def distillation_trainer(
         max_epochs=max_epochs,
         train_data_loader=loader,
         network=student.to(device),
-        optimizer=torch.optim.Adam(student.parameters(), lr=lr),
+        optimizer=torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr),
         loss_function=loss,
         prepare_batch=prepare_batch,
         train_handlers=list(handlers) or None,
@@ -162,13 +179,15 @@ def train_student(
     foreground_weight: float = 0.0,
     handlers: Sequence[Any] = (),
     batch_norm_frozen: bool = False,
+    entropy_weight: float = 0.0,
 ) -> DistilledStudent:
     """Cache ``S`` teacher samples per image, then train ``student`` on them (with flips / 90° rotations).
 
     Parameters
     ----------
     student : DistilledStudent
-        The network to train (in place).
+        The network to train (in place); a frozen-trunk student (``build_student(..., frozen_trunk=True)``)
+        trains its precision head only (trunk weights and batch-norm statistics stay as they are).
     teacher : nn.Module
         Any network :class:`~monai_bayes.inferers.MonteCarloInferer` can sample.
     batches : Iterable of Mapping
@@ -192,6 +211,9 @@ def train_student(
     batch_norm_frozen : bool
         Keep the student's batch-norm statistics as they are (:func:`freeze_batch_norm`), e.g. those copied from
         the teacher by :func:`~monai_bayes.distill.init_student_from_teacher`.
+    entropy_weight : float
+        EnD² only: ``λ_H``, weight of the total-entropy matching term of
+        :class:`~monai_bayes.distill.losses.EnD2Loss` (0: the plain Dirichlet NLL).
 
     Returns
     -------
@@ -209,7 +231,7 @@ def train_student(
         student,
         loader,
         prepare_batch=TeacherBatch(student.num_classes),
-        loss=distillation_loss(student.kind, initial_temperature, foreground_weight),
+        loss=distillation_loss(student.kind, initial_temperature, foreground_weight, entropy_weight),
         max_epochs=max_epochs,
         lr=lr,
         device=device,
