@@ -124,19 +124,23 @@ def _rows(reports: Mapping[str, dict[str, Any]], teacher_label: str = "") -> lis
 #: cell of a column that an older report did not record
 NOT_RECORDED = "not recorded"
 
+#: appended to a new row's label that an older row already has
+AGAIN = " (again, vs the retrained teacher)"
+
 
 def _merge_with_existing(path: Path, rows: list[list[str]]) -> list[list[str]]:
     """Rows already in ``path`` (widened to :data:`HEADER`, missing columns :data:`NOT_RECORDED`), then ``rows``.
 
-    An existing row with the label of a new one is replaced (give a retrained teacher its own ``--teacher-label``).
+    Old rows are all kept; a new row whose label is already taken gets :data:`AGAIN` appended (give a retrained
+    teacher its own ``--teacher-label``: the new rows follow it).
     """
     if not path.is_file():
         return rows
     with path.open(encoding="utf-8", newline="") as handle:
         old_header, *old_rows = list(csv.reader(handle))
     widened = [[dict(zip(old_header, r, strict=True)).get(col, NOT_RECORDED) for col in HEADER] for r in old_rows]
-    new_labels = {r[0] for r in rows}
-    return [r for r in widened if r[0] not in new_labels] + rows
+    taken = {r[0] for r in widened}
+    return widened + [[r[0] + AGAIN if r[0] in taken else r[0], *r[1:]] for r in rows]
 
 
 def _retime(reports: dict[str, dict[str, Any]], patch_size: int, repeats: int) -> None:
