@@ -455,8 +455,9 @@ def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> list[int]:
 def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
     """The deployer's Pareto figure: Dice vs latency per 128² patch and Dice vs bytes on disk (log x).
 
-    One labelled point per row of ``results/deployer/table.csv``, error bars the sd over patches, the Pareto
-    front (:func:`pareto_front`) joined by a line. Byte-stable PNG.
+    One point per row of ``results/deployer/table.csv``, labelled with its row number (the key of numbers and
+    method names is printed under the two panels, so that long names of close points do not overlap), error
+    bars the sd over patches, the Pareto front (:func:`pareto_front`) joined by a line. Byte-stable PNG.
 
     Parameters
     ----------
@@ -481,7 +482,9 @@ def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
     if missing:
         raise ValueError(f"{inputs[0]} must have the columns {needed}; missing {missing}.")
     dice = [parse_results_cell(r["Dice"]) or (float("nan"), 0.0) for r in rows]
-    fig = Figure(figsize=(11, 4.2))
+    key_rows = (len(rows) + 1) // 2
+    height = 4.2 + 0.17 * key_rows
+    fig = Figure(figsize=(11, height))
     axes = fig.subplots(1, 2)
     for ax, column, xlabel in (
         (axes[0], "ms per 128² patch", "latency per 128² patch, batch 1 (ms, log)"),
@@ -492,9 +495,9 @@ def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
         ax.errorbar(cost, quality, yerr=[d[1] for d in dice], fmt="o", color="tab:blue", ecolor="0.7", capsize=2)
         front = pareto_front(cost, quality)
         ax.plot([cost[i] for i in front], [quality[i] for i in front], "--", color="tab:orange", label="Pareto front")
-        for r, c, q in zip(rows, cost, quality):
+        for number, (c, q) in enumerate(zip(cost, quality), start=1):
             if np.isfinite(c):
-                ax.annotate(r["method"], (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(str(number), (c, q), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -502,8 +505,12 @@ def plot_deployer_pareto(inputs: list[Path], output: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Dice (higher is better)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.legend(fontsize=7, loc="upper left")
+    key = [f"{number}  {r['method']}" for number, r in enumerate(rows, start=1)]
+    key_top = (0.14 * key_rows + 0.05) / height
+    for side, entries in enumerate((key[:key_rows], key[key_rows:])):
+        fig.text(0.06 + 0.48 * side, key_top, "\n".join(entries), fontsize=7, va="top", ha="left")
+    fig.tight_layout(rect=(0.0, key_top + 0.01, 1.0, 1.0))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:
