@@ -120,6 +120,58 @@ def _pack_rows(
             bad[c] = True
 
 
+def _pack_byte_rows(
+    flat: np.ndarray,
+    offsets: np.ndarray,
+    n: int,
+    one: np.unsignedinteger,
+    bad_bits: np.unsignedinteger,
+    bits: np.ndarray,
+    first_row: int,
+    bad: np.ndarray,
+) -> None:
+    """Numba kernel: :func:`_pack_rows` for 1-byte values (bool, uint8, int8), eight values per 64-bit step.
+
+    Eight consecutive bytes b₀…b₇ are read as one little-endian uint64 ``u``; every byte must be 0 or 1
+    (``u & ~0x0101…01 == 0``, unless ``bad_bits`` is 0: bool), and ``((u & 0x0101…01) · 0x0102040810204080) >> 56``
+    has bit k = b_k (the partial products of b_k and the multiplier's byte 7 − k land on bit 56 + k, all other
+    partial products of lower bytes on distinct bits below 56, so no carry reaches the top byte). For values
+    that pass the check, bit k is set iff b_k is 1, as in :func:`_pack_rows` (same ``one`` = 1).
+    """
+    low = np.uint64(0x0101010101010101)
+    spread = np.uint64(0x0102040810204080)
+    check = ~low if bad_bits != 0 else np.uint64(0)
+    top, eight = np.uint64(56), np.uint64(8)
+    cases, rows = offsets.shape
+    full = n // 64
+    for c in range(cases):
+        invalid = np.uint64(0)
+        for m in range(rows):
+            start = offsets[c, m]
+            out = bits[c, first_row + m]
+            for w in range(full):
+                word = np.uint64(0)
+                for g in range(8):
+                    base = start + w * 64 + g * 8
+                    u = np.uint64(0)
+                    for k in range(8):
+                        u |= np.uint64(flat[base + k]) << (eight * np.uint64(k))
+                    invalid |= u & check
+                    word |= (((u & low) * spread) >> top) << (eight * np.uint64(g))
+                out[w] = word
+            if n > full * 64:
+                base = start + full * 64
+                word = np.uint64(0)
+                for t in range(n - full * 64):
+                    v = flat[base + t]
+                    hit = v == one
+                    word |= np.uint64(hit) << np.uint64(t)
+                    invalid |= np.uint64(((v & bad_bits) != 0) & (not hit))
+                out[full] = word
+        if invalid != 0:
+            bad[c] = True
+
+
 def _pair_counts(bits: np.ndarray, counts: np.ndarray) -> None:
     """Numba kernel: ``counts[c, i, j]`` = number of bits set in both packed rows i and j of case c.
 
@@ -147,6 +199,7 @@ def _pair_counts(bits: np.ndarray, counts: np.ndarray) -> None:
 class _Kernels(NamedTuple):
     pack_rows: Callable[..., None]
     pair_counts: Callable[..., None]
+    pack_byte_rows: Callable[..., None]
 
 
 def _jit(numba: Any, function: Callable[..., None]) -> Callable[..., None]:
@@ -164,7 +217,7 @@ def _kernels() -> _Kernels | None:
     if importlib.util.find_spec("numba") is None:
         return None
     numba = importlib.import_module("numba")
-    return _Kernels(_jit(numba, _pack_rows), _jit(numba, _pair_counts))
+    return _Kernels(_jit(numba, _pack_rows), _jit(numba, _pair_counts), _jit(numba, _pack_byte_rows))
 
 
 #: Seconds spent in the first call of each word dtype (compilation or cache load), by kernel input signature.
@@ -281,9 +334,8 @@ def fused_gram(s: torch.Tensor, y: torch.Tensor) -> FusedGram | None:
             flat, offsets = _rows(x)
             rule = BIT_PATTERNS[x.dtype]
             one, bad_bits = flat.dtype.type(rule.one), flat.dtype.type(~rule.free_bits % 2 ** (8 * flat.itemsize))
-            _timed_first_call(
-                str(flat.dtype), kernels.pack_rows, flat, offsets, n, one, bad_bits, bits, first_row, bad[index]
-            )
+            pack = kernels.pack_byte_rows if flat.itemsize == 1 else kernels.pack_rows
+            _timed_first_call(str(flat.dtype), pack, flat, offsets, n, one, bad_bits, bits, first_row, bad[index])
         _timed_first_call("pairs", kernels.pair_counts, bits, counts)
     except Exception as error:  # a numba compilation or typing failure: never fail the metric, use torch
         _DISABLED.append(repr(error))

@@ -166,7 +166,7 @@ def test_a_failing_compilation_warns_once_and_falls_back(monkeypatch):
     def broken(*args):
         raise RuntimeError("no LLVM today")
 
-    monkeypatch.setattr(fused, "_kernels", lambda: fused._Kernels(broken, broken))
+    monkeypatch.setattr(fused, "_kernels", lambda: fused._Kernels(broken, broken, broken))
     monkeypatch.setattr(fused, "_DISABLED", [])
     s, y = _masks(11, 2, 4, 1, (8, 8), torch.float32), _masks(12, 2, 3, 1, (8, 8), torch.float32)
     with pytest.warns(UserWarning, match="fused GED / HM-IoU kernel disabled.*no LLVM today"):
