@@ -10,6 +10,10 @@ exact in TF32); chunk results are rounded and accumulated in int64, so counts ar
 
 Binary check: every value must be exactly 0 or 1 (−0.0 counts as 0); nothing near-binary is accepted.
 
+* Fused CPU kernel (the default on CPU where numba is installed, extra ``fast``; :mod:`._fused`): reads every
+  value once, checks its bit pattern exactly and packs it into 64-bit words; the counts are AND + popcount of
+  each pair of packed masks (exact int64, the same as the products below). It declines inputs it does not read
+  in place (other dtypes, voxels with a stride), and the torch paths below run.
 * CPU foreground gather (the default on CPU when a call's foreground union covers at most half of the voxels):
   one byte-wise ``amax`` over the mask axis finds each
   case's union: a voxel is left out only if every byte of every mask there is 0, i.e. every value is +0 (so
@@ -306,7 +310,9 @@ GATHER_DEVICE_TYPES = ("cpu",)
 def _set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
     """Intersections, sizes and binarity flags for (B, K, S, N) samples and (B, K, R, N) raters.
 
-    On CPU (:data:`GATHER_DEVICE_TYPES`), one byte-wise reduction over the mask axis finds each case's
+    On CPU (:data:`FUSED_DEVICE_TYPES`) the fused kernel runs first where it applies
+    (:func:`monai_bayes.metrics._fused.fused_gram`: exact check and counts in about one pass over the data).
+    Otherwise, on CPU (:data:`GATHER_DEVICE_TYPES`), one byte-wise reduction over the mask axis finds each case's
     foreground voxels (:func:`_nonzero_columns`); when they are few (:data:`FOREGROUND_GATHER_MAX_FRACTION`),
     only those voxels are gathered, checked exactly, converted to float32 and multiplied
     (:func:`_foreground_set_counts`), which is exact because every other voxel is +0 in all masks of the case.
