@@ -1,7 +1,7 @@
 """Fused CPU kernel for the shared GED / HM-IoU pass: exact binary check + bit packing + AND / popcount counts.
 
 For binary masks the Gram matrix ``X Xᵀ`` of a case's S + R masks is a matrix of intersection counts (sizes on
-its diagonal). :func:`fused_gram` computes it in about one read of the data, with two numba kernels:
+its diagonal). :func:`fused_gram` computes it in about one read of the data, with numba kernels:
 
 1. :func:`_pack_rows` reads every value once, as the unsigned integer of its bit pattern (float32 as uint32,
    bool as uint8, ...), checks it and packs it into 64-bit words: bit ``t`` of word ``w`` is set iff value
@@ -9,7 +9,8 @@ its diagonal). :func:`fused_gram` computes it in about one read of the data, wit
    other than the sign bit are 0 (floats: ±0; integers have no sign mask, so only 0 passes), i.e. exactly the
    values 0, −0.0 and 1 that the torch path accepts (:func:`monai_bayes.metrics.overlap._binary_deviation`).
    Unlike that one, it needs no argument about rounding and also rejects subnormals when denormals are flushed
-   to zero. Bool masks are not checked (every bool is 0 or 1).
+   to zero. Bool masks are not checked (every bool is 0 or 1). 1-byte values (bool, uint8, int8) go through
+   :func:`_pack_byte_rows`, the same rule eight values per 64-bit step.
 2. :func:`_pair_counts` ANDs the packed rows of every pair of masks of a case and counts the set bits
    (S + R ≤ a few dozen masks: a few hundred pairs × N / 64 words, small next to the packing pass).
 
@@ -54,8 +55,8 @@ def _float_pattern(dtype: torch.dtype, word: torch.dtype) -> _Pattern:
 
 
 #: dtypes the fused kernel takes, each with its packing rule. Every word dtype is read as unsigned in the
-#: kernel (numpy view), so sign bits are plain bits. Bool values need no check (``free_bits`` = all bits: a
-#: bool byte is 0 or 1 by construction; a 1 counts, anything else counts as 0).
+#: kernel (numpy view), so sign bits are plain bits. Bool values need no check (``free_bits`` = all bits: torch
+#: stores every bool as the byte 0 or 1; other bytes, which only a raw memory view could create, are not checked).
 BIT_PATTERNS: dict[torch.dtype, _Pattern] = {
     torch.bool: _Pattern(torch.uint8, 1, 0xFF),
     torch.uint8: _Pattern(torch.uint8, 1, 0),
@@ -256,6 +257,7 @@ def supports(x: torch.Tensor) -> bool:
     """
     return (
         x.device.type == "cpu"
+        and x.layout == torch.strided
         and x.dtype in BIT_PATTERNS
         and x.numel() > 0
         and (x.stride(-1) == 1 or x.shape[-1] == 1)

@@ -115,6 +115,7 @@ def test_unusual_layouts_read_in_place_or_declined(monkeypatch, fused_calls):
     assert not fused.supports(torch.zeros(2, 3, dtype=torch.uint16))
     assert not fused.supports(torch.zeros(2, 0))
     assert not fused.supports(torch.zeros(2, 3, device="meta"))
+    assert not fused.supports(torch.eye(3).to_sparse())
 
 
 def _bad_values(dtype: torch.dtype) -> list[float]:
