@@ -10,6 +10,10 @@ exact in TF32); chunk results are rounded and accumulated in int64, so counts ar
 
 Binary check: every value must be exactly 0 or 1 (−0.0 counts as 0); nothing near-binary is accepted.
 
+* Fused CPU kernel (the default on CPU where numba is installed, extra ``fast``; :mod:`._fused`): reads every
+  value once, checks its bit pattern exactly and packs it into 64-bit words; the counts are AND + popcount of
+  each pair of packed masks (exact int64, the same as the products below). It declines inputs it does not read
+  in place (other dtypes, voxels with a stride), and the torch paths below run.
 * CPU foreground gather (the default on CPU when a call's foreground union covers at most half of the voxels):
   one byte-wise ``amax`` over the mask axis finds each
   case's union: a voxel is left out only if every byte of every mask there is 0, i.e. every value is +0 (so
@@ -38,6 +42,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import _fused
 from ._utils import (
     CLASS_REDUCTIONS,
     EMPTY_POLICIES,
@@ -264,16 +269,24 @@ def _foreground_set_counts(s: torch.Tensor, y: torch.Tensor, union: torch.Tensor
             else:  # very large unions: int64 accumulation
                 gram_big[case] += _counts(torch.matmul(x, x.transpose(0, 1)))
     binary = (torch.stack(deviations) == 0).all()
-    counts = _counts(gram) + gram_big
+    return _split_gram(_counts(gram) + gram_big, num_s, within_sets=True)._replace(binary_s=binary, binary_y=binary)
+
+
+def _split_gram(counts: torch.Tensor, num_s: int, within_sets: bool) -> _SetCounts:
+    """:class:`_SetCounts` from the (…, S + R, S + R) int64 Gram matrix of ``[samples; raters]`` (flags True).
+
+    The Gram matrix holds the intersections, and on its diagonal the mask sizes (Σx² = Σx for 0/1 values).
+    """
     sizes = counts.diagonal(dim1=-2, dim2=-1)
+    ones = torch.ones((), dtype=torch.bool, device=counts.device)
     return _SetCounts(
         inter_sy=counts[..., :num_s, num_s:],
-        inter_ss=counts[..., :num_s, :num_s],
-        inter_yy=counts[..., num_s:, num_s:],
+        inter_ss=counts[..., :num_s, :num_s] if within_sets else None,
+        inter_yy=counts[..., num_s:, num_s:] if within_sets else None,
         size_s=sizes[..., :num_s],
         size_y=sizes[..., num_s:],
-        binary_s=binary,
-        binary_y=binary,
+        binary_s=ones,
+        binary_y=ones,
     )
 
 
@@ -282,6 +295,11 @@ def _foreground_set_counts(s: torch.Tensor, y: torch.Tensor, union: torch.Tensor
 #: this fraction of all voxels of the call; above it the gathers cost more than they save and the dense
 #: products run on all voxels.
 FOREGROUND_GATHER_MAX_FRACTION = 0.5
+
+#: Devices on which the fused kernel (:func:`monai_bayes.metrics._fused.fused_gram`: exact check, bit packing and
+#: AND / popcount counts in about one pass over the data, numba, extra ``fast``) is tried first; it declines
+#: (and the torch paths below run) without numba or for dtypes / layouts it does not read in place.
+FUSED_DEVICE_TYPES = ("cpu",)
 
 #: Devices on which the foreground gather is used: it loops over cases with data-dependent shapes, so
 #: accelerators (and the meta device) keep the dense batched products with their single host
@@ -292,13 +310,21 @@ GATHER_DEVICE_TYPES = ("cpu",)
 def _set_counts(s: torch.Tensor, y: torch.Tensor, within_sets: bool) -> _SetCounts:
     """Intersections, sizes and binarity flags for (B, K, S, N) samples and (B, K, R, N) raters.
 
-    On CPU (:data:`GATHER_DEVICE_TYPES`), one byte-wise reduction over the mask axis finds each case's
+    On CPU (:data:`FUSED_DEVICE_TYPES`) the fused kernel runs first where it applies
+    (:func:`monai_bayes.metrics._fused.fused_gram`: exact check and counts in about one pass over the data).
+    Otherwise, on CPU (:data:`GATHER_DEVICE_TYPES`), one byte-wise reduction over the mask axis finds each case's
     foreground voxels (:func:`_nonzero_columns`); when they are few (:data:`FOREGROUND_GATHER_MAX_FRACTION`),
     only those voxels are gathered, checked exactly, converted to float32 and multiplied
     (:func:`_foreground_set_counts`), which is exact because every other voxel is +0 in all masks of the case.
     Otherwise the dense products of :func:`_dense_set_counts` run on all voxels, with the exact check
     (:func:`_exactly_binary`) folded into ``binary_s`` / ``binary_y``.
     """
+    if s.device.type in FUSED_DEVICE_TYPES:
+        fused = _fused.fused_gram(s, y)
+        if fused is not None:
+            return _split_gram(fused.gram, num_s=s.shape[-2], within_sets=within_sets)._replace(
+                binary_s=fused.binary_s, binary_y=fused.binary_y
+            )
     if s.device.type in GATHER_DEVICE_TYPES:
         union = _foreground(s, y)
         if int(union.sum()) <= FOREGROUND_GATHER_MAX_FRACTION * union.numel():

@@ -66,13 +66,16 @@ class _HostSyncCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("path", ["gather", "dense", "fused"])
 @pytest.mark.parametrize(("batch", "num_samples"), [(2, 4), (6, 16)])
-def test_host_syncs_do_not_grow_with_batch_samples_or_raters(monkeypatch, batch, num_samples, gather):
-    # gather=False: the accelerator path (dense batched products); True: CPU's foreground gather, which also
-    # reads the foreground size on the host to choose between the two
-    monkeypatch.setattr(overlap, "GATHER_DEVICE_TYPES", ("cpu",) if gather else ())
-    expected_syncs = 2 if gather else 1
+def test_host_syncs_do_not_grow_with_batch_samples_or_raters(monkeypatch, batch, num_samples, path):
+    # dense: the accelerator path (dense batched products); gather: CPU's foreground gather, which also reads the
+    # foreground size on the host to choose between the two; fused: the CPU kernel (numba, where installed)
+    if path == "fused":
+        pytest.importorskip("numba", reason="the fused kernel needs numba (extra 'fast')")
+    monkeypatch.setattr(overlap, "FUSED_DEVICE_TYPES", ("cpu",) if path == "fused" else ())
+    monkeypatch.setattr(overlap, "GATHER_DEVICE_TYPES", ("cpu",) if path == "gather" else ())
+    expected_syncs = 2 if path == "gather" else 1
     g = torch.Generator().manual_seed(0)
     samples = random_binary_masks(g, batch, num_samples, 2, (6, 6))
     raters = random_binary_masks(g, batch, 4, 2, (6, 6))

@@ -20,6 +20,15 @@ from monai_bayes.metrics import (
 )
 
 
+@pytest.fixture(autouse=True)
+def torch_path(monkeypatch):
+    """These tests cover the torch paths (foreground gather, dense products): the fused kernel is switched off.
+
+    The fused kernel (numba) is tested against brute force and against these paths in test_fused_gram.py.
+    """
+    monkeypatch.setattr(overlap, "FUSED_DEVICE_TYPES", ())
+
+
 @pytest.mark.parametrize("chunk", [7, 64, overlap.CHUNK_VOXELS])
 def test_chunked_counts_are_exact(monkeypatch, chunk):
     monkeypatch.setattr(overlap, "CHUNK_VOXELS", chunk)
