@@ -5,7 +5,9 @@ transforms, network, loss and evaluation metrics from ``configs/common.json`` + 
 
 1. train the deterministic UNet once (``--det-epochs``);
 2. for each scope -- ``global`` (saliency Top 1 % over the whole net, the bundle default), ``decoder`` (the
-   layers after the bottleneck) and ``last3`` (final block + head) -- select 1 % of the scope's weights by
+   layers after the bottleneck), ``last3`` (final block + head) and ``decoder_skipfree`` (the decoder without
+   the convs that read a skip concatenation, ``scope_modules(..., skip_readers=False)``, so that the split
+   convolution can run their shared half once) -- select 1 % of the scope's weights by
    gradient saliency (:func:`monai_bayes.selection.scope_modules` → ``include=``), train with the ELBO
    (``--bayes-epochs``) and evaluate with S = 8 samples: Dice, GED, HM-IoU, ECE, predictive entropy and
    mutual information (the bundle's metric handlers);
@@ -59,7 +61,9 @@ from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deter
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "lidc_sparse_bayes"
-SCOPES = ("global", "decoder", "last3")
+SCOPES = ("global", "decoder", "last3", "decoder_skipfree")
+#: scope -> label of its row (default: the scope's name)
+LABELS = {"decoder_skipfree": "skip-free decoder"}
 #: metric key in the evaluator state -> CSV column
 METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
 OPTIMIZER = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
@@ -128,6 +132,8 @@ def scoped(det: torch.nn.Module, scope: str, example: torch.Tensor) -> list[str]
         return None
     if scope == "decoder":
         return scope_modules(det, example, "decoder")
+    if scope == "decoder_skipfree":
+        return scope_modules(det, example, "decoder", skip_readers=False)
     return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
 
 
@@ -138,11 +144,12 @@ def log(message: str, started: float) -> None:
 
 def row_of(scope: str, metrics: dict[str, float], cost: dict[int, float], predicted: float) -> dict[str, str]:
     """One ``frontier.csv`` row (cells formatted as shown in the docs)."""
-    row = {"selection": f"{scope} 1 %"}
+    row = {"selection": f"{LABELS.get(scope, scope)} 1 %"}
     for key, col in METRICS.items():
         row[col] = _fmt(metrics.get(key))
     row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
     row["MI"] = _fmt(metrics.get("Uncertainty_mi_mean"))
+    row["sample diversity"] = _fmt(metrics.get("GED_sample_diversity"))
     row["MC cost S=8"] = f"{cost[8]:.2f}"
     row["MC cost S=16"] = f"{cost[16]:.2f}"
     row["predicted S=8"] = f"{predicted:.2f}"
@@ -183,6 +190,7 @@ def trained_scope(
     path, metrics_path = args.checkpoint_dir / f"{scope}.pt", args.checkpoint_dir / f"{scope}.json"
     if path.exists() and metrics_path.exists():
         log(f"{scope}: reused {path}", started)
+        args.reused.append(scope)
         net = load_checkpoint(copy.deepcopy(det), path).eval()
         return net, json.loads(metrics_path.read_text())
     if args.cost_only:
@@ -273,6 +281,7 @@ def main() -> None:
     started = time.perf_counter()
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     args.training = training_record(args)
+    args.reused = []
     work = Path(tempfile.mkdtemp(prefix="fast_mc_"))
     parser = bundle_parser(work, args)
     n_train = len(parser.get_parsed_content("train_items"))
@@ -314,6 +323,12 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
             f" {args.training['commit']}."
         )
         command = f"{args.training['command']} && {command}"
+    elif args.reused:
+        retimed = (
+            f" Reused from {args.checkpoint_dir.name}/ (not retrained): {', '.join(args.reused)}, trained and"
+            f" evaluated by `{args.training['command']}` at commit {args.training['commit']}; this run trained"
+            f" and evaluated the other scopes and timed every row."
+        )
     provenance = {
         "command": command,
         "commit": _commit(),
