@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from monai.bundle import ConfigParser
@@ -61,9 +61,33 @@ from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deter
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "lidc_sparse_bayes"
-SCOPES = ("global", "decoder", "last3", "decoder_skipfree")
-#: scope -> label of its row (default: the scope's name)
-LABELS = {"decoder_skipfree": "skip-free decoder"}
+
+
+class Row(NamedTuple):
+    """One frontier row: checkpoint stem, selection scope, Bayesian fraction, initial σ, label of the scope."""
+
+    name: str
+    scope: str
+    r_bayes: float = 0.01
+    sigma_init: str = "relative"
+    label: str = ""
+
+    def title(self) -> str:
+        """The ``selection`` cell, e.g. ``"skip-free decoder 1 %, σ₀ ρ~N(−3, 1)"``."""
+        text = f"{self.label or self.scope} {100 * self.r_bayes:g} %"
+        return text + (", σ₀ ρ~N(−3, 1)" if self.sigma_init == "rho_normal" else "")
+
+
+#: the rows, in table order; the last three raise the sample diversity (issue 22: GED of the late scopes)
+ROWS = (
+    Row("global", "global"),
+    Row("decoder", "decoder"),
+    Row("last3", "last3"),
+    Row("decoder_skipfree", "decoder_skipfree", label="skip-free decoder"),
+    Row("decoder_skipfree_rho", "decoder_skipfree", sigma_init="rho_normal", label="skip-free decoder"),
+    Row("decoder_skipfree_r5", "decoder_skipfree", r_bayes=0.05, label="skip-free decoder"),
+    Row("global_rho", "global", sigma_init="rho_normal"),
+)
 #: metric key in the evaluator state -> CSV column
 METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
 OPTIMIZER = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
@@ -142,9 +166,9 @@ def log(message: str, started: float) -> None:
     print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
 
-def row_of(scope: str, metrics: dict[str, float], cost: dict[int, float], predicted: float) -> dict[str, str]:
+def row_of(spec: Row, metrics: dict[str, float], cost: dict[int, float], predicted: float) -> dict[str, str]:
     """One ``frontier.csv`` row (cells formatted as shown in the docs)."""
-    row = {"selection": f"{LABELS.get(scope, scope)} 1 %"}
+    row = {"selection": spec.title()}
     for key, col in METRICS.items():
         row[col] = _fmt(metrics.get(key))
     row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
@@ -184,9 +208,10 @@ def trained_det(parser: ConfigParser, args: argparse.Namespace, started: float) 
 
 
 def trained_scope(
-    parser: ConfigParser, det: torch.nn.Module, scope: str, x: torch.Tensor, args: argparse.Namespace, started: float
+    parser: ConfigParser, det: torch.nn.Module, spec: Row, x: torch.Tensor, args: argparse.Namespace, started: float
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """The scope's 1 % partial-Bayes net and its metrics: reused from ``<scope>.pt`` / ``.json``, else trained."""
+    """The row's partial-Bayes net and its metrics: reused from ``<name>.pt`` / ``.json``, else trained."""
+    scope = spec.name
     path, metrics_path = args.checkpoint_dir / f"{scope}.pt", args.checkpoint_dir / f"{scope}.json"
     if path.exists() and metrics_path.exists():
         log(f"{scope}: reused {path}", started)
@@ -198,9 +223,19 @@ def trained_scope(
     train_loader = parser.get_parsed_content("train_data#dataloader")
     nll = parser.get_parsed_content("nll")
     net = copy.deepcopy(det).train()
-    include = scoped(det, scope, x[:1])
-    log(f"{scope}: selecting 1 % of {'all' if include is None else len(include)} layers", started)
-    select_bayesian_weights(net, loader=train_loader, loss_function=nll, r_bayes=0.01, include=include)
+    include = scoped(det, spec.scope, x[:1])
+    log(f"{scope}: selecting {spec.title()} of {'all' if include is None else len(include)} layers", started)
+    if spec.sigma_init == "rho_normal":  # draws σ₀ from the global generator (the other rows: as before)
+        torch.manual_seed(0)
+    select_bayesian_weights(
+        net,
+        loader=train_loader,
+        loss_function=nll,
+        r_bayes=spec.r_bayes,
+        include=include,
+        sigma_init=spec.sigma_init,
+        progress=False,
+    )
     log(f"{scope}: ELBO training, {args.bayes_epochs} epochs", started)
     train_bayesian(
         net,
@@ -273,6 +308,7 @@ def main() -> None:
         action="store_true",
         help="re-time the MC cost columns from the saved checkpoints; quality columns from their JSON",
     )
+    ap.add_argument("--rows", default="", help="comma-separated row names to run (default: all rows, see ROWS)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "fast_mc")
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "images" / "fast_mc_frontier.png")
     args = ap.parse_args()
@@ -281,7 +317,8 @@ def main() -> None:
     started = time.perf_counter()
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     args.training = training_record(args)
-    args.reused = []
+    args.reused: list[str] = []
+    args.loads: list[float] = []  # 1-minute load average after each row's timing
     work = Path(tempfile.mkdtemp(prefix="fast_mc_"))
     parser = bundle_parser(work, args)
     n_train = len(parser.get_parsed_content("train_items"))
@@ -290,13 +327,19 @@ def main() -> None:
     batch = next(iter(parser.get_parsed_content("evaluate#dataloader")))["image"]
     x = torch.as_tensor(batch)[: args.cost_batch]
     rows = []
-    for scope in SCOPES:
-        net, metrics = trained_scope(parser, det, scope, x, args, started)
+    wanted = args.rows.split(",") if args.rows else [r.name for r in ROWS]
+    unknown = sorted(set(wanted) - {r.name for r in ROWS})
+    if unknown:
+        raise ValueError(f"--rows: unknown {unknown}; expected names from {[r.name for r in ROWS]}.")
+    for spec in (r for r in ROWS if r.name in wanted):
+        scope = spec.name
+        net, metrics = trained_scope(parser, det, spec, x, args, started)
         log(f"{scope}: timing MC cost", started)
         cost = mc_cost(net, det, x, args.repeats)
+        args.loads.append(os.getloadavg()[0])
         split = mc_cost_split(net, x)
         log(f"{scope}: {metrics} cost {cost} predicted {split.predicted_cost(8):.3f}", started)
-        rows.append(row_of(scope, metrics, cost, split.predicted_cost(8)))
+        rows.append(row_of(spec, metrics, cost, split.predicted_cost(8)))
     write(args, rows, time.perf_counter() - started)
     plot_quality_cost_frontier([args.out / "frontier.csv"], args.figure)
 
@@ -342,7 +385,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
             f" {args.bayes_epochs} ELBO epochs ({args.train_samples} samples per step); evaluation with S = 8;"
             f" MC cost = MonteCarloInferer(S, chunk_size=S, shared_prefix=True) time / (S x deterministic forward),"
             f" batch of {args.cost_batch} 128^2 patches,"
-            f" medians of {args.repeats}, {args.threads} thread(s), shared machine; wall {seconds / 60:.0f} min."
+            f" medians of {args.repeats}, {args.threads} thread(s), shared machine (1-minute load average after"
+            f" each row's timing: {', '.join(f'{v:.1f}' for v in args.loads)}); wall {seconds / 60:.0f} min."
             " Far shorter training than the bundle's (12 + 6 epochs on 20 scans): read the quality columns as a"
             " comparison between scopes at equal training, not as the bundle's results." + retimed
         ),
