@@ -178,7 +178,7 @@ def row_of(
     """One ``frontier.csv`` row (cells formatted as shown in the docs)."""
     layers = selection_report(net)
     share = 100 * sum(r.num_bayes for r in layers) / sum(r.num_params for r in layers)
-    row = {"selection": spec.title(), "Bayesian weights (% of net)": f"{share:.2f}"}
+    row = {"selection": spec.title(), "Bayesian weights (% of net)": f"{share:.3f}"}
     for key, col in METRICS.items():
         row[col] = _fmt(metrics.get(key))
     row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
@@ -261,6 +261,8 @@ def trained_scope(
     log(f"{scope}: evaluating with S = 8", started)
     metrics = evaluate(parser, net)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    origin = {"command": "python " + " ".join(sys.argv), "commit": _commit()}
+    (args.checkpoint_dir / f"{scope}.run.json").write_text(json.dumps(origin, indent=2) + "\n")
     return net, metrics
 
 
@@ -291,6 +293,13 @@ def training_record(args: argparse.Namespace) -> dict[str, Any]:
     record |= {"command": "python " + " ".join(sys.argv), "commit": _commit()}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def trained_by(args: argparse.Namespace, name: str) -> dict[str, str]:
+    """``{"command", "commit"}`` that trained row ``name``: its ``<name>.run.json``, else ``run.json``'s."""
+    path = args.checkpoint_dir / f"{name}.run.json"
+    record = json.loads(path.read_text()) if path.exists() else args.training
+    return {"command": record["command"], "commit": record["commit"]}
 
 
 def _commit() -> str:
@@ -370,17 +379,20 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
     det_dice = json.loads(det_json.read_text()).get("Dice", math.nan) if det_json.exists() else math.nan
     retimed = ""
     if args.cost_only:
-        retimed = (
-            f" Cost columns re-timed from the saved checkpoints by `{command}` at commit {_commit()};"
-            f" the nets were trained and evaluated by `{args.training['command']}` at commit"
-            f" {args.training['commit']}."
-        )
+        retimed = f" Cost columns re-timed from the saved checkpoints by `{command}` at commit {_commit()}."
         command = f"{args.training['command']} && {command}"
-    elif args.reused:
-        retimed = (
-            f" Reused from {args.checkpoint_dir.name}/ (not retrained): {', '.join(args.reused)}, trained and"
-            f" evaluated by `{args.training['command']}` at commit {args.training['commit']}; this run trained"
-            f" and evaluated the other scopes and timed every row."
+    if args.reused:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name in args.reused:
+            origin = trained_by(args, name)
+            groups.setdefault((origin["command"], origin["commit"]), []).append(name)
+        retimed += (
+            f" Checkpoints reused from {args.checkpoint_dir.name}/ (not retrained; this run timed every row): "
+            + "; ".join(
+                f"{', '.join(names)} trained and evaluated by `{cmd}` at commit {sha}"
+                for (cmd, sha), names in groups.items()
+            )
+            + "."
         )
     provenance = {
         "command": command,
