@@ -38,11 +38,23 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from monai_bayes.layers.functional import SUPPORTED_TYPES
+from monai_bayes.layers.shared_prefix import _CAT_FUNCS, _cat_dim
 
 __all__ = ["ScopeName", "call_order", "cat_readers", "restrict_scores", "scope_modules"]
 
-#: torch functions that concatenate (``torch.concat`` / ``torch.concatenate`` are aliases of ``torch.cat``)
-_CONCATENATIONS = frozenset({torch.cat, torch.concat, torch.concatenate})
+#: in-place tensor operators (``x += y`` calls ``Tensor.__iadd__``)
+_INPLACE_OPERATORS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "matmul")
+)
+
+
+def _mutated(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The tensors that ``func(*args, **kwargs)`` writes into: ``self`` of an in-place op, ``out=``."""
+    name = getattr(func, "__name__", "")
+    inplace = (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_OPERATORS
+    written = [args[0]] if args and (inplace or kwargs.get("inplace") is True) else []
+    return written + ([kwargs["out"]] if "out" in kwargs else [])
+
 
 ScopeName = Literal["decoder", "last"]
 
@@ -89,7 +101,11 @@ def call_order(network: nn.Module, example: torch.Tensor) -> list[tuple[str, int
 
 
 class _ConcatenationRecorder(TorchFunctionMode):
-    """Records the output tensors of concatenations and the dim they joined (kept alive: ids stay unique)."""
+    """Records the output tensors of concatenations and the dim they joined (kept alive: ids stay unique).
+
+    A recorded tensor that an in-place operation (``relu_``, ``inplace=True``, ``+=``, ``out=``) writes into
+    is no longer the concatenation, so it is dropped.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,11 +115,11 @@ class _ConcatenationRecorder(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        for t in _mutated(func, args, kwargs):
+            self.outputs.pop(id(t), None)
         out = func(*args, **kwargs)
-        if func in _CONCATENATIONS and isinstance(out, torch.Tensor) and out.dim() > 0:
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-            if isinstance(dim, int):
-                self.outputs[id(out)] = (out, dim % out.dim())
+        if func in _CAT_FUNCS and isinstance(out, torch.Tensor) and out.dim() > 0:
+            self.outputs[id(out)] = (out, _cat_dim(args, kwargs) % out.dim())
         return out
 
     def joined_along(self, t: Any) -> int | None:
@@ -120,9 +136,11 @@ def cat_readers(network: nn.Module, example: torch.Tensor) -> list[str]:
     :class:`~torch.overrides.TorchFunctionMode` records the outputs of ``torch.cat`` (and its aliases
     ``concat`` / ``concatenate``), and a forward pre-hook on every candidate module checks whether its
     input *is* such an output, joined along its channels (dim 1; the last dim for ``nn.Linear``). A
-    module that reads the concatenation only after another operation (a norm, an activation, a slice)
-    is not a reader, nor is one reading a concatenation along another dim: neither could run the
-    split convolution of :func:`~monai_bayes.layers.shared_prefix_forward`.
+    module that reads the concatenation only after another operation (a norm, an activation, a slice,
+    also one done in place on the concatenation) is not a reader, nor is one reading a concatenation
+    along another dim: neither could run the split convolution of
+    :func:`~monai_bayes.layers.shared_prefix_forward`. Several modules reading the same concatenation
+    (e.g. a residual unit's conv and its residual conv) are all readers.
 
     Parameters
     ----------

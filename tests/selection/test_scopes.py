@@ -159,6 +159,27 @@ def test_cat_readers_follow_the_data_flow_not_the_names():
     assert cat_readers(_CatNet(), torch.randn(2, 1, 4, 4)) == ["direct", "fc"]
 
 
+class _InPlaceNet(nn.Module):
+    """Two convs read one concatenation (``torch.concatenate(axis=1)``); another is modified in place first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.residual = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1)
+        self.relu, self.after_inplace, self.after_iadd = nn.ReLU(inplace=True), nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        joined = torch.concatenate([x, x], axis=1)
+        y = self.conv(joined) + self.residual(joined)
+        y = self.after_inplace(self.relu(torch.cat([x, x], 1)))
+        z = torch.cat([x, x], 1)
+        z += 1.0
+        return y + self.after_iadd(z)
+
+
+def test_cat_readers_include_every_reader_and_exclude_in_place_modified_concatenations():
+    assert cat_readers(_InPlaceNet(), torch.randn(1, 1, 4, 4)) == ["conv", "residual"]
+
+
 def test_skip_readers_false_errors_when_no_layer_is_left():
     class Tiny(nn.Module):
         def __init__(self) -> None:
