@@ -70,14 +70,17 @@ class Row(NamedTuple):
     name: str
     scope: str
     r_bayes: float = 0.01
-    sigma_init: str = "relative"
+    sigma_init: str | float = "relative"
     label: str = ""
     seed: int = 0
 
     def title(self) -> str:
         """The ``selection`` cell, e.g. ``"skip-free decoder 1 %, σ₀ ρ~N(−3, 1)"``."""
         text = f"{self.label or self.scope} {100 * self.r_bayes:g} %"
-        text += ", σ₀ ρ~N(−3, 1)" if self.sigma_init == "rho_normal" else ""
+        if self.sigma_init == "rho_normal":
+            text += ", σ₀ ρ~N(−3, 1)"
+        elif not isinstance(self.sigma_init, str):
+            text += f", σ₀ {self.sigma_init:g}"
         return text + (f" (seed {self.seed})" if self.seed else "")
 
 
@@ -93,6 +96,10 @@ ROWS = (
     # a second training of the two rows that the default decision compares (selection + ELBO reseeded)
     Row("global_seed1", "global", seed=1),
     Row("decoder_skipfree_r5_seed1", "decoder_skipfree", r_bayes=0.05, label="skip-free decoder", seed=1),
+    # constant initial σ between "relative" (5 % of |μ|: ≈ 0.001–0.007 here) and rho_normal (median 0.049)
+    Row("decoder_skipfree_s01", "decoder_skipfree", sigma_init=0.01, label="skip-free decoder"),
+    Row("decoder_skipfree_s02", "decoder_skipfree", sigma_init=0.02, label="skip-free decoder"),
+    Row("global_s01", "global", sigma_init=0.01),
 )
 #: metric key in the evaluator state -> CSV column
 METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
