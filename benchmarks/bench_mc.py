@@ -2,7 +2,9 @@
 
 For MONAI ``UNet`` and ``BasicUNet`` in 2D (whole images) and ``UNet`` in 3D (sliding windows), each with
 1 % partial-Bayes weights chosen by gradient saliency over the whole network (``global``) or within the
-decoder (``decoder``, :func:`monai_bayes.selection.scope_modules`), it times, interleaved round by round:
+decoder (``decoder``, :func:`monai_bayes.selection.scope_modules`) or the decoder without the convs that
+read a skip concatenation (``decoder_skipfree``: ``scope_modules(..., skip_readers=False)``), it times,
+interleaved round by round:
 
 * ``det`` -- one deterministic forward (the unit: ratios are time / (S × det));
 * ``loop`` -- a plain loop over S single-sample forwards (what a user would write by hand);
@@ -29,7 +31,7 @@ of ``--repeats`` rounds; the machine may be shared, so read the ratios, not the 
 Usage::
 
     python benchmarks/bench_mc.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--quick] [--roi3d 96]
-                                  [--scopes global,decoder,bottleneck]
+                                  [--scopes global,decoder,decoder_skipfree,bottleneck]
                                   [--out results/fast_mc]
 
 With ``--out`` the rows are also written as ``mc_cost.csv`` (+ ``provenance.json``) in that folder.
@@ -106,7 +108,7 @@ def blob_batch(batch: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Te
 
 
 def partial_net(det: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scope: str) -> torch.nn.Module:
-    """1 % partial Bayes by gradient saliency over the whole net, the decoder, or the bottleneck only.
+    """1 % partial Bayes by gradient saliency over the whole net, the (skip-free) decoder, or the bottleneck only.
 
     ``bottleneck`` (a benchmark-only scope): the layers whose output has the network's smallest spatial size
     (:func:`monai_bayes.selection.call_order`), so every decoder level after them reads a concatenation of a
@@ -118,6 +120,8 @@ def partial_net(det: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scope: s
     include = None
     if scope == "decoder":
         include = scope_modules(det, x, "decoder")
+    elif scope == "decoder_skipfree":
+        include = scope_modules(det, x, "decoder", skip_readers=False)
     elif scope == "bottleneck":
         order = call_order(det, x)
         smallest = min(size for _, size in order)
@@ -231,7 +235,7 @@ def bench(
         ratios = "  ".join(f"{k} {v / unit:.3f}" for k, v in t.items() if k != "det")
         first_txt = "—" if first is None else f"{first:.3f}"
         print(
-            f"RATIO {label:<12} {scope:<7} S={S}: {ratios}  | first-layer sparse/dense {first_txt}"
+            f"RATIO {label:<12} {scope:<16} S={S}: {ratios}  | first-layer sparse/dense {first_txt}"
             f"  | predicted shared {split.predicted_cost(S):.3f}, + split conv {split_conv.predicted_cost(S):.3f}"
             f"  | det {t['det'] * 1e3:.0f} ms, auto chose {plans}"
             f"  ({time.perf_counter() - start:.0f} s, load average {load_average()})",
@@ -263,7 +267,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="narrower 2D networks (a short run under load)")
     parser.add_argument("--only", default="", help="comma-separated network labels to run (default: all)")
     parser.add_argument(
-        "--scopes", default="global,decoder", help="comma-separated selections: global, decoder, bottleneck"
+        "--scopes",
+        default="global,decoder",
+        help="comma-separated selections: global, decoder, decoder_skipfree, bottleneck",
     )
     parser.add_argument("--out", type=Path, default=None, help="write mc_cost.csv + provenance.json here")
     args = parser.parse_args()

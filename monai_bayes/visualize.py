@@ -265,7 +265,8 @@ def plot_quality_cost_frontier(inputs: list[Path], output: Path) -> None:
     """Quality vs Monte-Carlo cost of selection scopes, from ``results/fast_mc/frontier.csv``.
 
     Two panels share the x axis, the MC cost at S = 8 (time / (8 × one deterministic forward)): Dice (higher
-    is better) and GED (lower is better), one labelled point per selection row. The PNG is byte-stable
+    is better) and GED (lower is better), one numbered point per selection row, the selections in a key
+    below the panels. The PNG is byte-stable
     (no software tag), as ``scripts/make_results.py`` expects.
 
     Parameters
@@ -294,17 +295,20 @@ def plot_quality_cost_frontier(inputs: list[Path], output: Path) -> None:
         return float("nan") if text.strip() in ("", "—") else float(text)
 
     cost = [number(r["MC cost S=8"]) for r in rows]
-    fig = Figure(figsize=(8, 3.2))
+    # points numbered, the selections in a key below the panels (long labels would overlap)
+    fig = Figure(figsize=(8, 3.4 + 0.22 * ((len(rows) + 1) // 2)))
     axes = fig.subplots(1, 2)
     for ax, metric, better in ((axes[0], "Dice", "higher"), (axes[1], "GED", "lower")):
         values = [number(r[metric]) for r in rows]
-        ax.scatter(cost, values, color="tab:blue")
-        for r, c, v in zip(rows, cost, values):
-            ax.annotate(r["selection"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for i, (r, c, v) in enumerate(zip(rows, cost, values), start=1):
+            ax.scatter([c], [v], color="tab:blue", label=f"{i}: {r['selection']}")
+            ax.annotate(str(i), (c, v), textcoords="offset points", xytext=(4, 3), fontsize=8)
         ax.set_xlabel("MC cost, S = 8 (× 8 deterministic forwards)")
         ax.set_ylabel(f"{metric} ({better} is better)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False, handlelength=0, markerscale=0)
+    fig.tight_layout(rect=(0, 0.22 * ((len(rows) + 1) // 2) / fig.get_figheight() + 0.02, 1, 1))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:

@@ -5,7 +5,9 @@ transforms, network, loss and evaluation metrics from ``configs/common.json`` + 
 
 1. train the deterministic UNet once (``--det-epochs``);
 2. for each scope -- ``global`` (saliency Top 1 % over the whole net, the bundle default), ``decoder`` (the
-   layers after the bottleneck) and ``last3`` (final block + head) -- select 1 % of the scope's weights by
+   layers after the bottleneck), ``last3`` (final block + head) and ``decoder_skipfree`` (the decoder without
+   the convs that read a skip concatenation, ``scope_modules(..., skip_readers=False)``, so that the split
+   convolution can run their shared half once) -- select 1 % of the scope's weights by
    gradient saliency (:func:`monai_bayes.selection.scope_modules` → ``include=``), train with the ELBO
    (``--bayes-epochs``) and evaluate with S = 8 samples: Dice, GED, HM-IoU, ECE, predictive entropy and
    mutual information (the bundle's metric handlers);
@@ -44,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from monai.bundle import ConfigParser
@@ -53,13 +55,55 @@ from monai.engines import SupervisedEvaluator
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import mc_cost_split
 from monai_bayes.networks import load_checkpoint, save_checkpoint
-from monai_bayes.selection import scope_modules, select_bayesian_weights
+from monai_bayes.selection import scope_modules, select_bayesian_weights, selection_report
 from monai_bayes.visualize import plot_quality_cost_frontier
 from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deterministic
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "lidc_sparse_bayes"
-SCOPES = ("global", "decoder", "last3")
+
+
+class Row(NamedTuple):
+    """One frontier row: checkpoint stem, selection scope, Bayesian fraction of the scope, initial σ, label of the
+    scope, and the seed of its selection + ELBO training (0: the global RNG as left by the earlier steps)."""
+
+    name: str
+    scope: str
+    r_bayes: float = 0.01
+    sigma_init: str | float = "relative"
+    label: str = ""
+    seed: int = 0
+
+    def title(self) -> str:
+        """The ``selection`` cell, e.g. ``"skip-free decoder 1 %, σ₀ ρ~N(−3, 1)"``."""
+        text = f"{self.label or self.scope} {100 * self.r_bayes:g} %"
+        if self.sigma_init == "rho_normal":
+            text += ", σ₀ ρ~N(−3, 1)"
+        elif not isinstance(self.sigma_init, str):
+            text += f", σ₀ {self.sigma_init:g}"
+        return text + (f" (seed {self.seed})" if self.seed else "")
+
+
+#: the rows, in table order; the last three raise the sample diversity (issue 22: GED of the late scopes)
+ROWS = (
+    Row("global", "global"),
+    Row("decoder", "decoder"),
+    Row("last3", "last3"),
+    Row("decoder_skipfree", "decoder_skipfree", label="skip-free decoder"),
+    Row("decoder_skipfree_rho", "decoder_skipfree", sigma_init="rho_normal", label="skip-free decoder"),
+    Row("decoder_skipfree_r5", "decoder_skipfree", r_bayes=0.05, label="skip-free decoder"),
+    Row("global_rho", "global", sigma_init="rho_normal"),
+    # a second training of the two rows that the default decision compares (selection + ELBO reseeded)
+    Row("global_seed1", "global", seed=1),
+    Row("decoder_skipfree_r5_seed1", "decoder_skipfree", r_bayes=0.05, label="skip-free decoder", seed=1),
+    # constant initial σ between "relative" (5 % of |μ|: ≈ 0.001–0.007 here) and rho_normal (median 0.049)
+    Row("decoder_skipfree_s01", "decoder_skipfree", sigma_init=0.01, label="skip-free decoder"),
+    Row("decoder_skipfree_s02", "decoder_skipfree", sigma_init=0.02, label="skip-free decoder"),
+    Row("global_s01", "global", sigma_init=0.01),
+    # second trainings of the two constant-σ₀ rows that the default decision compares
+    Row("decoder_skipfree_s02_seed1", "decoder_skipfree", sigma_init=0.02, label="skip-free decoder", seed=1),
+    Row("global_s01_seed1", "global", sigma_init=0.01, seed=1),
+)
 #: metric key in the evaluator state -> CSV column
 METRICS = {"Dice": "Dice", "GED": "GED", "GED_hm_iou": "HM-IoU", "ECE": "ECE"}
 OPTIMIZER = OptimizerSettings(name="adam", lr=1e-3, weight_decay=1e-5)
@@ -128,6 +172,8 @@ def scoped(det: torch.nn.Module, scope: str, example: torch.Tensor) -> list[str]
         return None
     if scope == "decoder":
         return scope_modules(det, example, "decoder")
+    if scope == "decoder_skipfree":
+        return scope_modules(det, example, "decoder", skip_readers=False)
     return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
 
 
@@ -136,13 +182,18 @@ def log(message: str, started: float) -> None:
     print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
 
-def row_of(scope: str, metrics: dict[str, float], cost: dict[int, float], predicted: float) -> dict[str, str]:
+def row_of(
+    spec: Row, net: torch.nn.Module, metrics: dict[str, float], cost: dict[int, float], predicted: float
+) -> dict[str, str]:
     """One ``frontier.csv`` row (cells formatted as shown in the docs)."""
-    row = {"selection": f"{scope} 1 %"}
+    layers = selection_report(net)
+    share = 100 * sum(r.num_bayes for r in layers) / sum(r.num_params for r in layers)
+    row = {"selection": spec.title(), "Bayesian weights (% of net)": f"{share:.3f}"}
     for key, col in METRICS.items():
         row[col] = _fmt(metrics.get(key))
     row["entropy"] = _fmt(metrics.get("Uncertainty_entropy_mean"))
     row["MI"] = _fmt(metrics.get("Uncertainty_mi_mean"))
+    row["sample diversity"] = _fmt(metrics.get("GED_sample_diversity"))
     row["MC cost S=8"] = f"{cost[8]:.2f}"
     row["MC cost S=16"] = f"{cost[16]:.2f}"
     row["predicted S=8"] = f"{predicted:.2f}"
@@ -177,12 +228,14 @@ def trained_det(parser: ConfigParser, args: argparse.Namespace, started: float) 
 
 
 def trained_scope(
-    parser: ConfigParser, det: torch.nn.Module, scope: str, x: torch.Tensor, args: argparse.Namespace, started: float
+    parser: ConfigParser, det: torch.nn.Module, spec: Row, x: torch.Tensor, args: argparse.Namespace, started: float
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """The scope's 1 % partial-Bayes net and its metrics: reused from ``<scope>.pt`` / ``.json``, else trained."""
+    """The row's partial-Bayes net and its metrics: reused from ``<name>.pt`` / ``.json``, else trained."""
+    scope = spec.name
     path, metrics_path = args.checkpoint_dir / f"{scope}.pt", args.checkpoint_dir / f"{scope}.json"
     if path.exists() and metrics_path.exists():
         log(f"{scope}: reused {path}", started)
+        args.reused.append(scope)
         net = load_checkpoint(copy.deepcopy(det), path).eval()
         return net, json.loads(metrics_path.read_text())
     if args.cost_only:
@@ -190,9 +243,19 @@ def trained_scope(
     train_loader = parser.get_parsed_content("train_data#dataloader")
     nll = parser.get_parsed_content("nll")
     net = copy.deepcopy(det).train()
-    include = scoped(det, scope, x[:1])
-    log(f"{scope}: selecting 1 % of {'all' if include is None else len(include)} layers", started)
-    select_bayesian_weights(net, loader=train_loader, loss_function=nll, r_bayes=0.01, include=include)
+    include = scoped(det, spec.scope, x[:1])
+    log(f"{scope}: selecting {spec.title()} of {'all' if include is None else len(include)} layers", started)
+    if spec.seed or spec.sigma_init == "rho_normal":  # rho_normal draws σ₀ from the global generator
+        torch.manual_seed(spec.seed)
+    select_bayesian_weights(
+        net,
+        loader=train_loader,
+        loss_function=nll,
+        r_bayes=spec.r_bayes,
+        include=include,
+        sigma_init=spec.sigma_init,
+        progress=False,
+    )
     log(f"{scope}: ELBO training, {args.bayes_epochs} epochs", started)
     train_bayesian(
         net,
@@ -208,6 +271,8 @@ def trained_scope(
     log(f"{scope}: evaluating with S = 8", started)
     metrics = evaluate(parser, net)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    origin = {"command": "python " + " ".join(sys.argv), "commit": _commit()}
+    (args.checkpoint_dir / f"{scope}.run.json").write_text(json.dumps(origin, indent=2) + "\n")
     return net, metrics
 
 
@@ -240,6 +305,13 @@ def training_record(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def trained_by(args: argparse.Namespace, name: str) -> dict[str, str]:
+    """``{"command", "commit"}`` that trained row ``name``: its ``<name>.run.json``, else ``run.json``'s."""
+    path = args.checkpoint_dir / f"{name}.run.json"
+    record = json.loads(path.read_text()) if path.exists() else args.training
+    return {"command": record["command"], "commit": record["commit"]}
+
+
 def _commit() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
@@ -265,6 +337,7 @@ def main() -> None:
         action="store_true",
         help="re-time the MC cost columns from the saved checkpoints; quality columns from their JSON",
     )
+    ap.add_argument("--rows", default="", help="comma-separated row names to run (default: all rows, see ROWS)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "fast_mc")
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "images" / "fast_mc_frontier.png")
     args = ap.parse_args()
@@ -273,6 +346,8 @@ def main() -> None:
     started = time.perf_counter()
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     args.training = training_record(args)
+    args.reused: list[str] = []
+    args.loads: list[float] = []  # 1-minute load average after each row's timing
     work = Path(tempfile.mkdtemp(prefix="fast_mc_"))
     parser = bundle_parser(work, args)
     n_train = len(parser.get_parsed_content("train_items"))
@@ -281,13 +356,19 @@ def main() -> None:
     batch = next(iter(parser.get_parsed_content("evaluate#dataloader")))["image"]
     x = torch.as_tensor(batch)[: args.cost_batch]
     rows = []
-    for scope in SCOPES:
-        net, metrics = trained_scope(parser, det, scope, x, args, started)
+    wanted = args.rows.split(",") if args.rows else [r.name for r in ROWS]
+    unknown = sorted(set(wanted) - {r.name for r in ROWS})
+    if unknown:
+        raise ValueError(f"--rows: unknown {unknown}; expected names from {[r.name for r in ROWS]}.")
+    for spec in (r for r in ROWS if r.name in wanted):
+        scope = spec.name
+        net, metrics = trained_scope(parser, det, spec, x, args, started)
         log(f"{scope}: timing MC cost", started)
         cost = mc_cost(net, det, x, args.repeats)
+        args.loads.append(os.getloadavg()[0])
         split = mc_cost_split(net, x)
         log(f"{scope}: {metrics} cost {cost} predicted {split.predicted_cost(8):.3f}", started)
-        rows.append(row_of(scope, metrics, cost, split.predicted_cost(8)))
+        rows.append(row_of(spec, net, metrics, cost, split.predicted_cost(8)))
     write(args, rows, time.perf_counter() - started)
     plot_quality_cost_frontier([args.out / "frontier.csv"], args.figure)
 
@@ -308,12 +389,21 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
     det_dice = json.loads(det_json.read_text()).get("Dice", math.nan) if det_json.exists() else math.nan
     retimed = ""
     if args.cost_only:
-        retimed = (
-            f" Cost columns re-timed from the saved checkpoints by `{command}` at commit {_commit()};"
-            f" the nets were trained and evaluated by `{args.training['command']}` at commit"
-            f" {args.training['commit']}."
-        )
+        retimed = f" Cost columns re-timed from the saved checkpoints by `{command}` at commit {_commit()}."
         command = f"{args.training['command']} && {command}"
+    if args.reused:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name in args.reused:
+            origin = trained_by(args, name)
+            groups.setdefault((origin["command"], origin["commit"]), []).append(name)
+        retimed += (
+            f" Checkpoints reused from {args.checkpoint_dir.name}/ (not retrained; this run timed every row): "
+            + "; ".join(
+                f"{', '.join(names)} trained and evaluated by `{cmd}` at commit {sha}"
+                for (cmd, sha), names in groups.items()
+            )
+            + "."
+        )
     provenance = {
         "command": command,
         "commit": _commit(),
@@ -323,11 +413,13 @@ def write(args: argparse.Namespace, rows: list[dict[str, str]], seconds: float) 
         "notes": (
             f"LIDC bundle default data (real reader annotations), {args.num_cases} scans, bundle fold 0;"
             f" deterministic UNet {args.det_epochs} epochs (its own Dice {det_dice:.3f}),"
-            " then per scope 1 % saliency selection and"
+            " then per row saliency selection of r_bayes of the scope's weights (the row's label; σ₀ relative"
+            " unless labelled) and"
             f" {args.bayes_epochs} ELBO epochs ({args.train_samples} samples per step); evaluation with S = 8;"
             f" MC cost = MonteCarloInferer(S, chunk_size=S, shared_prefix=True) time / (S x deterministic forward),"
             f" batch of {args.cost_batch} 128^2 patches,"
-            f" medians of {args.repeats}, {args.threads} thread(s), shared machine; wall {seconds / 60:.0f} min."
+            f" medians of {args.repeats}, {args.threads} thread(s), shared machine (1-minute load average after"
+            f" each row's timing: {', '.join(f'{v:.1f}' for v in args.loads)}); wall {seconds / 60:.0f} min."
             " Far shorter training than the bundle's (12 + 6 epochs on 20 scans): read the quality columns as a"
             " comparison between scopes at equal training, not as the bundle's results." + retimed
         ),

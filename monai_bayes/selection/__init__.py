@@ -10,7 +10,7 @@ from monai_bayes.selection.saliency import (
     random_scores,
     saliency_scores,
 )
-from monai_bayes.selection.scopes import ScopeName, call_order, restrict_scores, scope_modules
+from monai_bayes.selection.scopes import ScopeName, call_order, cat_readers, restrict_scores, scope_modules
 from monai_bayes.selection.select import SelectionSettings, select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_selected, select_topk
 
@@ -23,6 +23,7 @@ __all__ = [
     "SelectionScope",
     "SelectionSettings",
     "call_order",
+    "cat_readers",
     "check_r_bayes",
     "compute_scores",
     "format_selection_report",
