@@ -152,7 +152,9 @@ class MonteCarloInferer(Inferer):
         each input shape (per inner-inferer batch, e.g. per sliding-window batch) a short timed probe
         compares 1, 2, 4, … ``S`` samples per pass, with and without ``shared_prefix``, and keeps the
         fastest plan for that shape (logged once at INFO; see :attr:`plans`). The probe costs about
-        ``2 × candidates`` extra calls on the first input of each shape.
+        ``2 × candidates`` extra calls on the first input of each shape. Only inference is probed: a call
+        with autograd on or the network in training mode (an ELBO step) runs all ``S`` samples in one
+        stacked pass, so training never depends on timings (:meth:`_training_plan`).
     shared_prefix
         run the layers before the first stochastic layer once per pass instead of once per
         sample (:func:`~monai_bayes.layers.shared_prefix.shared_prefix_forward`); ``True``, ``False``
@@ -241,9 +243,23 @@ class MonteCarloInferer(Inferer):
         fixed = self.sparse_input is True or self.sparse_input == AUTO  # auto with a fixed plan: the layers decide
         return [MCPlan(p.chunk_size, p.shared_prefix, fixed and p.shared_prefix, p.split_conv) for p in plans]
 
+    def _training_plan(self) -> MCPlan:
+        """The fixed plan of a training call (autograd on or the network in training mode): never probed.
+
+        A timed choice would make training depend on the machine's load: with batch norm in training mode the
+        chunk size sets which items share batch statistics, and float rounding differs between plans, which
+        training amplifies; the probe's extra forwards would also update the running statistics. So ``"auto"``
+        means all ``S`` samples in one stacked pass (``chunk_size=None``), without the shared prefix unless it
+        was asked for (``shared_prefix=True``); an explicit ``chunk_size`` is kept.
+        """
+        chunk = self.num_samples if self.chunk_size in (AUTO, None) else min(int(self.chunk_size), self.num_samples)
+        shared = self.shared_prefix is True
+        return MCPlan(chunk, shared, shared and self.sparse_input is True, shared and self.split_conv)
+
     def _plan_for(self, x: torch.Tensor, module: nn.Module | None, run: Callable[[MCPlan], torch.Tensor]) -> MCPlan:
         """The plan for input ``x`` (cached per shape); probes the candidates on the first call."""
-        key = (id(module), self.num_samples, tuple(x.shape), x.dtype, str(x.device))
+        training = torch.is_grad_enabled() or (module is not None and module.training)
+        key = (id(module), self.num_samples, tuple(x.shape), x.dtype, str(x.device), training)
         plan = self.plans.get(key)
         if plan is not None:
             return plan
@@ -251,6 +267,8 @@ class MonteCarloInferer(Inferer):
         times: dict[MCPlan, float]
         if module is not None and not has_stochastic and self.shared_prefix is not False:
             plan, times = MCPlan(self.num_samples, True), {}  # nothing varies: one pass, S copies
+        elif training:
+            plan, times = self._training_plan(), {}
         else:
             candidates = self._candidates(module)
             plan, times = choose_plan(candidates, run, x.device)
@@ -261,7 +279,7 @@ class MonteCarloInferer(Inferer):
             tuple(x.shape),
             x.device,
             plan.label(),
-            f" (probe: {probe})" if probe else "",
+            f" (probe: {probe})" if probe else " (training call: fixed plan, not timed)" if training else "",
         )
         self.plans[key] = plan
         return plan

@@ -118,3 +118,31 @@ def test_runoff_keeps_the_loop_against_a_lucky_round():
     assert MCPlan(4, True, True).label() == "4/pass, shared, sparse input"
     with pytest.raises(ValueError, match="sparse_input"):
         MonteCarloInferer(4, sparse_input="yes")
+
+
+def test_training_calls_run_a_fixed_plan_without_probing(caplog):
+    torch.manual_seed(0)
+    plain = _Net()
+    net = to_partial_bayes(plain, {"post.weight": torch.ones_like(plain.post.weight, dtype=torch.bool)})
+    x = torch.randn(2, 1, 8, 8)
+    inferer = MonteCarloInferer(4, seed=1, activation=None)
+    net.train()
+    with caplog.at_level(logging.INFO, logger="monai_bayes.inferers.monte_carlo"):
+        trained = inferer(x, net)
+    assert net.calls == 1, "a training call runs all S samples in one stacked pass, nothing is timed"
+    assert list(inferer.plans.values()) == [MCPlan(4, False)]
+    assert any("training call: fixed plan" in r.getMessage() for r in caplog.records)
+    stacked = MonteCarloInferer(4, seed=1, activation=None, chunk_size=4, shared_prefix=False)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.detach(), stacked(x, net.eval()))
+        calls = net.calls
+        inferer(x, net)  # eval + no_grad: the same shape gets its own, probed plan
+    assert net.calls - calls > 1, "inference is probed"
+    assert len(inferer.plans) == 2
+    net.eval()
+    calls = net.calls
+    inferer(x, net)  # eval mode but autograd on (e.g. a frozen-statistics training step): fixed again
+    assert net.calls - calls == 1
+    chunked = MonteCarloInferer(4, seed=1, activation=None, chunk_size=2)
+    chunked(x, net.train())
+    assert list(chunked.plans.values()) == [MCPlan(2, True, split_conv=True)], "a fixed chunk size: as configured"
