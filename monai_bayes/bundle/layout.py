@@ -6,6 +6,7 @@
     <runs_dir>/ensemble_members/member_<m>.pt    ensemble members m = 1 … M-1
     <runs_dir>/<run_name>/selected.pt            step 2: converted network before ELBO training
     <runs_dir>/<run_name>/selection.json         step 2: per-layer report of the Bayesian weights
+    <runs_dir>/<run_name>/selection_summary.json step 2: selection_region, its modules, predicted MC cost
     <runs_dir>/<run_name>/model.pt               step 3 (or the MC-dropout model)
     <runs_dir>/<run_name>/network.json           settings of a method's own architecture (Prob. U-Net, SSN)
     <runs_dir>/<run_name>/costs_<step>.json      parameters, FLOPs per step, epoch times

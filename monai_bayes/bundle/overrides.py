@@ -30,6 +30,7 @@ from monai_bayes.handlers.kl_annealing import KLSchedule
 from monai_bayes.layers.partial import SIGMA_INIT_NAMES
 from monai_bayes.losses.elbo import KLReduction
 from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion
+from monai_bayes.selection.scopes import SELECTION_REGIONS
 from monai_bayes.utils.files import read_json_object
 from monai_bayes.workflows.methods import check_method
 
@@ -224,6 +225,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sgmcmc_max_samples": _positive_int,
     "sgmcmc_voxel_likelihood": _boolean,
     "nested_rescale": _boolean,
+    "selection_region": _one_of(*SELECTION_REGIONS),
 }
 
 

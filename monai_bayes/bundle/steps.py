@@ -22,12 +22,15 @@ from torch import nn
 
 from monai_bayes.bundle.distributed import barrier, is_main_process
 from monai_bayes.bundle.layout import RunLayout
+from monai_bayes.layers.candidates import candidate_modules
 from monai_bayes.layers.horseshoe import horseshoe_median_state_dict
+from monai_bayes.layers.shared_prefix import MCCostSplit, mc_cost_split
 from monai_bayes.networks.checkpoint import load_checkpoint, load_stochastic_state_dict, save_checkpoint
 from monai_bayes.networks.convert import init_means_normal, to_full_bayes, to_mc_dropout
 from monai_bayes.networks.ensemble import DeepEnsemble
 from monai_bayes.networks.samples import is_samples_file, load_samples, sample_ensemble
 from monai_bayes.selection.report import format_selection_report, selection_report
+from monai_bayes.selection.scopes import SELECTION_REGIONS, region_modules
 from monai_bayes.selection.select import select_bayesian_weights
 from monai_bayes.utils.atomic import atomic_path, atomic_write_json
 from monai_bayes.workflows.methods import METHOD_REGISTRY, method_spec
@@ -44,6 +47,7 @@ __all__ = [
     "published_mc_samples",
     "read_published_info",
     "run_selection",
+    "selection_summary_path",
     "split_published_state",
     "training_network",
 ]
@@ -139,6 +143,8 @@ def run_selection(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     device: torch.device | str = "cpu",
+    region: str = "all",
+    num_samples: int = 8,
 ) -> Path:
     """SBN step 2 as a bundle step: load the deterministic model, make its Top ``r_bayes`` weights
     Bayesian (``full_bayes``: all of them), save the converted network and the per-layer report.
@@ -147,16 +153,39 @@ def run_selection(
     ``μ ~ N(0, 1)`` (:func:`~monai_bayes.networks.init_means_normal`) before every weight is made Bayesian.
     ``saliency_criterion`` / ``saliency_batch_norm`` are the :class:`~monai_bayes.selection.SelectionSettings`
     fields of the same names. Returns the path of the converted checkpoint.
+
+    ``region`` (the bundles' ``selection_region``, one of :data:`~monai_bayes.selection.SELECTION_REGIONS`)
+    restricts the candidate layers: anything but ``"all"`` finds the region's modules
+    (:func:`~monai_bayes.selection.region_modules`) from one forward of the first item of the first batch of
+    ``loader`` (the real input size, on ``device``) and selects only among them (``r_bayes`` is then the
+    fraction of the region's entries); an explicit ``include`` is intersected with it. ``"all"`` draws
+    nothing before the selection, so its result is the same as without the argument. After the selection
+    the predicted cost of a ``num_samples``-sample MC call with shared prefix
+    (:func:`~monai_bayes.layers.mc_cost_split` on the same example item) is logged and written with the
+    region to ``selection_summary.json`` next to ``report_path`` (not written without a ``loader``).
+
+    Raises
+    ------
+    ValueError
+        For a method without a selection step, a missing checkpoint, an unknown ``region``, a region
+        without ``loader``, or an ``include`` that shares no module with the region.
     """
     spec = method_spec(method)
     if spec.selection is None:
         with_selection = [m for m, s in METHOD_REGISTRY.items() if s.selection is not None]
         raise ValueError(f"the selection step applies to {with_selection}, not {method!r}.")
+    if region not in SELECTION_REGIONS:
+        raise ValueError(f"selection_region must be one of {list(SELECTION_REGIONS)}, got {region!r}.")
+    if region != "all" and loader is None:
+        raise ValueError(f"selection_region {region!r} needs a loader (its first item is the example input).")
     if spec.from_scratch:
         network = init_means_normal(network_def, include=include, exclude=exclude)
     else:
         network = load_checkpoint(network_def, _require(deterministic_checkpoint, "deterministic checkpoint"))
     network.to(torch.device(device))
+    if region != "all":
+        assert loader is not None
+        include = _region_include(network, _example_input(loader, device), region, include, exclude)
     if spec.selection == "all":
         to_full_bayes(network, include=include, exclude=exclude, sigma_init=sigma_init, prior_sigma=prior_sigma)
         rows = selection_report(network)
@@ -178,12 +207,78 @@ def run_selection(
             prior_sigma=prior_sigma,
             device=device,
         )
+    cost = _predicted_cost(network, _example_input(loader, device)) if loader is not None else None
     if is_main_process():  # under torchrun every rank holds the same selection; rank 0 writes it
-        logger.info("Bayesian weights per layer:\n%s", format_selection_report(rows))
+        table = format_selection_report(rows, cost, num_samples=(num_samples,))
+        logger.info("Bayesian weights per layer (selection_region %r):\n%s", region, table)
         atomic_write_json(report_path, [r.as_dict() for r in rows])
+        if cost is not None:
+            atomic_write_json(
+                selection_summary_path(report_path), _selection_summary(region, include, cost, num_samples)
+            )
         save_checkpoint(network, output_checkpoint)
     barrier()
     return Path(output_checkpoint)
+
+
+def selection_summary_path(report_path: str | os.PathLike) -> Path:
+    """Where :func:`run_selection` writes its summary: ``selection_summary.json`` next to ``report_path``."""
+    return Path(report_path).with_name("selection_summary.json")
+
+
+def _example_input(loader: Iterable[Any], device: torch.device | str) -> torch.Tensor:
+    """The first item of the first batch of ``loader`` (``(1, C_in, *spatial)``, on ``device``)."""
+    batch = next(iter(loader), None)
+    if batch is None:
+        raise ValueError("the selection loader yields no batch; an example input is needed.")
+    image = batch["image"] if isinstance(batch, Mapping) else batch[0]
+    return torch.as_tensor(image[:1]).to(torch.device(device))
+
+
+def _predicted_cost(network: nn.Module, example: torch.Tensor) -> MCCostSplit:
+    """:func:`~monai_bayes.layers.mc_cost_split` in eval mode without gradients (no norm statistics change)."""
+    was_training = network.training
+    try:
+        network.eval()
+        with torch.no_grad():
+            return mc_cost_split(network, example)
+    finally:
+        network.train(was_training)
+
+
+def _region_include(
+    network: nn.Module,
+    example: torch.Tensor,
+    region: str,
+    include: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+) -> list[str]:
+    """The region's modules, intersected with the modules an explicit ``include`` / ``exclude`` leaves."""
+    modules = region_modules(network, example, region) or []
+    if include is None and exclude is None:
+        return modules
+    allowed = set(candidate_modules(network, include, exclude))
+    kept = [name for name in modules if name in allowed]
+    if not kept:
+        raise ValueError(
+            f"selection_region {region!r} ({modules}) and include={list(include or [])} /"
+            f" exclude={list(exclude or [])} share no module."
+        )
+    return kept
+
+
+def _selection_summary(
+    region: str, include: Sequence[str] | None, cost: MCCostSplit, num_samples: int
+) -> dict[str, Any]:
+    """``selection_summary.json``: the region, its modules and the predicted MC cost at ``num_samples``."""
+    return {
+        "region": region,
+        "modules": list(include) if include is not None else None,
+        "num_samples": num_samples,
+        "prefix_macs": cost.prefix_macs,
+        "suffix_macs": cost.suffix_macs,
+        "predicted_mc_cost": cost.predicted_cost(num_samples),
+    }
 
 
 def build_network(

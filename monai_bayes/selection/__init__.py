@@ -10,11 +10,20 @@ from monai_bayes.selection.saliency import (
     random_scores,
     saliency_scores,
 )
-from monai_bayes.selection.scopes import ScopeName, call_order, cat_readers, restrict_scores, scope_modules
+from monai_bayes.selection.scopes import (
+    SELECTION_REGIONS,
+    ScopeName,
+    call_order,
+    cat_readers,
+    region_modules,
+    restrict_scores,
+    scope_modules,
+)
 from monai_bayes.selection.select import SelectionSettings, select_bayesian_weights
 from monai_bayes.selection.topk import SelectionScope, check_r_bayes, num_selected, select_topk
 
 __all__ = [
+    "SELECTION_REGIONS",
     "LayerSelection",
     "SaliencyBatchNorm",
     "SaliencyCriterion",
@@ -30,6 +39,7 @@ __all__ = [
     "magnitude_scores",
     "num_selected",
     "random_scores",
+    "region_modules",
     "restrict_scores",
     "saliency_scores",
     "scope_modules",

@@ -40,7 +40,15 @@ from torch.overrides import TorchFunctionMode
 from monai_bayes.layers.functional import SUPPORTED_TYPES
 from monai_bayes.layers.shared_prefix import _CAT_FUNCS, _cat_dim
 
-__all__ = ["ScopeName", "call_order", "cat_readers", "restrict_scores", "scope_modules"]
+__all__ = [
+    "SELECTION_REGIONS",
+    "ScopeName",
+    "call_order",
+    "cat_readers",
+    "region_modules",
+    "restrict_scores",
+    "scope_modules",
+]
 
 #: in-place tensor operators (``x += y`` calls ``Tensor.__iadd__``)
 _INPLACE_OPERATORS = frozenset(
@@ -269,3 +277,42 @@ def restrict_scores(scores: Mapping[str, torch.Tensor], modules: Sequence[str]) 
     if not kept:
         raise ValueError(f"no scored parameter belongs to the {len(wanted)} scope modules, e.g. {sorted(wanted)[:3]}.")
     return kept
+
+
+#: named scopes of the bundles' ``selection_region`` setting: ``"all"`` (every candidate layer, no scope),
+#: ``"decoder"`` (:func:`scope_modules` ``"decoder"``), ``"decoder_skipfree"`` (the decoder without the layers
+#: that read a skip concatenation, ``skip_readers=False``), ``"last3"`` (``"last"``, ``last_n=3``)
+SELECTION_REGIONS: tuple[str, ...] = ("all", "decoder", "decoder_skipfree", "last3")
+
+
+def region_modules(network: nn.Module, example: torch.Tensor, region: str) -> list[str] | None:
+    """The modules of a named selection region (:data:`SELECTION_REGIONS`), ``None`` for ``"all"``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The (deterministic) network.
+    example : torch.Tensor
+        An input ``(B, C_in, *spatial)`` of the size used at inference.
+    region : str
+        One of :data:`SELECTION_REGIONS`.
+
+    Returns
+    -------
+    list of str or None
+        Module names in call order (for ``include=``), or ``None`` (no restriction) for ``"all"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown region, or as :func:`scope_modules`.
+    """
+    if region == "all":
+        return None
+    if region == "decoder":
+        return scope_modules(network, example, "decoder")
+    if region == "decoder_skipfree":
+        return scope_modules(network, example, "decoder", skip_readers=False)
+    if region == "last3":
+        return scope_modules(network, example, "last", last_n=3)
+    raise ValueError(f"selection_region must be one of {list(SELECTION_REGIONS)}, got {region!r}.")
