@@ -30,6 +30,7 @@ The returned names go to ``include=`` of :func:`~monai_bayes.networks.to_partial
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -67,6 +68,27 @@ def _mutated(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[A
 ScopeName = Literal["decoder", "last"]
 
 
+def _traced_eval_forward(
+    network: nn.Module,
+    example: torch.Tensor,
+    handles: Sequence[torch.utils.hooks.RemovableHandle],
+    mode: TorchFunctionMode | None = None,
+) -> None:
+    """One eval-mode forward of ``example`` (inside ``mode`` if given) that ``handles``' hooks observe.
+
+    The network's train / eval state is restored and the hooks are removed afterwards, also on an error.
+    """
+    was_training = network.training
+    try:
+        network.eval()
+        with mode if mode is not None else contextlib.nullcontext():
+            network(example)
+    finally:
+        network.train(was_training)
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def call_order(network: nn.Module, example: torch.Tensor) -> list[tuple[str, int]]:
     """Conv / transposed-conv / linear modules in the order ``network(example)`` first calls them.
@@ -97,14 +119,7 @@ def call_order(network: nn.Module, example: torch.Tensor) -> list[tuple[str, int
     handles = [
         m.register_forward_hook(make_hook(n)) for n, m in network.named_modules() if isinstance(m, SUPPORTED_TYPES)
     ]
-    was_training = network.training
-    try:
-        network.eval()
-        network(example)
-    finally:
-        network.train(was_training)
-        for h in handles:
-            h.remove()
+    _traced_eval_forward(network, example, handles)
     return order
 
 
@@ -181,15 +196,7 @@ def cat_readers(network: nn.Module, example: torch.Tensor) -> list[str]:
         for n, m in network.named_modules()
         if isinstance(m, SUPPORTED_TYPES)
     ]
-    was_training = network.training
-    try:
-        network.eval()
-        with recorder:
-            network(example)
-    finally:
-        network.train(was_training)
-        for h in handles:
-            h.remove()
+    _traced_eval_forward(network, example, handles, recorder)
     return readers
 
 
