@@ -55,7 +55,7 @@ from monai.engines import SupervisedEvaluator
 from monai_bayes.inferers import MonteCarloInferer
 from monai_bayes.layers import mc_cost_split
 from monai_bayes.networks import load_checkpoint, save_checkpoint
-from monai_bayes.selection import scope_modules, select_bayesian_weights, selection_report
+from monai_bayes.selection import region_modules, scope_modules, select_bayesian_weights, selection_report
 from monai_bayes.visualize import plot_quality_cost_frontier
 from monai_bayes.workflows import OptimizerSettings, train_bayesian, train_deterministic
 
@@ -168,13 +168,9 @@ def mc_cost(network: torch.nn.Module, det: torch.nn.Module, x: torch.Tensor, rep
 
 def scoped(det: torch.nn.Module, scope: str, example: torch.Tensor) -> list[str] | None:
     """``include=`` module names of a scope (None: the whole network)."""
-    if scope == "global":
-        return None
-    if scope == "decoder":
-        return scope_modules(det, example, "decoder")
-    if scope == "decoder_skipfree":
-        return scope_modules(det, example, "decoder", skip_readers=False)
-    return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
+    if scope.startswith("last"):  # any n, not only the bundles' "last3"
+        return scope_modules(det, example, "last", last_n=int(scope.removeprefix("last")))
+    return region_modules(det, example, "all" if scope == "global" else scope)
 
 
 def log(message: str, started: float) -> None:

@@ -183,9 +183,11 @@ def run_selection(
     else:
         network = load_checkpoint(network_def, _require(deterministic_checkpoint, "deterministic checkpoint"))
     network.to(torch.device(device))
+    example = None
     if region != "all":
         assert loader is not None
-        include = _region_include(network, _example_input(loader, device), region, include, exclude)
+        example = _example_input(loader, device)
+        include = _region_include(network, example, region, include, exclude)
     if spec.selection == "all":
         to_full_bayes(network, include=include, exclude=exclude, sigma_init=sigma_init, prior_sigma=prior_sigma)
         rows = selection_report(network)
@@ -207,7 +209,9 @@ def run_selection(
             prior_sigma=prior_sigma,
             device=device,
         )
-    cost = _predicted_cost(network, _example_input(loader, device)) if loader is not None else None
+    if example is None and loader is not None:  # "all": drawn only now, so the selection is as without a region
+        example = _example_input(loader, device)
+    cost = _predicted_cost(network, example) if example is not None else None
     if is_main_process():  # under torchrun every rank holds the same selection; rank 0 writes it
         table = format_selection_report(rows, cost, num_samples=(num_samples,))
         logger.info("Bayesian weights per layer (selection_region %r):\n%s", region, table)

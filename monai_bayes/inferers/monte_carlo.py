@@ -250,11 +250,10 @@ class MonteCarloInferer(Inferer):
         chunk size sets which items share batch statistics, and float rounding differs between plans, which
         training amplifies; the probe's extra forwards would also update the running statistics. So ``"auto"``
         means all ``S`` samples in one stacked pass (``chunk_size=None``), without the shared prefix unless it
-        was asked for (``shared_prefix=True``); an explicit ``chunk_size`` is kept.
+        was asked for (``shared_prefix=True``). A fixed ``chunk_size`` is never timed and keeps its plan.
         """
-        chunk = self.num_samples if self.chunk_size in (AUTO, None) else min(int(self.chunk_size), self.num_samples)
         shared = self.shared_prefix is True
-        return MCPlan(chunk, shared, shared and self.sparse_input is True, shared and self.split_conv)
+        return MCPlan(self.num_samples, shared, shared and self.sparse_input is True, shared and self.split_conv)
 
     def _plan_for(self, x: torch.Tensor, module: nn.Module | None, run: Callable[[MCPlan], torch.Tensor]) -> MCPlan:
         """The plan for input ``x`` (cached per shape); probes the candidates on the first call."""
@@ -267,7 +266,7 @@ class MonteCarloInferer(Inferer):
         times: dict[MCPlan, float]
         if module is not None and not has_stochastic and self.shared_prefix is not False:
             plan, times = MCPlan(self.num_samples, True), {}  # nothing varies: one pass, S copies
-        elif training:
+        elif training and self.chunk_size == AUTO:
             plan, times = self._training_plan(), {}
         else:
             candidates = self._candidates(module)
