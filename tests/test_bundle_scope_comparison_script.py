@@ -34,18 +34,37 @@ def _fake_run(folder: Path, dice: float, bayesian: int, cost: float) -> None:
 
 
 def test_reused_runs_are_tabulated_with_their_overrides(comparison, tmp_path):
-    _fake_run(tmp_path / "work" / "0", 0.7151, 10, 1.0)
-    _fake_run(tmp_path / "work" / "1", 0.7, 1, 0.2449)
+    _fake_run(tmp_path / "work" / "0-seed0", 0.7151, 10, 1.0)
+    _fake_run(tmp_path / "work" / "1-seed0", 0.7, 1, 0.2449)
     out = tmp_path / "out"
     argv = ["--row", "global=", "--row", "skip-free=--selection_region decoder_skipfree --sigma_init 0.02"]
     assert comparison.main([*argv, "--reuse", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     rows = list(csv.reader((out / "comparison.csv").open()))
     assert rows[0] == list(comparison.HEADER)
-    assert rows[1][:4] == ["global", "(defaults)", "0.715", "0.700"]
-    assert rows[1][5] == "0.0038" and rows[1][7] == "1.000 %" and rows[1][8] == "1.000" and rows[1][9] == "—"
+    assert rows[1][:5] == ["global", "(defaults)", "0", "0.715", "0.700"]
+    assert rows[1][6] == "0.0038" and rows[1][8] == "1.000 %" and rows[1][9] == "1.000" and rows[1][10] == "—"
     assert rows[2][1] == "--selection_region decoder_skipfree --sigma_init 0.02"
-    assert rows[2][7] == "0.100 %" and rows[2][8] == "0.245"
-    assert json.loads((out / "provenance.json").read_text())["seed"] == 0
+    assert rows[2][8] == "0.100 %" and rows[2][9] == "0.245"
+    assert json.loads((out / "provenance.json").read_text())["seed"] == "0"
+
+
+def test_seeds_are_averaged_per_row(comparison, tmp_path):
+    _fake_run(tmp_path / "work" / "0-seed0", 0.70, 10, 1.0)
+    _fake_run(tmp_path / "work" / "0-seed3", 0.61, 30, 1.0)
+    out = tmp_path / "out"
+    argv = ["--row", "global=", "--seeds", "3", "0", "--reuse", "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert comparison.main(argv) == 0
+    rows = list(csv.reader((out / "comparison.csv").open()))
+    assert [row[2] for row in rows[1:]] == ["0", "3"]
+    means = list(csv.reader((out / "comparison_mean.csv").open()))
+    assert means[0] == list(comparison.MEAN_HEADER)
+    assert means[1][:4] == ["global", "(defaults)", "0 3", "0.655"]
+    assert means[1][8] == "2.000 %" and means[1][9] == "1.000"
+
+
+def test_missing_run_names_its_summary(comparison, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"0-seed0.*summary\.json"):
+        comparison.main(["--row", "global=", "--reuse", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
 
 
 def test_row_needs_a_label(comparison):
