@@ -3,17 +3,14 @@
 from monai_bayes.workflows.bmr import BMRTrainingResult, train_bmr
 from monai_bayes.workflows.methods import METHOD_REGISTRY, METHODS, MethodSpec, check_method, method_spec
 from monai_bayes.workflows.sparse_bayes import (
-    LR_SCHEDULES,
     OptimizerSettings,
     RecipeResult,
-    lr_schedule_handlers,
     train_bayesian,
     train_deterministic,
     train_sparse_bayes,
 )
 
 __all__ = [
-    "LR_SCHEDULES",
     "METHODS",
     "METHOD_REGISTRY",
     "BMRTrainingResult",
@@ -21,7 +18,6 @@ __all__ = [
     "OptimizerSettings",
     "RecipeResult",
     "check_method",
-    "lr_schedule_handlers",
     "method_spec",
     "train_bayesian",
     "train_bmr",

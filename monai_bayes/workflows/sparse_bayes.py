@@ -96,50 +96,6 @@ class OptimizerSettings:
         raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {self.name!r}.")
 
 
-#: learning-rate schedules of the bundles' ``lr_schedule`` setting
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_schedule_handlers(schedule: str, optimizer: torch.optim.Optimizer, epochs: int) -> list[Any]:
-    """Handlers that apply a learning-rate schedule over a training step of ``epochs`` epochs.
-
-    ``"constant"`` keeps every parameter group's learning rate (no handler); ``"cosine"`` decays each group's
-    rate from its initial value to 0 over the step's epochs (:class:`torch.optim.lr_scheduler.CosineAnnealingLR`,
-    stepped at the end of every epoch by MONAI's :class:`~monai.handlers.LrScheduleHandler`), so that the last
-    epoch's weights, which the bundles save, come from small final steps instead of wherever a constant rate left
-    them.
-
-    Parameters
-    ----------
-    schedule : str
-        One of :data:`LR_SCHEDULES`.
-    optimizer : torch.optim.Optimizer
-        The optimizer the trainer steps.
-    epochs : int
-        The trainer's ``max_epochs``.
-
-    Returns
-    -------
-    list
-        ``[]`` or one :class:`~monai.handlers.LrScheduleHandler` to attach to the trainer.
-
-    Raises
-    ------
-    ValueError
-        For an unknown ``schedule`` or ``epochs < 1``.
-    """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}.")
-    if epochs < 1:
-        raise ValueError(f"lr_schedule needs at least one epoch, got {epochs}.")
-    if schedule == "constant":
-        return []
-    from monai.handlers import LrScheduleHandler
-
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return [LrScheduleHandler(cosine, print_lr=False, epoch_level=True)]
-
-
 @dataclass
 class RecipeResult:
     """What :func:`train_sparse_bayes` produced."""
