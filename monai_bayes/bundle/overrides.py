@@ -27,6 +27,7 @@ from monai.bundle import ConfigParser
 
 from monai_bayes.bundle.datasets import DATASET_KEYWORDS
 from monai_bayes.handlers.kl_annealing import KLSchedule
+from monai_bayes.handlers.lr_schedule import LRSchedule
 from monai_bayes.layers.partial import SIGMA_INIT_NAMES
 from monai_bayes.losses.elbo import KLReduction
 from monai_bayes.selection.saliency import SaliencyBatchNorm, SaliencyCriterion
@@ -226,6 +227,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "sgmcmc_voxel_likelihood": _boolean,
     "nested_rescale": _boolean,
     "selection_region": _one_of(*SELECTION_REGIONS),
+    "lr_schedule": _one_of(*(s.value for s in LRSchedule)),
 }
 
 

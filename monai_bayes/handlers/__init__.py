@@ -4,6 +4,7 @@ from monai_bayes.handlers.bmr_pruning import BMRPruningHandler
 from monai_bayes.handlers.bn_recalibration import BNRecalibrationHandler
 from monai_bayes.handlers.cost import TrainingCostHandler
 from monai_bayes.handlers.kl_annealing import KLAnnealingHandler, kl_beta
+from monai_bayes.handlers.lr_schedule import LRSchedule, LRScheduleHandler
 from monai_bayes.handlers.metric_handlers import (
     BrierScore,
     EntropyVolume,
@@ -28,6 +29,8 @@ __all__ = [
     "GeneralizedEnergyDistance",
     "HungarianMatchedIoU",
     "KLAnnealingHandler",
+    "LRSchedule",
+    "LRScheduleHandler",
     "MultiRater",
     "NegativeLogLikelihood",
     "PerCaseMetricsSaver",

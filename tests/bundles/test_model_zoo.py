@@ -251,6 +251,22 @@ def test_shared_config_copies_equal_their_source():
     assert set(sync["SHARED_CONFIGS"]) == {"isic_sparse_bayes", "lidc_nested_unet"}
 
 
+def test_a_copy_keeps_only_its_own_defaults():
+    """OWN_DEFAULTS replaces the named ids of a copy and nothing else (same ids, same order); a renamed id fails."""
+    sync = runpy.run_path(str(REPO / "scripts" / "sync_bundle_configs.py"))
+    source_dir = REPO / "bundles" / "lidc_sparse_bayes" / "configs"
+    for bundle, configs in sync["OWN_DEFAULTS"].items():
+        for name, own in configs.items():
+            original = json.loads((source_dir / name).read_text())
+            copy = json.loads(sync["expected_copy"](source_dir / name, bundle))
+            assert list(copy) == list(original)
+            assert {k: v for k, v in copy.items() if k not in own} == {k: v for k, v in original.items() if k not in own}
+            assert {k: copy[k] for k in own} == own
+    sync["OWN_DEFAULTS"]["lidc_nested_unet"]["common.json"] = {"no_such_setting": 1}
+    with pytest.raises(KeyError, match="no_such_setting"):
+        sync["expected_copy"](source_dir / "common.json", "lidc_nested_unet")
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_inference_json_shares_common_json_values(name):
     """Settings inference.json repeats from common.json (network, device, seed, ...) keep the same value."""

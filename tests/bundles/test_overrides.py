@@ -141,3 +141,37 @@ def test_cli_fails_before_the_first_step(lidc_bundle, tmp_path, bad):
     assert done.returncode != 0
     assert "invalid settings, nothing was run" in done.stderr and bad.lstrip("-") in done.stderr
     assert not (tmp_path / "deterministic").exists() and "] train_deterministic" not in done.stderr + done.stdout
+
+
+def _step_configs_trained_with_the_common_optimizer() -> list[Path]:
+    """Every step config of every bundle whose trainer steps common.json's ``optimizer``."""
+    steps = []
+    for path in sorted((REPO / "bundles").glob("*/configs/*.json")):
+        config = ConfigParser.load_config_file(str(path))
+        trainer = config.get("train", {}).get("trainer", {}) if isinstance(config.get("train"), dict) else {}
+        if trainer.get("optimizer") == "@optimizer" and "optimizer" not in config:
+            steps.append(path)
+    return steps
+
+
+def test_lr_schedule_reaches_every_step_trained_with_lr():
+    """``--lr_schedule`` is not silently ignored: each step stepping ``@optimizer`` attaches the schedule handler."""
+    steps = _step_configs_trained_with_the_common_optimizer()
+    names = {f"{p.parts[-3]}/{p.stem}" for p in steps}
+    expected = {"lidc_sparse_bayes/train", "lidc_sparse_bayes/train_deterministic", "lidc_nested_unet/train_nested"}
+    assert expected <= names
+    assert "lidc_sparse_bayes/train_sgmcmc" not in names  # its own sampler and cyclical schedule
+    for path in steps:
+        handlers = ConfigParser.load_config_file(str(path))["train"]["handlers"]
+        assert "@lr_schedule_handler" in handlers, f"{path} trains with @optimizer but has no lr schedule"
+
+
+def test_lr_schedule_setting_builds_the_handler_on_the_step_optimizer(lidc_bundle):
+    parser = ConfigParser()
+    parser.read_config([str(lidc_bundle / "configs" / f"{n}.json") for n in ("common", "train_deterministic")])
+    parser.update({"bundle_root": str(lidc_bundle), "device": "cpu", "lr_schedule": "cosine"})
+    handler = parser.get_parsed_content("lr_schedule_handler")
+    assert handler.schedule == "cosine"
+    assert handler.optimizer is parser.get_parsed_content("optimizer")
+    with pytest.raises(ValueError, match=r"--lr_schedule must be one of .*'constant'.*'step'"):
+        validate_overrides({"lr_schedule": "step"}, [lidc_bundle / "configs" / "common.json"])
