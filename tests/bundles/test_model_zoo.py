@@ -260,7 +260,8 @@ def test_a_copy_keeps_only_its_own_defaults():
             original = json.loads((source_dir / name).read_text())
             copy = json.loads(sync["expected_copy"](source_dir / name, bundle))
             assert list(copy) == list(original)
-            assert {k: v for k, v in copy.items() if k not in own} == {k: v for k, v in original.items() if k not in own}
+            unchanged = {k: v for k, v in original.items() if k not in own}
+            assert {k: v for k, v in copy.items() if k not in own} == unchanged
             assert {k: copy[k] for k in own} == own
     sync["OWN_DEFAULTS"]["lidc_nested_unet"]["common.json"] = {"no_such_setting": 1}
     with pytest.raises(KeyError, match="no_such_setting"):
